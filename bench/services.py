@@ -1,0 +1,264 @@
+"""The processes a benchmark needs: a database, the fake upstream, the gateway, its CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+FAKE_UPSTREAM = BENCH_DIR / "fake_upstream.py"
+PG_DATABASE = "bench_ir"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def gateway_binary() -> Path:
+    beside = Path(sys.executable).parent / "image-router"
+    if beside.exists():
+        return beside
+    found = shutil.which("image-router")
+    if found is None:
+        raise RuntimeError(
+            "image-router not found next to this Python or on PATH; "
+            "run with the project's venv (.venv/bin/python bench/run.py)"
+        )
+    return Path(found)
+
+
+class Process:
+    """A child in its own session, so stopping it also stops anything it spawned."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._log_file: IO[bytes] = log.open("ab")
+        self.popen = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log_file.close()
+
+
+def wait_until_ready(process: Process, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error = "no attempt"
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(
+                f"{process.name} exited with {process.popen.returncode} before it was "
+                f"ready; last log lines:\n{process.log_tail()}"
+            )
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+            last_error = "not 200 yet"
+        except httpx.TransportError as exc:
+            last_error = repr(exc)
+        time.sleep(0.2)
+    raise RuntimeError(
+        f"{process.name} not ready at {url} after {timeout_s:g} s ({last_error}); "
+        f"last log lines:\n{process.log_tail()}"
+    )
+
+
+@dataclass(frozen=True)
+class UpstreamShape:
+    delay_ms: float
+    answer_bytes: int
+
+
+class FakeUpstream:
+    """bench/fake_upstream.py on a fixed port, restarted whenever its shape changes."""
+
+    def __init__(self, port: int, api_key: str, logs: Path) -> None:
+        self.port = port
+        self.api_key = api_key
+        self.logs = logs
+        self.shape: UpstreamShape | None = None
+        self._process: Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def ensure(self, shape: UpstreamShape) -> None:
+        if self.shape == shape and self._process is not None and self._process.alive():
+            return
+        self.stop()
+        argv = [
+            sys.executable,
+            str(FAKE_UPSTREAM),
+            f"--port={self.port}",
+            f"--delay-ms={shape.delay_ms:g}",
+            f"--answer-bytes={shape.answer_bytes}",
+            f"--api-key={self.api_key}",
+        ]
+        process = Process("fake upstream", argv, dict(os.environ), self.logs / "upstream.log")
+        self._process = process
+        wait_until_ready(process, f"http://127.0.0.1:{self.port}/_stats", 15)
+        self.shape = shape
+
+    def stats(self) -> dict[str, int]:
+        reply = httpx.get(f"http://127.0.0.1:{self.port}/_stats", timeout=10)
+        reply.raise_for_status()
+        data: dict[str, int] = reply.json()
+        return data
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+            self.shape = None
+
+
+def prepare_database(db: str, data_dir: Path) -> str | None:
+    """A fresh database; returns DATABASE_URL, or None for the default SQLite file."""
+    if db == "sqlite":
+        return None
+    if shutil.which("psql") is None:
+        raise RuntimeError("psql not found: install postgresql-client")
+    for sql in (
+        f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)",
+        f"CREATE DATABASE {PG_DATABASE}",
+    ):
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DATABASE}"
+
+
+class Gateway:
+    def __init__(self, port: int, env: dict[str, str], logs: Path) -> None:
+        self.port = port
+        self.env = env
+        self.logs = logs
+        self.binary = gateway_binary()
+        self._process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        argv = [str(self.binary), "serve", "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--workers", "1"]
+        process = Process("gateway", argv, self.env, self.logs / "gateway.log")
+        self._process = process
+        wait_until_ready(process, f"{self.url}/health", timeout_s)
+
+    def check_alive(self) -> None:
+        if self._process is None or not self._process.alive():
+            tail = self._process.log_tail() if self._process else ""
+            raise RuntimeError(f"the gateway is not running; last log lines:\n{tail}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(self.binary), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"`image-router {' '.join(args)}` exited with {done.returncode}:\n"
+                f"{done.stdout}{done.stderr}"
+            )
+        return done.stdout
+
+    def create_account(self, email: str, credit_usd: Decimal) -> str:
+        """A user with `credit_usd` of credit; returns a fresh API key for it."""
+        self.cli("users", "create", email)
+        out = self.cli("keys", "create", email, "--name", "bench")
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        if not lines or not re.fullmatch(r"\S{20,}", lines[-1]):
+            raise RuntimeError(f"no API key on the last line of `keys create`:\n{out}")
+        self.cli("credits", "grant", email, f"{credit_usd}", "--reason", "benchmark")
+        return lines[-1]
+
+    def balance_usd(self, email: str) -> tuple[Decimal, str]:
+        out = self.cli("credits", "show", email)
+        return parse_balance(out), out
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def parse_balance(text: str) -> Decimal:
+    """The USD balance in `credits show` output (JSON, `$` amounts or a balance line)."""
+    stripped = text.strip()
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("balance_usd", "balance", "credits_usd", "usd", "credits"):
+            if key in data:
+                return _decimal(str(data[key]), text)
+    if isinstance(data, int | float | str):
+        return _decimal(str(data), text)
+    lines = stripped.splitlines()
+    scope = [line for line in lines if "balance" in line.lower()] or lines
+    for line in scope:
+        dollar = re.search(r"\$\s*(" + _NUMBER.pattern + ")", line)
+        if dollar:
+            return _decimal(dollar.group(1), text)
+    for line in scope:
+        plain = _NUMBER.search(line.split(":", 1)[-1])
+        if plain:
+            return _decimal(plain.group(0), text)
+    raise ValueError(f"no balance in `credits show` output:\n{text}")
+
+
+def _decimal(value: str, text: str) -> Decimal:
+    try:
+        return Decimal(value.replace(",", "").replace("$", "").strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"no balance in `credits show` output:\n{text}") from exc

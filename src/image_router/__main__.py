@@ -1,0 +1,3 @@
+from image_router.cli import main
+
+main()

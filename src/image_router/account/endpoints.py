@@ -1,0 +1,73 @@
+"""`POST /v1/auth/test` and `GET /v1/credits` (spec §4, §8.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from image_router.db.session import unit_of_work
+from image_router.deps import CallerDep, ResourcesDep
+from image_router.errors import InternalError
+from image_router.kit.money import format_usd
+from image_router.ledger import service as ledger
+from image_router.usage import service as usage
+
+router = APIRouter()
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post("/v1/auth/test")
+async def auth_test(caller: CallerDep) -> Response:
+    # Raw integer credits ($0.0001 units), as the reference answers.
+    return _json({"success": True, "credits": caller.balance})
+
+
+@router.get("/v1/credits")
+async def credits(request: Request, caller: CallerDep, res: ResourcesDep) -> Response:
+    try:
+        async with unit_of_work(res.engine) as conn:
+            remaining = await ledger.balance(conn, caller.account_id)
+            deposits = await ledger.deposits(conn, caller.account_id)
+            by_key = (
+                await usage.usage_by_key(conn, caller.account_id)
+                if request.query_params.get("by_api_key") == "true"
+                else None
+            )
+    except SQLAlchemyError as exc:
+        raise InternalError("Failed to fetch credit information") from exc
+    body: dict[str, Any] = {
+        "remaining_credits": format_usd(remaining),
+        "credit_usage": format_usd(deposits - remaining),
+        "total_deposits": format_usd(deposits),
+    }
+    if by_key is not None:
+        body["usage_by_api_key"] = [_key_usage(k) for k in by_key]
+    return _json(body)
+
+
+def _key_usage(k: usage.KeyUsage) -> dict[str, Any]:
+    if k.api_key_id is not None:
+        key_id, name = k.api_key_id, k.key_name or "Deleted Key"
+    elif k.via_web_token:
+        key_id, name = "temp_jwt", "Temporary web token (imagerouter.io)"
+    else:
+        key_id, name = "unknown", "Unknown Key"
+    return {
+        "api_key_id": key_id,
+        "api_key_name": name,
+        "credit_usage": format_usd(k.cost),
+        "total_requests": k.requests,
+        "created_at": (
+            k.key_created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            if k.key_created_at
+            else None
+        ),
+        "is_active": True if k.key_active is None else k.key_active,
+    }

@@ -1,0 +1,211 @@
+"""Accounts and API keys.
+
+Keys are shown once and stored as a SHA-256 hash with a display prefix and last four
+characters. A revoked or disabled key stops working at the next request: authentication
+reads the key row every time. `last_used_at` is written at most once a minute per key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from image_router.db.tables import Account, ApiKey
+from image_router.kit.clock import utcnow
+from image_router.kit.ids import hash_secret, new_api_key, new_id
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class AccountError(ValueError):
+    """Bad input to an account operation; the message is meant for the person."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making an API request."""
+
+    account_id: str
+    balance: int
+    api_key_id: str | None
+    via_web_token: bool = False
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    email: str
+    name: str | None
+    role: str
+    balance: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyView:
+    id: str
+    name: str
+    prefix: str
+    last_four: str
+    is_active: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+async def create_account(
+    conn: AsyncConnection, email: str, *, name: str | None = None, role: str = "user"
+) -> AccountView:
+    email = normalise_email(email)
+    account = AccountView(
+        id=new_id(), email=email, name=name, role=role, balance=0, created_at=utcnow()
+    )
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(Account).values(
+                    id=account.id,
+                    email=account.email,
+                    name=name,
+                    role=role,
+                    balance=0,
+                    created_at=account.created_at,
+                )
+            )
+    except IntegrityError as exc:
+        raise AccountError(f"an account with e-mail {email} already exists") from exc
+    return account
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise AccountError(f"'{email}' is not an e-mail address")
+    return email
+
+
+async def find_account(conn: AsyncConnection, email: str) -> AccountView | None:
+    row = (
+        await conn.execute(select(Account).where(Account.email == normalise_email(email)))
+    ).first()
+    if row is None:
+        return None
+    return AccountView(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        balance=row.balance,
+        created_at=row.created_at,
+    )
+
+
+async def require_account(conn: AsyncConnection, email: str) -> AccountView:
+    account = await find_account(conn, email)
+    if account is None:
+        raise AccountError(f"no account with e-mail {normalise_email(email)}")
+    return account
+
+
+async def list_accounts(conn: AsyncConnection) -> list[AccountView]:
+    rows = (await conn.execute(select(Account).order_by(Account.created_at))).all()
+    return [
+        AccountView(
+            id=r.id,
+            email=r.email,
+            name=r.name,
+            role=r.role,
+            balance=r.balance,
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]
+
+
+async def create_key(conn: AsyncConnection, account_id: str, name: str) -> tuple[KeyView, str]:
+    """Create a key; returns its view and the secret, which is never stored or shown again."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AccountError("a key name must be 1 to 200 characters")
+    secret = new_api_key()
+    view = KeyView(
+        id=new_id(),
+        name=name,
+        prefix=secret[:8],
+        last_four=secret[-4:],
+        is_active=True,
+        created_at=utcnow(),
+        last_used_at=None,
+    )
+    await conn.execute(
+        insert(ApiKey).values(
+            id=view.id,
+            account_id=account_id,
+            name=view.name,
+            key_hash=hash_secret(secret),
+            prefix=view.prefix,
+            last_four=view.last_four,
+            is_active=True,
+            created_at=view.created_at,
+        )
+    )
+    return view, secret
+
+
+async def list_keys(conn: AsyncConnection, account_id: str) -> list[KeyView]:
+    rows = (
+        await conn.execute(
+            select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+        )
+    ).all()
+    return [
+        KeyView(
+            id=r.id,
+            name=r.name,
+            prefix=r.prefix,
+            last_four=r.last_four,
+            is_active=r.is_active and r.revoked_at is None,
+            created_at=r.created_at,
+            last_used_at=r.last_used_at,
+        )
+        for r in rows
+    ]
+
+
+async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
+    result = await conn.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(is_active=False, revoked_at=utcnow())
+    )
+    if result.rowcount != 1:
+        exists = await conn.scalar(select(ApiKey.id).where(ApiKey.id == key_id))
+        raise AccountError(
+            f"key {key_id} is already revoked" if exists else f"no key with id {key_id}"
+        )
+
+
+async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
+    """The caller owning an active key, or None. Touches `last_used_at` at most once a minute."""
+    row = (
+        await conn.execute(
+            select(ApiKey.id, ApiKey.account_id, ApiKey.last_used_at, Account.balance)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(
+                ApiKey.key_hash == hash_secret(secret),
+                ApiKey.is_active.is_(True),
+                ApiKey.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        await conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    return Caller(account_id=row.account_id, balance=int(row.balance), api_key_id=row.id)

@@ -1,0 +1,144 @@
+"""The ASGI application: routers, error rendering, headers, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from image_router import __version__
+from image_router.account.endpoints import router as account_router
+from image_router.config import Settings
+from image_router.db.migrate import upgrade
+from image_router.discovery.endpoints import router as discovery_router
+from image_router.errors import GatewayError, InternalError, InvalidRequest, NotFound
+from image_router.files import router as files_router
+from image_router.generation.endpoints import router as generation_router
+from image_router.generation.openapi import document_generation_routes
+from image_router.resources import Resources, build_resources
+
+log = logging.getLogger(__name__)
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Helmet's most useful defaults, as a pure ASGI middleware (no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    resources: Resources | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass `http_transport` to send every vendor call to fakes."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        res = resources or build_resources(settings, http_transport=http_transport)
+        if settings.auto_migrate:
+            await upgrade(res.settings.resolved_database_url())
+        app.state.resources = res
+        try:
+            yield
+        finally:
+            await res.close()
+
+    app = FastAPI(
+        title="Image Router API",
+        version=__version__,
+        description="OpenAI-compatible image and video generation with prepaid credits.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
+    )
+    app.add_middleware(SecurityHeaders)
+    app.include_router(generation_router)
+    app.include_router(discovery_router)
+    app.include_router(account_router)
+    app.include_router(files_router)
+    document_generation_routes(app)
+
+    @app.get("/.well-known/openapi.yaml", include_in_schema=False)
+    async def openapi_yaml() -> Response:
+        return Response(
+            yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True),
+            media_type="text/yaml; charset=utf-8",
+        )
+
+    app.add_exception_handler(GatewayError, _render_gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _render_unexpected)
+    return app
+
+
+def _error_response(error: GatewayError) -> Response:
+    return Response(
+        orjson.dumps(error.body()),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+async def _render_gateway_error(request: Request, exc: GatewayError) -> Response:
+    if exc.status >= 500:
+        log.error("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.message)
+    return _error_response(exc)
+
+
+async def _render_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code in (404, 405):
+        # Like Express: a path without this method is simply not found.
+        return _error_response(NotFound(f"Cannot {request.method} {request.url.path}"))
+    body = InvalidRequest(str(exc.detail)).body()
+    return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+
+
+async def _render_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {"msg": "Invalid request"}
+    return _error_response(InvalidRequest(str(first.get("msg", "Invalid request"))))
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error_response(InternalError("Internal server error"))
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker serving."""
+    return create_app(Settings())

@@ -1,0 +1,313 @@
+"""The operator's command line: serve, migrate, accounts, keys, credits, catalog.
+
+Accounts are named by e-mail. Every command exits with status 1 and a one-line message on
+bad input (unknown account, malformed amount...), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from image_router.account import service as accounts
+from image_router.config import Settings
+from image_router.db.migrate import upgrade
+from image_router.db.session import make_engine, unit_of_work
+from image_router.db.tables import Account
+from image_router.errors import OperatorError
+from image_router.kit.money import (
+    MoneyFormatError,
+    format_usd,
+    parse_usd,
+    usd_to_credits,
+)
+from image_router.ledger import service as ledger
+from image_router.providers import PROVIDERS
+from image_router.resources import provider_problem
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+users_app = typer.Typer(no_args_is_help=True, help="Accounts.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+credits_app = typer.Typer(no_args_is_help=True, help="Credits (prepaid balance).")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+catalog_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+app.add_typer(credits_app, name="credits")
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _run(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Run one database unit of work with the configured database."""
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> T:
+        url = settings.resolved_database_url()
+        if migrate and settings.auto_migrate:
+            await upgrade(url)
+        engine = make_engine(url)
+        try:
+            async with unit_of_work(engine) as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except (accounts.AccountError, OperatorError, MoneyFormatError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API (and website) on HOST:PORT. Migrates and bootstraps first."""
+    import uvicorn
+
+    if not os.environ.get("PUBLIC_URL"):
+        shown = "localhost" if host in ("0.0.0.0", "::") else host
+        os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    created = _run(_bootstrap_admin)
+    if created is not None:
+        email, secret = created
+        typer.echo(
+            f"First start: created the admin account {email} and its API key "
+            "(shown only this once; store it now):"
+        )
+        typer.echo(secret)
+    typer.echo(f"Serving Image Router on {os.environ['PUBLIC_URL']} ({workers} worker(s))")
+    uvicorn.run(
+        "image_router.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
+async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str] | None:
+    """On the very first start (no account at all), create the admin and one key."""
+    if await conn.scalar(select(func.count()).select_from(Account)):
+        return None
+    settings = Settings()
+    admin = await accounts.create_account(conn, settings.bootstrap_admin_email, role="admin")
+    _, secret = await accounts.create_key(conn, admin.id, "bootstrap")
+    return admin.email, secret
+
+
+# ------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to DATABASE_URL."""
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(upgrade(settings.resolved_database_url()))
+    typer.echo("database is up to date")
+
+
+# ------------------------------------------------------------------------------- users
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Give operator rights.")] = False,
+) -> None:
+    """Create an account."""
+
+    async def work(conn: AsyncConnection) -> accounts.AccountView:
+        return await accounts.create_account(
+            conn, email, name=name, role="admin" if admin else "user"
+        )
+
+    account = _run(work)
+    typer.echo(f"created account {account.email} ({account.id})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List accounts with their balances."""
+    for account in _run(accounts.list_accounts):
+        typer.echo(f"{account.email}\t{account.role}\t${format_usd(account.balance)}\t{account.id}")
+
+
+# ------------------------------------------------------------------------------- keys
+
+
+@keys_app.command("create")
+def keys_create(
+    email: str,
+    name: Annotated[str, typer.Option(help="A name to recognise it by.")] = "default",
+) -> None:
+    """Create an API key; the key itself is printed alone on the last line, once."""
+
+    async def work(conn: AsyncConnection) -> tuple[accounts.KeyView, str]:
+        account = await accounts.require_account(conn, email)
+        return await accounts.create_key(conn, account.id, name)
+
+    key, secret = _run(work)
+    typer.echo(f"created key {key.id} '{key.name}' for {email} (shown once):")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(email: str) -> None:
+    """List an account's keys (never the secrets)."""
+
+    async def work(conn: AsyncConnection) -> list[accounts.KeyView]:
+        account = await accounts.require_account(conn, email)
+        return await accounts.list_keys(conn, account.id)
+
+    for key in _run(work):
+        state = "active" if key.is_active else "revoked"
+        used = key.last_used_at.isoformat() if key.last_used_at else "never used"
+        typer.echo(f"{key.id}\t{key.name}\t{key.prefix}…{key.last_four}\t{state}\t{used}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key; it stops working at the next request."""
+
+    async def work(conn: AsyncConnection) -> None:
+        await accounts.revoke_key(conn, key_id)
+
+    _run(work)
+    typer.echo(f"revoked key {key_id}")
+
+
+# ------------------------------------------------------------------------------- credits
+
+
+@credits_app.command("grant")
+def credits_grant(
+    email: str,
+    usd: str,
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+) -> None:
+    """Add USD of credit to an account (a ledger entry with its reason)."""
+    amount = usd_to_credits(parse_usd(usd)) if _positive(usd) else 0
+    if not reason.strip():
+        raise _fail("--reason must not be empty")
+
+    async def work(conn: AsyncConnection) -> int:
+        account = await accounts.require_account(conn, email)
+        return await ledger.grant(conn, account.id, amount, reason=reason.strip())
+
+    balance = _run(work)
+    typer.echo(f"granted ${format_usd(amount)} to {email}; balance ${format_usd(balance)}")
+
+
+def _positive(usd: str) -> bool:
+    try:
+        value = parse_usd(usd)
+    except MoneyFormatError as exc:
+        raise _fail(str(exc)) from None
+    if value <= 0:
+        raise _fail(f"'{usd}' must be a positive USD amount")
+    return True
+
+
+@credits_app.command("show")
+def credits_show(email: str) -> None:
+    """Show an account's balance and check it against its ledger."""
+
+    async def work(conn: AsyncConnection) -> tuple[int, int, int]:
+        account = await accounts.require_account(conn, email)
+        return (
+            await ledger.balance(conn, account.id),
+            await ledger.entries_sum(conn, account.id),
+            await ledger.deposits(conn, account.id),
+        )
+
+    balance, entries, deposits = _run(work)
+    typer.echo(f"balance ${format_usd(balance)} (deposits ${format_usd(deposits)})")
+    if balance != entries:
+        raise _fail(f"ledger mismatch: entries sum to ${format_usd(entries)}")
+
+
+# ------------------------------------------------------------------------------- catalog
+
+
+@catalog_app.command("check")
+def catalog_check() -> None:
+    """List every model and route as enabled or disabled, and why."""
+    from image_router.catalog.spec import CatalogError, load_catalog
+
+    settings = Settings()
+    try:
+        catalog = load_catalog(
+            settings.catalog_paths,
+            image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
+        )
+    except CatalogError as exc:
+        raise _fail(str(exc)) from None
+    enabled_models = 0
+    for spec in catalog.models.values():
+        lines = []
+        any_enabled = False
+        for route in spec.routes:
+            reason = provider_problem(settings, route.provider)
+            any_enabled = any_enabled or reason is None
+            lines.append(
+                f"    {route.provider:<12} {route.upstream:<50} "
+                f"{'enabled' if reason is None else 'disabled: ' + reason}"
+            )
+        enabled_models += any_enabled
+        typer.echo(f"{spec.id} [{spec.modality}] {'enabled' if any_enabled else 'disabled'}")
+        for line in lines:
+            typer.echo(line)
+    typer.echo(f"{enabled_models} of {len(catalog.models)} models enabled")
+
+
+def _route_reason(settings: Settings, provider_id: str) -> str | None:
+    cls = PROVIDERS.get(provider_id)
+    if cls is None:
+        return "unknown provider (not implemented)"
+    if provider_id == "test" and not settings.enable_test_models:
+        return "test models disabled (ENABLE_TEST_MODELS=false)"
+    if cls.needs_credential and not settings.credential(provider_id):
+        return f"no key configured ({provider_id.upper()}_API_KEY)"
+    return None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,62 @@
+"""Request dependencies: the resources of this process and who is calling."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
+
+from image_router.account.service import Caller, authenticate_key
+from image_router.db.session import unit_of_work
+from image_router.errors import InternalError, Unauthenticated
+from image_router.kit.ids import API_KEY_LENGTH
+from image_router.resources import Resources
+
+log = logging.getLogger(__name__)
+
+JWT_MIN_LENGTH = 100
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_caller(request: Request, res: ResourcesDep) -> Caller:
+    """Resolve `Authorization: Bearer <token>` exactly as the reference does (spec §4)."""
+    header = request.headers.get("authorization")
+    if header is None or not header.startswith("Bearer "):
+        raise Unauthenticated(
+            "Authorization header must be provided as Bearer token",
+            code="missing_authorization",
+        )
+    token = header[7:].strip()
+    if len(token) == API_KEY_LENGTH:
+        try:
+            async with unit_of_work(res.engine) as conn:
+                caller = await authenticate_key(conn, token)
+        except SQLAlchemyError as exc:
+            log.exception("database error while validating an API key")
+            raise InternalError("Error validating API key") from exc
+        if caller is None:
+            raise Unauthenticated("Invalid API key")
+        return caller
+    if len(token) >= JWT_MIN_LENGTH:
+        # Website tokens are minted by the accounts feature; until a secret is configured
+        # no JWT can be valid.
+        raise Unauthenticated("Invalid or expired JWT token", code="invalid_token")
+    raise Unauthenticated(
+        f"Invalid authorization token length: {len(token)}", code="invalid_token_length"
+    )
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -1,0 +1,59 @@
+"""Model listings and service health."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from image_router.deps import ResourcesDep
+from image_router.discovery import service
+from image_router.errors import ModelNotFound
+
+router = APIRouter()
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/v1/models")
+async def list_models_v1(request: Request, res: ResourcesDep) -> Response:
+    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
+    return _json(service.v1_listing(service.filter_and_sort(models, request.query_params)))
+
+
+@router.get("/v2/models")
+async def list_models_v2(request: Request, res: ResourcesDep) -> Response:
+    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
+    return _json(service.v2_listing(service.filter_and_sort(models, request.query_params)))
+
+
+@router.get("/v1/openai/images/models")
+async def list_image_models_deprecated(res: ResourcesDep) -> Response:
+    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
+    return _json(
+        {
+            spec.id: service.model_object(spec, routes)
+            for spec, routes in models
+            if spec.modality == "image"
+        }
+    )
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, res: ResourcesDep) -> Response:
+    listed = {
+        spec.id: (spec, routes)
+        for spec, routes in service.listed_models(
+            res.catalog, res.enabled, list_all=res.settings.list_all_models
+        )
+    }
+    if model_id not in listed:
+        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+    return _json(service.model_object(*listed[model_id]))
+
+
+@router.get("/health")
+async def health() -> Response:
+    return _json({"status": "ok"})

@@ -1,0 +1,92 @@
+"""`POST /v1/openai/images/generations`, `/edits` and `/v1/openai/videos/generations`.
+
+Errors get honest statuses. Only a generation that outlives `HEARTBEAT_AFTER_S` switches to
+the reference's keep-alive mode: status 200 is committed, a space is written every
+`HEARTBEAT_INTERVAL_S` so proxies keep the connection open, and the final JSON (success or
+error) follows the spaces. JSON parsers ignore the leading whitespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from image_router.deps import CallerDep, ResourcesDep, client_ip
+from image_router.errors import GatewayError, InternalError
+from image_router.generation import service
+from image_router.generation.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
+from image_router.generation.validation import validate_image, validate_video
+
+router = APIRouter()
+
+
+@router.post("/v1/openai/images/generations")
+@router.post("/v1/openai/images/edits")
+async def generate_image(request: Request, res: ResourcesDep, caller: CallerDep) -> Response:
+    body = await read_body(request, IMAGE_LIMITS)
+    validated = validate_image(
+        body.fields,
+        res.catalog,
+        images=body.images,
+        mask=body.mask,
+        enabled=res.enabled,
+    )
+    return await _respond(
+        service.generate(res, caller, validated, client_ip=client_ip(request)), res
+    )
+
+
+@router.post("/v1/openai/videos/generations")
+async def generate_video(request: Request, res: ResourcesDep, caller: CallerDep) -> Response:
+    body = await read_body(request, VIDEO_LIMITS)
+    validated = validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
+    return await _respond(
+        service.generate(res, caller, validated, client_ip=client_ip(request)), res
+    )
+
+
+async def _respond(work: Awaitable[dict[str, Any]], res: ResourcesDep) -> Response:
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=res.settings.heartbeat_after_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return _json(200, task.result())  # a GatewayError propagates to the error handler
+    return StreamingResponse(
+        _heartbeat(task, res.settings.heartbeat_interval_s),
+        status_code=200,
+        media_type="application/json",
+    )
+
+
+async def _heartbeat(task: asyncio.Future[dict[str, Any]], interval: float) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                break
+            yield b" "
+        try:
+            yield orjson.dumps(task.result())
+        except GatewayError as exc:
+            yield orjson.dumps(exc.body())
+        except Exception:
+            yield orjson.dumps(InternalError("Failed to generate. You were not charged.").body())
+    finally:
+        # The client went away mid-stream: abandon the generation (its hold is released).
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -1,0 +1,162 @@
+"""OpenAPI documentation of the generation routes.
+
+The handlers read their bodies themselves (JSON or multipart, with the reference's exact
+messages), so FastAPI cannot infer the schemas; these models describe them for
+`/openapi.json`, `/.well-known/openapi.yaml` and the interactive docs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field
+
+_REF = "#/components/schemas/{model}"
+
+
+class ImageGenerationRequest(BaseModel):
+    model: str = Field(description="Model id, e.g. 'openai/gpt-image-1' or 'test/test'.")
+    prompt: str | None = Field(None, max_length=10_000)
+    quality: Literal["auto", "low", "medium", "high"] = "auto"
+    size: str = Field("auto", description="'auto' or 'WIDTHxHEIGHT'.")
+    response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
+    output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
+
+
+class ImageEditMultipart(ImageGenerationRequest):
+    image: list[bytes] = Field(
+        default_factory=list,
+        description="Up to 16 files as `image`, `image[]` or `image[0]`… (25 MB each).",
+        json_schema_extra={"items": {"type": "string", "format": "binary"}},
+    )
+    mask: bytes | None = Field(
+        None,
+        description="One mask file (`mask` or `mask[]`).",
+        json_schema_extra={"format": "binary"},
+    )
+
+
+class VideoGenerationRequest(BaseModel):
+    model: str
+    prompt: str | None = Field(None, max_length=10_000)
+    quality: Literal["auto", "low", "medium", "high"] = "auto"
+    size: str = "auto"
+    response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
+    seconds: float | Literal["auto"] = Field(
+        "auto", description="1-60, snapped to the model's list."
+    )
+
+
+class GeneratedItem(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+
+class GenerationResponse(BaseModel):
+    created: int = Field(description="Unix time in seconds.")
+    data: list[GeneratedItem]
+    latency: int = Field(description="Milliseconds spent in the upstream call.")
+    cost: float = Field(description="USD charged.")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    ImageGenerationRequest,
+    ImageEditMultipart,
+    VideoGenerationRequest,
+    GeneratedItem,
+    GenerationResponse,
+    ErrorDetail,
+    ErrorResponse,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _operation(json_model: type[BaseModel], multipart_model: type[BaseModel]) -> dict[str, Any]:
+    errors = {
+        str(status): {
+            "description": text,
+            "content": {"application/json": {"schema": _ref(ErrorResponse)}},
+        }
+        for status, text in (
+            (400, "Invalid request, upload error, or the vendor refused the input"),
+            (401, "Missing or invalid API key"),
+            (402, "Insufficient credits"),
+            (404, "Unknown route"),
+            (429, "Rate limited"),
+            (502, "Every upstream route failed (not charged)"),
+            (503, "No upstream route available"),
+            (504, "Deadline passed (not charged)"),
+        )
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ref(json_model)},
+                "multipart/form-data": {"schema": _ref(multipart_model)},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": (
+                    "Generated outputs. After HEARTBEAT_AFTER_S, spaces precede the JSON."
+                ),
+                "content": {"application/json": {"schema": _ref(GenerationResponse)}},
+            },
+            **errors,
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def document_generation_routes(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for model in _MODELS:
+            schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        documented: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+            "/v1/openai/images/generations": (
+                ImageGenerationRequest,
+                ImageEditMultipart,
+            ),
+            "/v1/openai/images/edits": (ImageGenerationRequest, ImageEditMultipart),
+            "/v1/openai/videos/generations": (
+                VideoGenerationRequest,
+                VideoGenerationRequest,
+            ),
+        }
+        for path, (json_model, multipart_model) in documented.items():
+            post = schema.get("paths", {}).get(path, {}).get("post")
+            if post is not None:
+                post.update(_operation(json_model, multipart_model))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

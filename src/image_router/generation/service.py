@@ -1,0 +1,369 @@
+"""The generation use case: validate → quote → hold → call upstream → store → settle.
+
+Transactions are short and never span the upstream call: the hold commits before the
+vendor is called, and the settle (or the release) is a second transaction. A crash in
+between leaves a `processing` row whose hold the reconciler gives back after its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from image_router.account.service import Caller
+from image_router.catalog.pricing import (
+    PriceFacts,
+    PriceOutcome,
+    PricingError,
+    quote,
+    settle,
+)
+from image_router.catalog.spec import ModelSpec, Route
+from image_router.db.session import unit_of_work
+from image_router.errors import (
+    GatewayError,
+    GenerationFailed,
+    GenerationRejected,
+    GenerationTimeout,
+    GenerationUnavailable,
+    InsufficientCredits,
+    InternalError,
+    InvalidRequest,
+)
+from image_router.generation.outputs import StoredOutput, store_outputs
+from image_router.generation.validation import GenerationRequest
+from image_router.kit.clock import utcnow
+from image_router.kit.ids import new_id
+from image_router.kit.money import usd_number, usd_to_credits
+from image_router.ledger import service as ledger
+from image_router.providers.base import (
+    Job,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+from image_router.resources import Resources
+from image_router.usage import service as usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A route that can serve the request, with the options resolved for it."""
+
+    route: Route
+    target: Target
+    quote_usd: Decimal
+
+
+@dataclass
+class Attempts:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    last_error: UpstreamError | None = None
+
+    def add(self, error: UpstreamError) -> None:
+        self.records.append(error.record())
+        self.last_error = error
+
+
+async def generate(
+    res: Resources, caller: Caller, request: GenerationRequest, *, client_ip: str | None
+) -> dict[str, Any]:
+    """Run one generation and return the response body. Raises `GatewayError`s only."""
+    spec = res.catalog.get(request.model)
+    if spec is None:  # validation guarantees a model; keep the type checker honest
+        raise InvalidRequest(f"model '{request.model}' is not available", param="model")
+    facts = PriceFacts(
+        size=request.size,
+        quality=request.quality,
+        image_count=len(request.images),
+        prompt_chars=len((request.prompt or "").encode("utf-16-le")) // 2,
+        seconds=request.seconds,
+    )
+    plans = plan_routes(res, spec, request, facts)
+    first = plans[0]
+    held = usd_to_credits(first.quote_usd)
+    generation_id = new_id()
+    deadline_s = (
+        res.settings.video_deadline_s
+        if request.modality == "video"
+        else res.settings.image_deadline_s
+    )
+
+    async with unit_of_work(res.engine) as conn:
+        if not await ledger.hold(conn, caller.account_id, held, generation_id=generation_id):
+            raise InsufficientCredits(
+                f"Insufficient credits (this model needs minimum ${_js_number(first.quote_usd)} "
+                f"credits), please topup your ImageRouter account: {res.settings.pricing_url}"
+            )
+        await usage.start(
+            conn,
+            usage.NewGeneration(
+                id=generation_id,
+                account_id=caller.account_id,
+                api_key_id=caller.api_key_id,
+                via_web_token=caller.via_web_token,
+                modality=request.modality,
+                model=request.model,
+                provider=first.route.provider,
+                prompt=request.prompt or "",
+                size=request.size,
+                quality=request.quality,
+                seconds=None if request.seconds is None else _js_number(Decimal(request.seconds)),
+                input_types=request.input_types,
+                held=held,
+                ip=client_ip,
+                deadline_at=utcnow() + timedelta(seconds=deadline_s),
+            ),
+        )
+
+    job = Job(
+        modality=request.modality,
+        model=request.model,
+        prompt=request.prompt or "",
+        quality=request.quality,
+        size=request.size,
+        output_format=request.output_format,
+        seconds=request.seconds,
+        images=request.images,
+        mask=request.mask,
+        user_ref=caller.account_id,
+        job_id=generation_id,
+    )
+    attempts = Attempts()
+    try:
+        started = time.monotonic()
+        plan, result = await asyncio.wait_for(
+            _call_routes(res, plans, job, held, attempts), timeout=deadline_s
+        )
+        latency_ms = int((time.monotonic() - started) * 1000)
+        outputs = await store_outputs(
+            res.store,
+            res.http,
+            result,
+            generation_id=generation_id,
+            response_format=request.response_format,
+            output_format=request.output_format if request.modality == "image" else None,
+            modality=request.modality,
+        )
+        cost = _charge(plan, facts, result, held)
+    except BaseException as exc:
+        # Whatever happened (vendor failure, deadline, client gone, a bug), the hold goes back.
+        await asyncio.shield(
+            _release(res, caller, generation_id, held, attempts, _describe(exc), plans[0])
+        )
+        if isinstance(exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit):
+            raise
+        raise _client_error(exc) from exc
+
+    async with unit_of_work(res.engine) as conn:
+        if await usage.finish(
+            conn,
+            generation_id,
+            "success",
+            usage.Finish(
+                provider=plan.route.provider,
+                cost=cost,
+                latency_ms=latency_ms,
+                output_urls=[o.url for o in outputs if o.url],
+                attempts=attempts.records,
+            ),
+        ):
+            await ledger.release(conn, caller.account_id, held - cost, generation_id=generation_id)
+        else:
+            # The reconciler released this hold already (we outlived the deadline): the
+            # client still gets its images, and is not charged twice or at all.
+            cost = 0
+            log.warning("generation %s finished after its hold was released", generation_id)
+
+    body: dict[str, Any] = {
+        "created": int(time.time()),
+        "data": [o.item for o in outputs],
+        "latency": latency_ms,
+        "cost": usd_number(cost),
+    }
+    for key, value in result.extra.items():
+        body.setdefault(key, value)
+    return body
+
+
+def plan_routes(
+    res: Resources, spec: ModelSpec, request: GenerationRequest, facts: PriceFacts
+) -> list[Plan]:
+    """The enabled routes able to take this request, in preference order.
+
+    The first route decides the error a client sees when none fits (so an image upload to a
+    text-only model gets the reference's message), and its quote is what is held.
+    """
+    plans: list[Plan] = []
+    first_problem: GatewayError | None = None
+    for route in spec.routes:
+        if route.provider not in res.providers:
+            continue
+        problem = _route_problem(route, request)
+        if problem is None:
+            try:
+                quote_usd = quote(route.price, facts)
+            except PricingError as exc:
+                problem = InvalidRequest(str(exc), code="price_unavailable")
+        if problem is not None:
+            first_problem = first_problem or problem
+            continue
+        options = route.resolve(request.quality)
+        upstream = str(options.pop("upstream", route.upstream))
+        plans.append(Plan(route, Target(upstream=upstream, options=options), quote_usd))
+    if not plans:
+        raise first_problem or GenerationUnavailable(
+            f"model provider for '{spec.id}' is not available"
+        )
+    return plans
+
+
+def _route_problem(route: Route, request: GenerationRequest) -> GatewayError | None:
+    if request.images and route.image_input is None:
+        return InvalidRequest(
+            "This model does not support image inputs",
+            param="image",
+            code="image_not_supported",
+        )
+    if request.mask is not None and not route.mask:
+        return InvalidRequest(
+            "Mask editing is not supported for this model",
+            param="mask",
+            code="mask_not_supported",
+        )
+    if len(request.images) > route.max_images:
+        return InvalidRequest(
+            "This model supports only one image input"
+            if route.max_images == 1
+            else f"This model supports at most {route.max_images} input images",
+            param="image",
+            code="too_many_images",
+        )
+    refusal = route.refusal(request.quality)
+    if refusal is not None:
+        return InvalidRequest(refusal, param="quality", code="quality_not_supported")
+    return None
+
+
+async def _call_routes(
+    res: Resources, plans: list[Plan], job: Job, held: int, attempts: Attempts
+) -> tuple[Plan, Result]:
+    """Try each route once; move on only when another route may succeed.
+
+    A fallback whose quote exceeds what was held is skipped: the client agreed to the
+    first quote, and we never charge more than we held.
+    """
+    for plan in plans:
+        if usd_to_credits(plan.quote_usd) > held:
+            continue
+        provider = res.providers[plan.route.provider]
+        try:
+            result = await provider.generate(job, plan.target)
+        except UpstreamError as exc:
+            attempts.add(exc)
+            log.info(
+                "route %s/%s failed: %s (%s)",
+                plan.route.provider,
+                plan.target.upstream,
+                exc.kind,
+                exc.message,
+            )
+            if not exc.retry_elsewhere:
+                raise
+            continue
+        if not result.artifacts:
+            attempts.add(
+                UpstreamError("the vendor returned no output", provider=plan.route.provider)
+            )
+            continue
+        return plan, result
+    if attempts.last_error is not None:
+        raise attempts.last_error
+    raise GenerationUnavailable("no route could take this request")
+
+
+def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:
+    outcome = PriceOutcome(
+        output_count=len(result.artifacts),
+        usage=result.usage,
+        reported_cost=result.reported_cost,
+        predict_seconds=result.predict_seconds,
+    )
+    try:
+        owed: int = usd_to_credits(settle(plan.route.price, facts, outcome))
+    except PricingError:
+        log.exception("settle price failed for %s; charging the quote", plan.route.upstream)
+        owed = held
+    # Never more than the hold: the quote is the most a client agreed to pay.
+    return max(0, min(owed, held))
+
+
+async def _release(
+    res: Resources,
+    caller: Caller,
+    generation_id: str,
+    held: int,
+    attempts: Attempts,
+    error: str,
+    plan: Plan,
+) -> None:
+    try:
+        async with unit_of_work(res.engine) as conn:
+            if await usage.finish(
+                conn,
+                generation_id,
+                "error",
+                usage.Finish(
+                    provider=(
+                        attempts.last_error.provider if attempts.last_error else plan.route.provider
+                    ),
+                    attempts=attempts.records,
+                    error=error,
+                ),
+            ):
+                await ledger.release(conn, caller.account_id, held, generation_id=generation_id)
+    except Exception:
+        # The reconciler will release it after the deadline; say so loudly.
+        log.exception("could not release hold of generation %s", generation_id)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UpstreamError | GatewayError):
+        return exc.message
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "the generation did not finish before its deadline"
+    if isinstance(exc, asyncio.CancelledError):
+        return "the request was cancelled (client disconnected)"
+    return f"internal error: {type(exc).__name__}"
+
+
+def _client_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError):
+        return GenerationTimeout("The generation did not finish in time. You were not charged.")
+    if isinstance(exc, UpstreamRejectedError):
+        return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
+    if isinstance(exc, UpstreamError):
+        return GenerationFailed(
+            f"The upstream provider failed: {exc.message}. You were not charged.",
+            code=f"upstream_{exc.kind}",
+        )
+    log.error("generation failed unexpectedly", exc_info=exc)
+    return InternalError("Failed to generate. You were not charged.")
+
+
+def _js_number(value: Decimal) -> str:
+    """A USD amount printed like a JavaScript number: 0.04, 1.6, 0 (no trailing zeros)."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+__all__ = ["StoredOutput", "generate", "plan_routes"]

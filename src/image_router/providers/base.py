@@ -1,0 +1,315 @@
+"""The provider contract: what a vendor adapter receives, returns and raises.
+
+A provider is an authenticated client for one upstream vendor. It receives a validated
+`Job` and a `Target` (the upstream model name plus route options already resolved from the
+catalog), and returns a `Result` with the produced artifacts. It raises only `UpstreamError`
+subclasses; `translate_errors` is the one place where transport failures and vendor error
+statuses become those.
+
+Nothing here knows about HTTP serving, the database, settings or billing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from image_router.kit.sizes import parse_size
+
+Modality = Literal["image", "video"]
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An uploaded image (or mask): the bytes and what the client said they were."""
+
+    data: bytes
+    content_type: str
+    filename: str
+
+    def data_uri(self) -> str:
+        return f"data:{self.content_type};base64,{self.b64()}"
+
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated generation request, as every provider sees it.
+
+    `size` is "auto" or "WIDTHxHEIGHT"; `quality` one of auto/low/medium/high;
+    `seconds` is resolved against the model's list (video only); `user_ref` is an opaque,
+    non-personal id a vendor may receive as its end-user field; `job_id` is the usage row id
+    (vendors that take a task id get it, e.g. Runware's taskUUID).
+    """
+
+    modality: Modality
+    model: str
+    prompt: str
+    quality: str = "auto"
+    size: str = "auto"
+    output_format: str | None = None
+    seconds: float | None = None
+    images: tuple[InputFile, ...] = ()
+    mask: InputFile | None = None
+    user_ref: str = ""
+    job_id: str = ""
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) of a concrete size; None for "auto"."""
+        return parse_size(self.size)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a job goes: the upstream model name and the route's resolved options.
+
+    `options` carries the catalog route's provider-specific settings (how the vendor takes
+    input images, quality → steps mappings already applied, fixed extra parameters...).
+    """
+
+    upstream: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One produced image or video: either its bytes or a URL to fetch them from."""
+
+    data: bytes | None = None
+    url: str | None = None
+    content_type: str | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a provider produced.
+
+    `usage` is the vendor's token accounting (OpenAI `usage`), `reported_cost` a cost in USD
+    the vendor reported for this job, `predict_seconds` billed compute time; price rules read
+    these. `extra` holds vendor fields passed through to the client (e.g. OpenAI `usage`).
+    `raw` is a redacted copy of the vendor's answer for the usage log: never a secret,
+    never base64 payloads.
+    """
+
+    artifacts: tuple[Artifact, ...]
+    created: int | None = None
+    usage: Mapping[str, Any] | None = None
+    reported_cost: Decimal | None = None
+    predict_seconds: Decimal | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class UpstreamError(Exception):
+    """A vendor call failed. `retry_elsewhere` says whether another route may succeed."""
+
+    retry_elsewhere: ClassVar[bool] = True
+    kind: ClassVar[str] = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        body: Any = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.body = redact(body)
+        self.code = code
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-able description for the usage log."""
+        return {
+            "provider": self.provider,
+            "kind": self.kind,
+            "status": self.status,
+            "message": self.message,
+            "body": self.body,
+        }
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """5xx, connection failure, overload."""
+
+    kind = "unavailable"
+
+
+class UpstreamTimeoutError(UpstreamUnavailableError):
+    kind = "timeout"
+
+
+class UpstreamRateLimitedError(UpstreamError):
+    """429 or quota exhausted on our account."""
+
+    kind = "rate_limited"
+
+
+class UpstreamMisconfiguredError(UpstreamError):
+    """The vendor refused *our* credentials or configuration (401/403)."""
+
+    kind = "misconfigured"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The vendor answered something we cannot parse or did not expect."""
+
+    kind = "protocol"
+
+
+class UpstreamRejectedError(UpstreamError):
+    """The vendor refused the user's input (content policy, invalid image...).
+
+    Another route would most likely refuse it too, so it is not retried.
+    """
+
+    retry_elsewhere = False
+    kind = "rejected"
+
+
+class UpstreamCancelledError(UpstreamError):
+    """We abandoned the job (client gone, deadline passed)."""
+
+    retry_elsewhere = False
+    kind = "cancelled"
+
+
+def error_for_status(
+    provider: str, status: int, message: str, body: Any = None, code: str | None = None
+) -> UpstreamError:
+    """Map a vendor HTTP error status to the upstream error tree."""
+    cls: type[UpstreamError]
+    if status == 429:
+        cls = UpstreamRateLimitedError
+    elif status in (401, 403):
+        cls = UpstreamMisconfiguredError
+    elif status == 402:
+        cls = UpstreamRateLimitedError  # our vendor account is out of funds
+    elif status in (408, 504):
+        cls = UpstreamTimeoutError
+    elif status >= 500:
+        cls = UpstreamUnavailableError
+    elif 400 <= status < 500:
+        cls = UpstreamRejectedError
+    else:
+        cls = UpstreamProtocolError
+    return cls(message, provider=provider, status=status, body=body, code=code)
+
+
+@asynccontextmanager
+async def translate_errors(provider: str) -> AsyncIterator[None]:
+    """Turn transport failures and unexpected exceptions into `UpstreamError`s."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeoutError(f"{provider} did not answer in time", provider=provider) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailableError(
+            f"could not reach {provider}: {type(exc).__name__}", provider=provider
+        ) from exc
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UpstreamProtocolError(
+            f"unexpected answer from {provider}: {exc}", provider=provider
+        ) from exc
+
+
+def response_json(provider: str, response: httpx.Response) -> Any:
+    """Parse a vendor's JSON body or raise `UpstreamProtocolError`."""
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UpstreamProtocolError(
+            f"{provider} answered with a body that is not JSON",
+            provider=provider,
+            status=response.status_code,
+            body=response.text[:500],
+        ) from exc
+
+
+_REDACTED_KEYS = frozenset({"b64_json", "bytesBase64Encoded", "data", "image", "mask"})
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """Copy a vendor body for logging: base64 payloads and long strings are cut out."""
+    if _depth > 8:
+        return "[nested too deep]"
+    if isinstance(value, Mapping):
+        return {
+            str(k): (
+                "[removed - base64 data]"
+                if k in _REDACTED_KEYS and isinstance(v, str) and len(v) > 256
+                else redact(v, _depth + 1)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, _depth + 1) for v in value[:50]]
+    if isinstance(value, str) and len(value) > 2000:
+        return value[:2000] + "…[truncated]"
+    if isinstance(value, bytes):
+        return f"[{len(value)} bytes]"
+    return value
+
+
+# ---------------------------------------------------------------------------- provider
+
+
+class Provider:
+    """Base class of every vendor adapter. Holds no per-request state."""
+
+    id: ClassVar[str]
+    default_base_url: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[Modality]] = frozenset({"image"})
+    #: Values of the route option `image_input` this provider understands.
+    image_inputs: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the vendor needs a credential at all (the offline test provider does not).
+    needs_credential: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        credential: str | None = None,
+        base_url: str | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.http = http
+        self.credential = credential
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.poll_interval = poll_interval
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        """Run one job on `target.upstream`. Raises only `UpstreamError` subclasses."""
+        raise NotImplementedError
+
+    async def cancel(self, job: Job, target: Target) -> None:
+        """Best effort: ask the vendor to stop a job we abandoned. Default: nothing to do."""

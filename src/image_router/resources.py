@@ -1,0 +1,143 @@
+"""The composition root: build every adapter from settings, once per process.
+
+`build_resources` is called by the app's lifespan and by the CLI. Tests pass an
+`http_transport` so every vendor call goes to in-process fakes; nothing else is patched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from image_router.catalog.spec import Catalog, load_catalog
+from image_router.config import Settings
+from image_router.db.session import make_engine
+from image_router.providers import PROVIDERS
+from image_router.providers.base import Provider
+from image_router.storage.base import Store
+from image_router.storage.local import LocalStore
+from image_router.storage.s3 import S3Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    http: httpx.AsyncClient
+    catalog: Catalog
+    providers: Mapping[str, Provider]
+    store: Store
+    disabled: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        return frozenset(self.providers)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.store.close()
+        await self.engine.dispose()
+
+
+def public_url(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> str:
+    return (settings.public_url or f"http://{host}:{port}").rstrip("/")
+
+
+def build_http_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    # Generation calls legitimately take minutes; the overall deadline is enforced by the
+    # generation service, so the read timeout here only guards against a dead socket.
+    timeout = httpx.Timeout(
+        connect=settings.upstream_connect_timeout_s,
+        read=max(settings.image_deadline_s, settings.video_deadline_s),
+        write=60.0,
+        pool=60.0,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=min(512, settings.upstream_max_connections),
+    )
+    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+
+
+def provider_problem(settings: Settings, provider_id: str) -> str | None:
+    """Why a provider cannot be used with these settings, or None when it can."""
+    cls = PROVIDERS.get(provider_id)
+    if cls is None:
+        return "unknown provider (not implemented)"
+    if provider_id == "test" and not settings.enable_test_models:
+        return "test models disabled (ENABLE_TEST_MODELS=false)"
+    if cls.needs_credential and not settings.credential(provider_id):
+        return f"no key configured ({provider_id.upper()}_API_KEY)"
+    return None
+
+
+def build_providers(
+    settings: Settings, http: httpx.AsyncClient
+) -> tuple[dict[str, Provider], dict[str, str]]:
+    """Instantiate every provider that is usable; say why the others are not."""
+    enabled: dict[str, Provider] = {}
+    disabled: dict[str, str] = {}
+    for provider_id, cls in PROVIDERS.items():
+        problem = provider_problem(settings, provider_id)
+        if problem is not None:
+            disabled[provider_id] = problem
+            continue
+        enabled[provider_id] = cls(
+            http,
+            credential=settings.credential(provider_id),
+            base_url=settings.base_url(provider_id),
+        )
+    return enabled, disabled
+
+
+def build_store(settings: Settings, url_prefix: str) -> Store:
+    if settings.storage_url and settings.storage_url.startswith("s3://"):
+        return S3Store.from_url(
+            settings.storage_url,
+            endpoint_url=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value()
+                if settings.s3_secret_access_key
+                else None
+            ),
+            public_base_url=settings.s3_custom_public_url,
+        )
+    root = settings.data_dir / "outputs"
+    if settings.storage_url:
+        root = Path(settings.storage_url.removeprefix("file://"))
+    return LocalStore(root, f"{url_prefix}/files")
+
+
+def build_resources(
+    settings: Settings,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    url_prefix: str | None = None,
+) -> Resources:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    http = build_http_client(settings, http_transport)
+    providers, disabled = build_providers(settings, http)
+    catalog = load_catalog(
+        settings.catalog_paths,
+        image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
+    )
+    return Resources(
+        settings=settings,
+        engine=make_engine(settings.resolved_database_url()),
+        http=http,
+        catalog=catalog,
+        providers=providers,
+        store=build_store(settings, url_prefix or public_url(settings)),
+        disabled=disabled,
+    )

@@ -1,0 +1,140 @@
+"""The usage log: one `generations` row per request (spec §10.2) and what is read from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from image_router.db.tables import ApiKey, Generation
+from image_router.kit.clock import utcnow
+
+
+@dataclass(frozen=True)
+class NewGeneration:
+    id: str
+    account_id: str
+    api_key_id: str | None
+    via_web_token: bool
+    modality: str
+    model: str
+    provider: str
+    prompt: str | None
+    size: str
+    quality: str | None
+    seconds: str | None
+    input_types: list[str]
+    held: int
+    ip: str | None
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class Finish:
+    provider: str
+    cost: int = 0
+    latency_ms: int | None = None
+    output_urls: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+async def start(conn: AsyncConnection, row: NewGeneration) -> None:
+    await conn.execute(
+        insert(Generation).values(
+            **row.__dict__,
+            status="processing",
+            cost=0,
+            output_urls=[],
+            attempts=[],
+            created_at=utcnow(),
+        )
+    )
+
+
+async def finish(conn: AsyncConnection, generation_id: str, status: str, outcome: Finish) -> bool:
+    """Move a processing row to success or error; False if it was already finished.
+
+    The `status = 'processing'` guard makes settling exactly-once even when a recovery job
+    and the request race for the same row.
+    """
+    result = await conn.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, Generation.status == "processing")
+        .values(
+            status=status,
+            provider=outcome.provider,
+            cost=outcome.cost,
+            latency_ms=outcome.latency_ms,
+            output_urls=outcome.output_urls,
+            attempts=outcome.attempts,
+            error=outcome.error,
+            finished_at=utcnow(),
+        )
+    )
+    return result.rowcount == 1
+
+
+async def get(conn: AsyncConnection, generation_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(Generation).where(Generation.id == generation_id))).first()
+    return None if row is None else dict(row._mapping)
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    api_key_id: str | None
+    via_web_token: bool
+    cost: int
+    requests: int
+    key_name: str | None
+    key_created_at: datetime | None
+    key_active: bool | None
+
+
+async def usage_by_key(conn: AsyncConnection, account_id: str) -> list[KeyUsage]:
+    """Spend and request count per API key (spec §8.6), every status counted."""
+    grouped = (
+        await conn.execute(
+            select(
+                Generation.api_key_id,
+                Generation.via_web_token,
+                func.coalesce(func.sum(Generation.cost), 0).label("cost"),
+                func.count().label("requests"),
+            )
+            .where(Generation.account_id == account_id)
+            .group_by(Generation.api_key_id, Generation.via_web_token)
+            .order_by(func.min(Generation.created_at))
+        )
+    ).all()
+    keys = {
+        k.id: k
+        for k in (
+            await conn.execute(
+                select(
+                    ApiKey.id,
+                    ApiKey.name,
+                    ApiKey.created_at,
+                    ApiKey.is_active,
+                    ApiKey.revoked_at,
+                ).where(ApiKey.account_id == account_id)
+            )
+        ).all()
+    }
+    out = []
+    for g in grouped:
+        key = keys.get(g.api_key_id) if g.api_key_id else None
+        out.append(
+            KeyUsage(
+                api_key_id=g.api_key_id,
+                via_web_token=bool(g.via_web_token),
+                cost=int(g.cost),
+                requests=int(g.requests),
+                key_name=key.name if key else None,
+                key_created_at=key.created_at if key else None,
+                key_active=(key.is_active and key.revoked_at is None) if key else None,
+            )
+        )
+    return out
