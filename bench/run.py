@@ -152,6 +152,24 @@ def settled_balance(gateway: Gateway, upstream: FakeUpstream, timeout_s: float) 
         time.sleep(1.0)
 
 
+def quiesce(upstream: FakeUpstream, timeout_s: float, quiet_s: float = 1.0) -> None:
+    """Wait until the gateway has stopped calling the upstream.
+
+    wrk hangs up on the requests still in flight when it stops, but the gateway may go on
+    serving them; left alone, that backlog would eat into the next measurement, or fail
+    against an upstream being restarted.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous = upstream.stats()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        current = upstream.stats()
+        if current == previous and current["pending"] == 0:
+            return
+        previous = current
+    raise RuntimeError(f"the gateway kept calling the upstream for {timeout_s:g} s: {previous}")
+
+
 def preflight(gateway: Gateway, key: str) -> None:
     body = {
         "model": "openai/dall-e-2",
@@ -175,22 +193,25 @@ def run_scenario(
 ) -> Row:
     upstream.ensure(s.shape)
     gateway.check_alive()
+    drain_s = 120 + 2 * s.shape.delay_ms / 1000
     if s.warmup_s:
         Load(gateway.url, key, s.connections, s.warmup_s, threads=args.wrk_threads).run()
+        quiesce(upstream, drain_s)
     before_usd = Decimal(0)
     if s.budget is not None:
-        before_usd = settled_balance(gateway, upstream, 60 + s.shape.delay_ms / 1000)
+        before_usd = settled_balance(gateway, upstream, drain_s)
     stats_before = upstream.stats()
     print(f"running {s.label} × {s.connections} for {s.duration_s:g} s …", flush=True)
     load = Load(
         gateway.url, key, s.connections, s.duration_s, threads=args.wrk_threads, budget=s.budget
     )
     result = load.run()
+    quiesce(upstream, drain_s)
     row = Row(s.label, args.db, s.connections, result)
     if s.bar is not None:
         row.verdict = ("PASS " if s.bar(result) else "FAIL ") + s.bar_text
     if s.budget is not None:
-        after_usd = settled_balance(gateway, upstream, 60 + s.shape.delay_ms / 1000)
+        after_usd = settled_balance(gateway, upstream, drain_s)
         row.verdict, notes = check_charges(s, result, before_usd - after_usd)
         row.notes += notes
     stats_after = upstream.stats()
@@ -307,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     env["OPENAI_API_KEY"] = openai_key
     gateway = Gateway(gateway_port, env, logs)
     rows: list[Row] = []
+    aborted: str | None = None
     try:
         upstream.ensure(scenarios[0].shape)
         gateway.start()
@@ -314,18 +336,25 @@ def main(argv: list[str] | None = None) -> int:
         preflight(gateway, key)
         for scenario in scenarios:
             rows.append(run_scenario(scenario, args, gateway, upstream, key))
+    except RuntimeError as exc:
+        # Keep what was measured so far; the message says why the rest is missing.
+        aborted = str(exc)
+        print(f"\nbenchmark aborted: {aborted}", file=sys.stderr)
     finally:
         gateway.stop()
         upstream.stop()
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
-    text = render(f"Image Router benchmark: {args.db}, {stamp}", describe(args, data_dir), rows)
+    preamble = describe(args, data_dir)
+    if aborted is not None:
+        preamble.append(f"- **aborted**: {aborted.splitlines()[0]}")
+    text = render(f"Image Router benchmark: {args.db}, {stamp}", preamble, rows)
     out = results / f"{args.db}-{stamp}.md"
     out.write_text(text + "\n")
     print("\n" + text)
     print(f"\nwritten to {out} (process logs in {logs})")
     failed = [r for r in rows if r.verdict.startswith("FAIL")]
-    return 1 if failed else 0
+    return 1 if failed or aborted is not None else 0
 
 
 def describe(args: argparse.Namespace, data_dir: Path) -> list[str]:
@@ -337,10 +366,10 @@ def describe(args: argparse.Namespace, data_dir: Path) -> list[str]:
     ).stdout.strip()
     wrk_version = subprocess.run(
         [wrk_binary(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()
+    ).stdout.split()
     lines = [
         f"- host: {platform.node()}, {platform.machine()}, {_cpus()} CPUs, "
-        f"Python {platform.python_version()}, {wrk_version[0] if wrk_version else 'wrk'}",
+        f"Python {platform.python_version()}, {' '.join(wrk_version[:2])}",
         f"- commit: {commit or 'none'}; gateway: 1 worker; wrk threads: {args.wrk_threads}",
         "- req/s counts 200 responses only; latencies are wrk's, over all responses",
     ]

@@ -38,7 +38,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         check(f"sqlite+aiosqlite:///{Path(tmp) / 'check.db'}")
     asyncio.run(_recreate_pg("ir_migration_check"))
-    check(PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/ir_migration_check")
+    check(
+        PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
+        + "/ir_migration_check"
+    )
 
 
 if __name__ == "__main__":

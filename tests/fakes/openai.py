@@ -31,6 +31,7 @@ from typing import Any
 from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
 from tests.fakes.upstream import FakeVendor, Recorded, RecordedFile
 
 DEFAULT_API_KEY = "sk-fake-openai-0123456789abcdef"
@@ -143,9 +144,7 @@ def mask_key(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
-def usage_for(
-    prompt: str, quality: str, size: str, input_images: int = 0
-) -> dict[str, Any]:
+def usage_for(prompt: str, quality: str, size: str, input_images: int = 0) -> dict[str, Any]:
     """Deterministic gpt-image token usage.
 
     About 4 characters per text token, a fixed count per input image, and OpenAI's
@@ -178,10 +177,7 @@ def image_bytes(output_format: str = "png") -> bytes:
     which real images never do, and would slip through log redaction unlike them.
     """
     pixels = bytes(
-        (x * 7 + y * 13 + c * 101) % 256
-        for y in range(64)
-        for x in range(64)
-        for c in range(3)
+        (x * 7 + y * 13 + c * 101) % 256 for y in range(64) for x in range(64) for c in range(3)
     )
     buffer = io.BytesIO()
     Image.frombytes("RGB", (64, 64), pixels).save(buffer, format=output_format.upper())
@@ -240,8 +236,7 @@ class FakeOpenAI(FakeVendor):
             )
         if status >= 500:
             return openai_error(
-                "The server had an error while processing your request. "
-                "Sorry about that!",
+                "The server had an error while processing your request. Sorry about that!",
                 "server_error",
             )
         return openai_error(f"Fake OpenAI error {status}.")
@@ -269,12 +264,9 @@ class FakeOpenAI(FakeVendor):
             self._authorise(rec)
             if rec.content_type != "multipart/form-data":
                 raise _bad(
-                    "Invalid content type. Image edit requests must use "
-                    "multipart/form-data."
+                    "Invalid content type. Image edit requests must use multipart/form-data."
                 )
-            params: dict[str, Any] = {
-                name: values[0] for name, values in rec.form.items()
-            }
+            params: dict[str, Any] = {name: values[0] for name, values in rec.form.items()}
             model = self._model(params, allowed=EDIT_MODELS)
             images = rec.files_named("image", "image[]")
             masks = rec.files_named("mask")

@@ -34,9 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-GARBAGE_BODY = (
-    b"<html><body><h1>502 Bad Gateway</h1><p>upstream proxy error</p></body></html>"
-)
+GARBAGE_BODY = b"<html><body><h1>502 Bad Gateway</h1><p>upstream proxy error</p></body></html>"
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,7 @@ class FakeVendor:
                 if action.kind == "fail":
                     return self._failure(action.status, action.body)
                 if action.kind == "garbage":
-                    return Response(
-                        GARBAGE_BODY, status_code=200, media_type="text/html"
-                    )
+                    return Response(GARBAGE_BODY, status_code=200, media_type="text/html")
                 await asyncio.sleep(action.seconds)
             return await handler(request, recorded)
 
@@ -133,17 +129,13 @@ class FakeVendor:
 
     # ------------------------------------------------------------------ test controls
 
-    def fail_next(
-        self, status: int, body: object | None = None, times: int = 1
-    ) -> None:
+    def fail_next(self, status: int, body: object | None = None, times: int = 1) -> None:
         """Answer the next `times` requests with `status` and `body`.
 
         `body=None` uses the vendor's own error body for that status (`error_body`); a
         `str` or `bytes` body is sent verbatim, anything else as JSON.
         """
-        self._script.extend(
-            _Action("fail", status=status, body=body) for _ in range(times)
-        )
+        self._script.extend(_Action("fail", status=status, body=body) for _ in range(times))
 
     def garbage_next(self, times: int = 1) -> None:
         """Answer the next `times` requests with 200 and HTML, like a broken proxy."""
@@ -190,9 +182,7 @@ async def _record(request: Request) -> Recorded:
             for name, value in data.multi_items():
                 if isinstance(value, UploadFile):
                     payload = await value.read()
-                    files.append(
-                        RecordedFile(name, value.filename, value.content_type, payload)
-                    )
+                    files.append(RecordedFile(name, value.filename, value.content_type, payload))
                 else:
                     form.setdefault(name, []).append(value)
     elif body:

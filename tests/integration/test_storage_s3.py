@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
+from tests.fakes.s3 import admin_client, s3_server
 
 from image_router.storage.base import StorageError, Store
 from image_router.storage.s3 import S3Store
@@ -24,44 +21,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        # Prove the store needs nothing from the environment (profiles, keys, …).
-        for key in list(os.environ):
-            if key.startswith("AWS_"):
-                mp.delenv(key)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            url = f"http://{host}:{port}"
-            admin = admin_client(url)
-            admin.create_bucket(Bucket=BUCKET)
-            # Production buckets are public-read and objects are uploaded without ACLs.
-            public_read = {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": "*",
-                        "Action": "s3:GetObject",
-                        "Resource": f"arn:aws:s3:::{BUCKET}/*",
-                    }
-                ],
-            }
-            admin.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(public_read))
-            yield url
-        finally:
-            server.stop()
-
-
-def admin_client(endpoint: str) -> Any:
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    with s3_server(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture
@@ -110,9 +71,7 @@ async def test_put_replaces_content_and_type(store: S3Store) -> None:
     assert await store.get("gen-3") == (b"second", "image/jpeg")
 
 
-async def test_no_checksum_is_sent_unless_required(
-    store: S3Store, endpoint: str
-) -> None:
+async def test_no_checksum_is_sent_unless_required(store: S3Store, endpoint: str) -> None:
     # Backblaze B2 rejects the CRC32 headers botocore adds by default; moto keeps what
     # it was sent, so a stored checksum means the client sent one.
     await store.put("gen-4.png", PNG, "image/png")
@@ -149,9 +108,7 @@ async def test_concurrent_puts(store: S3Store) -> None:
 
 
 async def test_missing_bucket_is_a_storage_error(endpoint: str) -> None:
-    s3 = S3Store(
-        "no-such-bucket", endpoint_url=endpoint, region="us-east-1", **CREDENTIALS
-    )
+    s3 = S3Store("no-such-bucket", endpoint_url=endpoint, region="us-east-1", **CREDENTIALS)
     try:
         with pytest.raises(StorageError, match=r"upload of s3://no-such-bucket/a\.png"):
             await s3.put("a.png", PNG, "image/png")

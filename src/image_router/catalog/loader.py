@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from image_router.catalog import pricing
@@ -75,7 +76,11 @@ def build_catalog(
     ordered = [m for m in models.values() if m.modality == "image"]
     ordered += [m for m in models.values() if m.modality == "video"]
     _check_names(models, aliases, retired, unregistered)
-    return Catalog(models={m.id: m for m in ordered}, aliases=aliases, retired=retired)
+    return Catalog(
+        models=MappingProxyType({m.id: m for m in ordered}),
+        aliases=MappingProxyType(aliases),
+        retired=MappingProxyType(retired),
+    )
 
 
 def _read_toml(source: str, raw: bytes) -> dict[str, Any]:
@@ -118,6 +123,8 @@ def _parse_models(
 def _model(entry: dict[str, Any], file_modality: Any) -> ModelSpec:
     _no_unknown_keys("model", entry, _MODEL_KEYS)
     modality = entry.get("modality", file_modality)
+    if modality is None:
+        raise _Invalid('no modality: set modality = "image" or "video" (entry or file)')
     if modality not in ("image", "video"):
         raise _Invalid(f"unknown modality {modality!r} (expected 'image' or 'video')")
     release = entry.get("release_date")
@@ -196,7 +203,7 @@ def _route(table: Any, modality: Modality, number: int) -> Route:
             max_images=max_images,
             mask=mask,
             quality=None if quality is None else _quality(quality),
-            options=options,
+            options=MappingProxyType(options),
         )
     except _Invalid as exc:
         raise _Invalid(f"route {number}: {exc}") from exc
@@ -229,7 +236,7 @@ def _quality(table: Any) -> QualityMap:
         raise _Invalid("quality 'refuse' messages must be strings")
     if param == "model" and not all(isinstance(v, str) for v in values.values()):
         raise _Invalid("quality 'model' values must be upstream model names")
-    return QualityMap(param=param, values=values, refuse=refuse)
+    return QualityMap(param=param, values=MappingProxyType(values), refuse=MappingProxyType(refuse))
 
 
 # ------------------------------------------------------------------------ price rules
@@ -278,7 +285,7 @@ def _convert(where: str, hint: Any, raw: Any) -> Any:
     if hint == Mapping[str, Mapping[str, Decimal]]:
         if not isinstance(raw, dict) or not raw:
             raise _Invalid(f"{where} must be a table of tables")
-        return {k: _usd_table(f"{where}.{k}", v) for k, v in raw.items()}
+        return MappingProxyType({k: _usd_table(f"{where}.{k}", v) for k, v in raw.items()})
     if hint is str:
         if not isinstance(raw, str):
             raise _Invalid(f"{where} must be a string")
@@ -300,10 +307,10 @@ def _usd(where: str, raw: Any) -> Decimal:
     return amount
 
 
-def _usd_table(where: str, raw: Any) -> dict[str, Decimal]:
+def _usd_table(where: str, raw: Any) -> Mapping[str, Decimal]:
     if not isinstance(raw, dict) or not raw:
         raise _Invalid(f"{where} must be a non-empty table of USD strings")
-    return {k: _usd(f"{where}.{k}", v) for k, v in raw.items()}
+    return MappingProxyType({k: _usd(f"{where}.{k}", v) for k, v in raw.items()})
 
 
 def _check_rule(rule: PriceRule) -> None:

@@ -61,53 +61,56 @@ class PriceRange:
 
 
 # ------------------------------------------------------------------------ the rules
-# `range` (min/average/max) and `value` are what the reference publishes for the route;
-# rules whose price is only known afterwards quote the published maximum (or value).
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Fixed:
-    rule: Literal["fixed"]
+    rule: Literal["fixed"] = "fixed"
     usd: Decimal
 
 
-@dataclass(frozen=True)
-class UpstreamCost:
-    """Vendor-reported cost (reference =PS); quote the published max."""
-
-    rule: Literal["upstream_cost"]
-    range: PriceRange | None = None
-    value: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class UpstreamCostMarkup:
-    """Vendor-reported cost times a factor (reference =PN10 ×1.1, =PN5 ×1.05)."""
-
-    rule: Literal["upstream_cost_markup"]
-    factor: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PerOutput:
     """A price per produced image (reference =GEM25); quoted for one output."""
 
-    rule: Literal["per_output"]
+    rule: Literal["per_output"] = "per_output"
     usd: Decimal
 
 
-@dataclass(frozen=True)
-class Gemini3:
-    """Gemini 3 Pro Image: input images + prompt characters + outputs (=GEM3)."""
+@dataclass(frozen=True, kw_only=True)
+class Published:
+    """What the reference publishes for a route whose price varies: a range or a value.
 
-    rule: Literal["gemini3"]
-    image_usd: Decimal
-    million_chars_usd: Decimal
-    output_usd: Mapping[str, Decimal]  # by size; WILDCARD for every other size and "auto"
+    Rules whose price is only known afterwards quote the published maximum (or value).
+    """
+
     range: PriceRange | None = None
     value: Decimal | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamCost(Published):
+    """Vendor-reported cost (reference =PS)."""
+
+    rule: Literal["upstream_cost"] = "upstream_cost"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamCostMarkup(Published):
+    """Vendor-reported cost times a factor (reference =PN10 ×1.1, =PN5 ×1.05)."""
+
+    rule: Literal["upstream_cost_markup"] = "upstream_cost_markup"
+    factor: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gemini3(Published):
+    """Gemini 3 Pro Image: input images + prompt characters + outputs (=GEM3)."""
+
+    rule: Literal["gemini3"] = "gemini3"
+    image_usd: Decimal
+    million_chars_usd: Decimal
+    output_usd: Mapping[str, Decimal]  # by size; WILDCARD for other sizes and "auto"
 
 
 TokenTable = Literal["gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"]
@@ -124,127 +127,105 @@ TOKEN_RATES: Mapping[str, tuple[Decimal, Decimal, Decimal]] = {
 }
 
 
-@dataclass(frozen=True)
-class OpenAITokens:
+@dataclass(frozen=True, kw_only=True)
+class OpenAITokens(Published):
     """OpenAI token usage priced with a named rate table (=OAI1/OAI1M/OAI15)."""
 
-    rule: Literal["openai_tokens"]
+    rule: Literal["openai_tokens"] = "openai_tokens"
     table: TokenTable
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class ReplicatePredictTime:
+@dataclass(frozen=True, kw_only=True)
+class ReplicatePredictTime(Published):
     """Replicate `predict_time` seconds × a per-second rate (reference =REPH100)."""
 
-    rule: Literal["replicate_predict_time"]
+    rule: Literal["replicate_predict_time"] = "replicate_predict_time"
     usd_per_second: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class BySize:
+@dataclass(frozen=True, kw_only=True)
+class BySize(Published):
     """Price looked up by size (reference =DALLE2)."""
 
-    rule: Literal["by_size"]
+    rule: Literal["by_size"] = "by_size"
     usd: Mapping[str, Decimal]
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class BySizeAndQuality:
+@dataclass(frozen=True, kw_only=True)
+class BySizeAndQuality(Published):
     """Price looked up by quality, then size (reference =DALLE3)."""
 
-    rule: Literal["by_size_and_quality"]
+    rule: Literal["by_size_and_quality"] = "by_size_and_quality"
     usd: Mapping[str, Mapping[str, Decimal]]
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class ByQuality:
+@dataclass(frozen=True, kw_only=True)
+class ByQuality(Published):
     """Price looked up by quality (reference =IDEO2A, =IDEO3)."""
 
-    rule: Literal["by_quality"]
+    rule: Literal["by_quality"] = "by_quality"
     usd: Mapping[str, Decimal]
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class Reve:
+@dataclass(frozen=True, kw_only=True)
+class Reve(Published):
     """Reve: create (no image), edit (one image; `low` → edit-fast), remix (several)."""
 
-    rule: Literal["reve"]
+    rule: Literal["reve"] = "reve"
     create_usd: Decimal
     edit_usd: Decimal
     edit_low_usd: Decimal
     remix_usd: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class FalMegapixels:
+@dataclass(frozen=True, kw_only=True)
+class FalMegapixels(Published):
     """(1 MP if an image is uploaded + output megapixels) × rate (reference =FALF2T)."""
 
-    rule: Literal["fal_megapixels"]
+    rule: Literal["fal_megapixels"] = "fal_megapixels"
     usd_per_megapixel: Decimal
     auto_size: str
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class GrokImage:
+@dataclass(frozen=True, kw_only=True)
+class GrokImage(Published):
     """Base price + a surcharge per input image (=GROKIMG, surcharge fixed)."""
 
-    rule: Literal["grok_image"]
+    rule: Literal["grok_image"] = "grok_image"
     usd: Decimal
     image_usd: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class PerSecond:
+@dataclass(frozen=True, kw_only=True)
+class PerSecond(Published):
     """Rate × resolved video seconds (reference =VID(r))."""
 
-    rule: Literal["per_second"]
+    rule: Literal["per_second"] = "per_second"
     usd: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class HunyuanVideo:
+@dataclass(frozen=True, kw_only=True)
+class HunyuanVideo(Published):
     """Per-second rate by size; any other size cannot be priced (reference =HUNYUAN)."""
 
-    rule: Literal["hunyuan_video"]
+    rule: Literal["hunyuan_video"] = "hunyuan_video"
     usd_per_second: Mapping[str, Decimal]
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class GrokVideo:
+@dataclass(frozen=True, kw_only=True)
+class GrokVideo(Published):
     """Per-second rate by resolution + input image surcharge (=GROKVID, fixed)."""
 
-    rule: Literal["grok_video"]
+    rule: Literal["grok_video"] = "grok_video"
     usd_per_second: Mapping[str, Decimal]  # "480p" / "720p"
     image_usd: Decimal
-    range: PriceRange | None = None
-    value: Decimal | None = None
 
 
 PriceRule = (
     Fixed
+    | PerOutput
     | UpstreamCost
     | UpstreamCostMarkup
-    | PerOutput
     | Gemini3
     | OpenAITokens
     | ReplicatePredictTime
@@ -260,22 +241,25 @@ PriceRule = (
 )
 
 RULE_CLASSES: Mapping[str, type[PriceRule]] = {
-    "fixed": Fixed,
-    "upstream_cost": UpstreamCost,
-    "upstream_cost_markup": UpstreamCostMarkup,
-    "per_output": PerOutput,
-    "gemini3": Gemini3,
-    "openai_tokens": OpenAITokens,
-    "replicate_predict_time": ReplicatePredictTime,
-    "by_size": BySize,
-    "by_size_and_quality": BySizeAndQuality,
-    "by_quality": ByQuality,
-    "reve": Reve,
-    "fal_megapixels": FalMegapixels,
-    "grok_image": GrokImage,
-    "per_second": PerSecond,
-    "hunyuan_video": HunyuanVideo,
-    "grok_video": GrokVideo,
+    cls.rule: cls
+    for cls in (
+        Fixed,
+        PerOutput,
+        UpstreamCost,
+        UpstreamCostMarkup,
+        Gemini3,
+        OpenAITokens,
+        ReplicatePredictTime,
+        BySize,
+        BySizeAndQuality,
+        ByQuality,
+        Reve,
+        FalMegapixels,
+        GrokImage,
+        PerSecond,
+        HunyuanVideo,
+        GrokVideo,
+    )
 }
 
 # Rules whose price is only known after the call: the reference's "post_generation".
@@ -310,7 +294,9 @@ def quote(rule: PriceRule, facts: PriceFacts) -> Decimal:
         case UpstreamCost() | UpstreamCostMarkup() | OpenAITokens() | ReplicatePredictTime():
             return _published_max(rule)
         case Gemini3():
-            return _gemini3(rule, facts, outputs=1)
+            # Hold at least the published max, like the reference; more only when the
+            # inputs alone push a single output past it.
+            return max(_published_max(rule), _gemini3(rule, facts, outputs=1))
         case BySize(usd=table):
             return _lookup(table, facts.size)
         case BySizeAndQuality(usd=tables):
@@ -398,25 +384,18 @@ def _fal_megapixels(rule: FalMegapixels, facts: PriceFacts) -> Decimal:
     return megapixels * rule.usd_per_megapixel
 
 
-def _token_counts(usage: Mapping[str, Any] | None) -> tuple[int, int, int] | None:
+def _token_counts(usage: Mapping[str, Any] | None) -> tuple[int, ...] | None:
     """(text in, image in, out) tokens, or None when the usage block is incomplete."""
-    if not isinstance(usage, Mapping):
+    if usage is None:
         return None
-    details = usage.get("input_tokens_details")
-    if not isinstance(details, Mapping):
+    try:
+        details = usage["input_tokens_details"]
+        counts = (details["text_tokens"], details["image_tokens"], usage["output_tokens"])
+    except (KeyError, TypeError):
         return None
-    counts = (
-        details.get("text_tokens"),
-        details.get("image_tokens"),
-        usage.get("output_tokens"),
-    )
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
-        return None
-    text, image, out = counts
-    assert isinstance(text, int)
-    assert isinstance(image, int)
-    assert isinstance(out, int)
-    return text, image, out
+    if all(type(n) is int and n >= 0 for n in counts):
+        return counts
+    return None
 
 
 # ------------------------------------------------------------------------ publishing

@@ -47,9 +47,7 @@ class ContractCase:
     target: Target
     refused_job: Job
 
-    def build(
-        self, http: httpx.AsyncClient, root: str, credential: str | None = None
-    ) -> Provider:
+    def build(self, http: httpx.AsyncClient, root: str, credential: str | None = None) -> Provider:
         return self.provider(
             http,
             credential=credential or self.credential,
@@ -57,9 +55,7 @@ class ContractCase:
         )
 
 
-_OPENAI_JOB = Job(
-    modality="image", model="openai/gpt-image-1", prompt="a red kite", quality="low"
-)
+_OPENAI_JOB = Job(modality="image", model="openai/gpt-image-1", prompt="a red kite", quality="low")
 
 CONTRACT_CASES = [
     ContractCase(

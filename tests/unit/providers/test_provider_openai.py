@@ -125,9 +125,7 @@ async def test_quality_is_omitted_when_route_options_say_none(
 async def test_dalle3_auto_size_becomes_1024_and_answers_bytes(
     fake: FakeOpenAI, provider: OpenAIProvider
 ) -> None:
-    result = await provider.generate(
-        job(size="auto", output_format="png"), Target("dall-e-3")
-    )
+    result = await provider.generate(job(size="auto", output_format="png"), Target("dall-e-3"))
 
     sent = fake.last.json
     assert sent["size"] == "1024x1024"
@@ -137,16 +135,11 @@ async def test_dalle3_auto_size_becomes_1024_and_answers_bytes(
     assert "output_format" not in sent
     (artifact,) = result.artifacts
     assert artifact.content_type == "image/png"
-    assert (
-        artifact.revised_prompt
-        == "A detailed, vivid illustration of a lighthouse at dusk"
-    )
+    assert artifact.revised_prompt == "A detailed, vivid illustration of a lighthouse at dusk"
     assert result.usage is None
 
 
-async def test_gpt_image_keeps_auto_size(
-    fake: FakeOpenAI, provider: OpenAIProvider
-) -> None:
+async def test_gpt_image_keeps_auto_size(fake: FakeOpenAI, provider: OpenAIProvider) -> None:
     await provider.generate(job(size="auto"), Target("gpt-image-1-mini"))
 
     assert fake.last.json["size"] == "auto"
@@ -198,14 +191,10 @@ async def test_edit_sends_every_image_and_the_mask_as_multipart(
         "moderation": ["low"],
     }
     assert result.usage is not None
-    assert (
-        result.usage["input_tokens_details"]["image_tokens"] == 3 * INPUT_IMAGE_TOKENS
-    )
+    assert result.usage["input_tokens_details"]["image_tokens"] == 3 * INPUT_IMAGE_TOKENS
 
 
-async def test_dalle2_edit_takes_a_single_image(
-    fake: FakeOpenAI, provider: OpenAIProvider
-) -> None:
+async def test_dalle2_edit_takes_a_single_image(fake: FakeOpenAI, provider: OpenAIProvider) -> None:
     image = InputFile(picture("png"), "image/png", "in.png")
 
     result = await provider.generate(
@@ -250,9 +239,7 @@ async def test_moderation_refusal_is_rejected_with_openais_message(
     fake: FakeOpenAI, provider: OpenAIProvider
 ) -> None:
     with pytest.raises(UpstreamRejectedError) as caught:
-        await provider.generate(
-            job(prompt="some forbidden-content here"), Target("gpt-image-1")
-        )
+        await provider.generate(job(prompt="some forbidden-content here"), Target("gpt-image-1"))
 
     error = caught.value
     assert error.message == MODERATION_MESSAGE
@@ -288,9 +275,7 @@ async def test_unknown_upstream_model_is_our_misconfiguration(
     assert caught.value.retry_elsewhere is True
 
 
-async def test_exhausted_quota_is_rate_limited(
-    fake: FakeOpenAI, provider: OpenAIProvider
-) -> None:
+async def test_exhausted_quota_is_rate_limited(fake: FakeOpenAI, provider: OpenAIProvider) -> None:
     fake.fail_next(429, QUOTA_BODY)
 
     with pytest.raises(UpstreamRateLimitedError) as caught:
@@ -451,9 +436,7 @@ def test_from_response_without_a_usable_image_is_a_protocol_error(body: Any) -> 
         (502, "<html>bad gateway</html>", UpstreamUnavailableError),
     ],
 )
-def test_error_classification(
-    status: int, body: Any, expected: type[UpstreamError]
-) -> None:
+def test_error_classification(status: int, body: Any, expected: type[UpstreamError]) -> None:
     error = error_from_response(status, body)
 
     assert type(error) is expected

@@ -69,9 +69,7 @@ EBML_WEBM = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f3810842828477656
         (b"", None),
     ],
 )
-def test_sniff_content_type_recognises_magic_bytes(
-    data: bytes, expected: str | None
-) -> None:
+def test_sniff_content_type_recognises_magic_bytes(data: bytes, expected: str | None) -> None:
     assert sniff_content_type(data) == expected
 
 
@@ -98,9 +96,7 @@ def test_tiff_sniffing_covers_both_byte_orders() -> None:
         ("", ""),
     ],
 )
-def test_extension_for_follows_the_naming_table(
-    content_type: str, extension: str
-) -> None:
+def test_extension_for_follows_the_naming_table(content_type: str, extension: str) -> None:
     assert extension_for(content_type) == extension
 
 
@@ -153,9 +149,7 @@ def test_content_type_from_url(url: str, expected: str) -> None:
 
 
 def test_content_type_from_url_uses_the_given_default() -> None:
-    assert content_type_from_url("https://x.example/result/123", "video/mp4") == (
-        "video/mp4"
-    )
+    assert content_type_from_url("https://x.example/result/123", "video/mp4") == ("video/mp4")
 
 
 PNG = raster("PNG")
@@ -260,9 +254,7 @@ def test_png_to_jpeg_and_back_keeps_the_picture() -> None:
 def test_transparent_png_becomes_white_jpeg() -> None:
     source = raster("PNG", mode="RGBA", color=(255, 0, 0, 0))
     data, _ = convert_image(source, "image/png", "jpeg")
-    assert opened(data).convert("RGB").getpixel((3, 3)) == pytest.approx(
-        (255, 255, 255), abs=2
-    )
+    assert opened(data).convert("RGB").getpixel((3, 3)) == pytest.approx((255, 255, 255), abs=2)
 
 
 def test_palette_gif_with_transparency_converts_to_jpeg() -> None:
@@ -272,9 +264,7 @@ def test_palette_gif_with_transparency_converts_to_jpeg() -> None:
     image.save(out, "GIF", transparency=0)
     data, content_type = convert_image(out.getvalue(), "image/gif", "jpeg")
     assert content_type == "image/jpeg"
-    assert opened(data).convert("RGB").getpixel((1, 1)) == pytest.approx(
-        (255, 255, 255), abs=2
-    )
+    assert opened(data).convert("RGB").getpixel((1, 1)) == pytest.approx((255, 255, 255), abs=2)
 
 
 def test_transparent_png_to_webp_keeps_alpha() -> None:

@@ -99,9 +99,7 @@ async def test_delete_missing_is_not_an_error(store: LocalStore) -> None:
     await store.delete("never-written.png")
 
 
-async def test_put_replaces_and_leaves_no_temp_files(
-    store: LocalStore, root: Path
-) -> None:
+async def test_put_replaces_and_leaves_no_temp_files(store: LocalStore, root: Path) -> None:
     await store.put("a.png", b"first", "image/png")
     await store.put("a.png", b"second", "image/png")
     assert await store.get("a.png") == (b"second", "image/png")
@@ -138,9 +136,7 @@ async def test_readers_never_see_a_partial_write(store: LocalStore) -> None:
     assert seen  # the readers actually ran while writing
 
 
-async def test_failed_write_keeps_the_old_file_and_cleans_up(
-    store: LocalStore, root: Path
-) -> None:
+async def test_failed_write_keeps_the_old_file_and_cleans_up(store: LocalStore, root: Path) -> None:
     await store.put("a.png", b"old", "image/png")
     not_bytes: bytes = "text is not bytes"  # type: ignore[assignment]
     with pytest.raises(TypeError):
@@ -162,9 +158,7 @@ async def test_write_into_a_vanished_root_is_a_storage_error(
         await rootless_store.put("a.png", b"x", "image/png")
 
 
-async def test_reading_a_directory_is_a_storage_error(
-    store: LocalStore, root: Path
-) -> None:
+async def test_reading_a_directory_is_a_storage_error(store: LocalStore, root: Path) -> None:
     (root / "adir").mkdir()
     with pytest.raises(StorageError, match="Cannot read adir"):
         await store.get("adir")
@@ -190,9 +184,7 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-async def test_invalid_names_are_rejected(
-    store: LocalStore, root: Path, name: str
-) -> None:
+async def test_invalid_names_are_rejected(store: LocalStore, root: Path, name: str) -> None:
     with pytest.raises(StorageError, match="Invalid storage object name"):
         await store.put(name, b"x", "image/png")
     with pytest.raises(StorageError, match="Invalid storage object name"):
@@ -212,9 +204,7 @@ async def test_longest_valid_name(store: LocalStore) -> None:
 
 async def test_concurrent_puts_of_distinct_names(store: LocalStore, root: Path) -> None:
     names = [f"gen-{i}.webp" for i in range(50)]
-    urls = await asyncio.gather(
-        *(store.put(n, n.encode() * 1000, "image/webp") for n in names)
-    )
+    urls = await asyncio.gather(*(store.put(n, n.encode() * 1000, "image/webp") for n in names))
     assert urls == [f"http://localhost:8000/files/{n}" for n in names]
     results = await asyncio.gather(*(store.get(n) for n in names))
     assert results == [(n.encode() * 1000, "image/webp") for n in names]

@@ -1,0 +1,202 @@
+"""Shared fixtures: databases (SQLite and the real PostgreSQL), the gateway wired to fakes.
+
+Every vendor call of an in-process gateway goes to the fakes of `tests/fakes` through one
+`httpx.ASGITransport` (each fake mounted under `/<vendor>`): nothing is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import select, text
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from image_router.account import service as accounts
+from image_router.app import create_app
+from image_router.config import Settings
+from image_router.db.migrate import upgrade_sync
+from image_router.db.session import unit_of_work
+from image_router.db.tables import Generation
+from image_router.kit.money import usd_to_credits
+from image_router.ledger import service as ledger
+from image_router.resources import Resources, build_resources
+from tests.fakes.openai import FakeOpenAI
+
+PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TABLES = ("generations", "ledger_entries", "api_keys", "accounts")
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+async def _recreate_pg(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per test session; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade_sync(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database(worker_id: str) -> str:
+    """One migrated PostgreSQL database per xdist worker."""
+    name = f"ir_test_{worker_id}"
+    asyncio.run(_recreate_pg(name))
+    upgrade_sync(_pg_url(name))
+    return _pg_url(name)
+
+
+async def _truncate(url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    await engine.dispose()
+
+
+def _database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copy(template, tmp_path / "gateway.db")
+        return f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    asyncio.run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLite database (the embedded default)."""
+    return _database("sqlite", request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each kind: the test runs on SQLite and on PostgreSQL."""
+    return _database(request.param, request, tmp_path)
+
+
+# ----------------------------------------------------------------------------- gateway
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    res: Resources
+    openai: FakeOpenAI
+
+    async def account(
+        self, usd: str = "0", *, email: str | None = None, key_name: str = "test key"
+    ) -> tuple[str, str]:
+        """A new account with `usd` of credit; returns (account id, API key)."""
+        async with unit_of_work(self.res.engine) as conn:
+            account = await accounts.create_account(
+                conn, email or f"user-{os.urandom(4).hex()}@example.com"
+            )
+            _, key = await accounts.create_key(conn, account.id, key_name)
+            if usd != "0":
+                await ledger.grant(conn, account.id, usd_to_credits(usd), reason="test")
+        return account.id, key
+
+    async def balance(self, account_id: str) -> int:
+        async with unit_of_work(self.res.engine) as conn:
+            return await ledger.balance(conn, account_id)
+
+    async def ledger_sum(self, account_id: str) -> int:
+        async with unit_of_work(self.res.engine) as conn:
+            return await ledger.entries_sum(conn, account_id)
+
+    async def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        async with unit_of_work(self.res.engine) as conn:
+            return [dict(r._mapping) for r in (await conn.execute(text(sql), params)).all()]
+
+    async def generations(self) -> list[dict[str, Any]]:
+        """Usage rows, oldest first, with JSON columns decoded."""
+        async with unit_of_work(self.res.engine) as conn:
+            result = await conn.execute(select(Generation).order_by(Generation.created_at))
+            return [dict(r._mapping) for r in result.all()]
+
+    async def post(self, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return await self.client.post(path, headers=headers, **kwargs)
+
+
+def gateway_settings(db: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": db,
+        "public_url": "http://gateway.test",
+        "auto_migrate": False,
+        "openai_api_key": FakeOpenAI().api_key,
+        "openai_base_url": "http://fakes/openai/v1",
+        "heartbeat_after_s": 20.0,
+        "storage_url": None,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def fakes_transport(openai: FakeOpenAI) -> httpx.ASGITransport:
+    return httpx.ASGITransport(app=Starlette(routes=[Mount("/openai", app=openai.app)]))
+
+
+@pytest.fixture
+def gateway_overrides() -> dict[str, Any]:
+    """Override settings for the `gateway` fixture (parametrize or redefine in a module)."""
+    return {}
+
+
+async def _gateway(db: str, tmp_path: Path, overrides: dict[str, Any]) -> AsyncIterator[Gateway]:
+    openai = FakeOpenAI()
+    settings = gateway_settings(db, tmp_path / "data", **overrides)
+    res = build_resources(settings, http_transport=fakes_transport(openai))
+    app = create_app(settings, resources=res)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+        ) as client,
+    ):
+        yield Gateway(client=client, res=res, openai=openai)
+
+
+@pytest.fixture
+async def gateway(
+    db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
+    """The gateway in-process on SQLite, vendors served by fakes."""
+    async for gw in _gateway(db_url, tmp_path, gateway_overrides):
+        yield gw
+
+
+@pytest.fixture
+async def any_gateway(
+    any_db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
+    """The gateway on SQLite and on PostgreSQL."""
+    async for gw in _gateway(any_db_url, tmp_path, gateway_overrides):
+        yield gw
