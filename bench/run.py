@@ -225,15 +225,18 @@ def check_charges(s: Scenario, r: LoadResult, drop_usd: Decimal) -> tuple[str, l
     assert s.budget is not None
     sent = s.budget * s.connections
     charged = drop_usd / PRICE_USD
+    charged_text = f"{charged:.0f}" if charged == charged.to_integral_value() else f"{charged}"
     problems = []
     if r.completed != sent:
         problems.append(f"{sent - r.completed} of {sent} requests never completed")
     if r.non_2xx or r.socket_errors:
         problems.append(f"{r.non_2xx} non-2xx and {r.socket_errors} socket errors")
     if drop_usd != r.ok * PRICE_USD:
-        problems.append(f"balance dropped ${drop_usd} (= {charged} charges) for {r.ok} successes")
+        problems.append(
+            f"balance dropped ${drop_usd} (= {charged_text} charges) for {r.ok} successes"
+        )
     notes = [
-        f"sent {sent}, 200s {r.ok}, balance drop ${drop_usd} = {charged} × ${PRICE_USD}",
+        f"sent {sent}, 200s {r.ok}, balance drop ${drop_usd} = {charged_text} × ${PRICE_USD}",
         *problems,
     ]
     return ("FAIL: " + "; ".join(problems)) if problems else "PASS charged once", notes

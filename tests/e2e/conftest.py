@@ -1,0 +1,107 @@
+"""Real server processes on 127.0.0.1, driven by real clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.upstream import serve_in_thread
+
+BIN = Path(sys.executable).parent / "image-router"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    bootstrap_key: str | None
+    openai: FakeOpenAI
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(BIN), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{args} failed: {done.stderr}")
+        return done
+
+
+def base_env(data_dir: Path, openai_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(
+        DATA_DIR=str(data_dir),
+        OPENAI_API_KEY=FakeOpenAI().api_key,
+        OPENAI_BASE_URL=f"{openai_url}/v1",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("DATABASE_URL", None)
+    env.pop("PUBLIC_URL", None)
+    return env
+
+
+def start_server(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str], str | None]:
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    key = None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("First start:"):
+            key = process.stdout.readline().strip()
+        if line.startswith("Serving Image Router"):
+            break
+        if not line and process.poll() is not None:
+            raise AssertionError("server exited:\n" + "".join(lines))
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, key
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not become healthy:\n" + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    openai = FakeOpenAI()
+    with serve_in_thread(openai.app) as openai_url:
+        env = base_env(tmp_path_factory.mktemp("server-data"), openai_url)
+        port = free_port()
+        process, key = start_server(env, port)
+        try:
+            yield Server(f"http://127.0.0.1:{port}", env, process, key, openai)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if process.stdout:
+                process.stdout.close()
