@@ -228,7 +228,7 @@ def check_charges(s: Scenario, r: LoadResult, drop_usd: Decimal) -> tuple[str, l
     charged_text = f"{charged:.0f}" if charged == charged.to_integral_value() else f"{charged}"
     problems = []
     if r.completed != sent:
-        problems.append(f"{sent - r.completed} of {sent} requests never completed")
+        problems.append(f"{sent - r.completed} of {sent} budgeted requests never completed")
     if r.non_2xx or r.socket_errors:
         problems.append(f"{r.non_2xx} non-2xx and {r.socket_errors} socket errors")
     if drop_usd != r.ok * PRICE_USD:
@@ -236,7 +236,8 @@ def check_charges(s: Scenario, r: LoadResult, drop_usd: Decimal) -> tuple[str, l
             f"balance dropped ${drop_usd} (= {charged_text} charges) for {r.ok} successes"
         )
     notes = [
-        f"sent {sent}, 200s {r.ok}, balance drop ${drop_usd} = {charged_text} × ${PRICE_USD}",
+        f"budget {sent} ({s.budget} per connection), 200s {r.ok}, "
+        f"balance drop ${drop_usd} = {charged_text} × ${PRICE_USD}",
         *problems,
     ]
     return ("FAIL: " + "; ".join(problems)) if problems else "PASS charged once", notes

@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.catalog.spec import Catalog, load_catalog
-from image_router.config import Settings
+from image_router.config import Settings, credential_field
 from image_router.db.session import make_engine
 from image_router.providers import PROVIDERS
 from image_router.providers.base import Provider
@@ -76,7 +76,7 @@ def provider_problem(settings: Settings, provider_id: str) -> str | None:
     if provider_id == "test" and not settings.enable_test_models:
         return "test models disabled (ENABLE_TEST_MODELS=false)"
     if cls.needs_credential and not settings.credential(provider_id):
-        return f"no key configured ({provider_id.upper()}_API_KEY)"
+        return f"no key configured ({credential_field(provider_id).upper()})"
     return None
 
 

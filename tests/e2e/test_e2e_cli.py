@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -12,7 +11,9 @@ pytestmark = pytest.mark.e2e
 
 def test_account_key_and_credit_life_cycle(server: Server) -> None:
     email = "Operator.Test@Example.com"
-    assert "created account operator.test@example.com" in server.cli("users", "create", email).stdout
+    assert (
+        "created account operator.test@example.com" in server.cli("users", "create", email).stdout
+    )
     assert "operator.test@example.com" in server.cli("users", "list").stdout
     granted = server.cli("credits", "grant", email, "12.5", "--reason", "welcome").stdout
     assert "balance $12.5000" in granted

@@ -25,6 +25,7 @@ import io
 import math
 import time
 import uuid
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,9 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from image_router.providers.base import Job, Target
+from image_router.providers.openai import OpenAIProvider
+from tests.fakes.contract import ContractCase
 from tests.fakes.upstream import FakeVendor, Recorded, RecordedFile
 
 DEFAULT_API_KEY = "sk-fake-openai-0123456789abcdef"
@@ -456,3 +460,21 @@ class FakeOpenAI(FakeVendor):
         if model == "dall-e-3":
             item["revised_prompt"] = f"A detailed, vivid illustration of {prompt}"
         return item
+
+
+_CONTRACT_JOB = Job(
+    modality="image", model="openai/gpt-image-1", prompt="a red kite", quality="low"
+)
+
+CONTRACT_CASES = [
+    ContractCase(
+        id="openai",
+        provider=OpenAIProvider,
+        make_fake=FakeOpenAI,
+        credential=DEFAULT_API_KEY,
+        base_path="/v1",
+        job=_CONTRACT_JOB,
+        target=Target("gpt-image-1"),
+        refused_job=replace(_CONTRACT_JOB, prompt="a forbidden-content scene"),
+    ),
+]

@@ -301,11 +301,14 @@ class Provider:
         credential: str | None = None,
         base_url: str | None = None,
         poll_interval: float = 2.0,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
         self.credential = credential
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.poll_interval = poll_interval
+        #: Vendor-specific settings beyond key and host (a second host, a project id...).
+        self.extra: Mapping[str, str] = dict(extra or {})
 
     async def generate(self, job: Job, target: Target) -> Result:
         """Run one job on `target.upstream`. Raises only `UpstreamError` subclasses."""

@@ -1,26 +1,23 @@
 """The contract every provider keeps, checked against its vendor fake.
 
-A new vendor adds one `ContractCase` to `CONTRACT_CASES`: its provider class, a factory
-for its fake (which must accept the case's credential and nothing else), the path below
-the fake's root that is the provider's base URL, a job and target the vendor accepts,
-and a job it refuses on content grounds.
+Cases are discovered: every module of `tests/fakes` may define `CONTRACT_CASES`, a list of
+`tests.fakes.contract.ContractCase` (provider class, fake factory, credential, base path,
+a job the vendor accepts and one it refuses on content grounds). Adding a vendor needs no
+edit here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from tests.fakes import FakeVendor, serve_in_thread
-from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAI
+from tests.fakes.contract import ContractCase, discover_cases
 
 from image_router.providers.base import (
-    Job,
     Provider,
     Result,
-    Target,
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -29,46 +26,13 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from image_router.providers.openai import OpenAIProvider
 
 FAKE_ROOT = "http://fake.test"
 SHORT_TIMEOUT = 0.2
 WRONG_CREDENTIAL = "sk-definitely-not-the-right-key-9f8e7d"
 
 
-@dataclass(frozen=True)
-class ContractCase:
-    id: str
-    provider: type[Provider]
-    make_fake: Callable[[], FakeVendor]
-    credential: str
-    base_path: str
-    job: Job
-    target: Target
-    refused_job: Job
-
-    def build(self, http: httpx.AsyncClient, root: str, credential: str | None = None) -> Provider:
-        return self.provider(
-            http,
-            credential=credential or self.credential,
-            base_url=root + self.base_path,
-        )
-
-
-_OPENAI_JOB = Job(modality="image", model="openai/gpt-image-1", prompt="a red kite", quality="low")
-
-CONTRACT_CASES = [
-    ContractCase(
-        id="openai",
-        provider=OpenAIProvider,
-        make_fake=FakeOpenAI,
-        credential=DEFAULT_API_KEY,
-        base_path="/v1",
-        job=_OPENAI_JOB,
-        target=Target("gpt-image-1"),
-        refused_job=replace(_OPENAI_JOB, prompt="a forbidden-content scene"),
-    ),
-]
+CONTRACT_CASES = discover_cases()
 
 
 @pytest.fixture(params=CONTRACT_CASES, ids=lambda case: case.id)
