@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 JWT_MIN_LENGTH = 100
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, and that hop on
+    # every request made the event loop queue for the GIL (throughput fell to a fifth).
     resources: Resources = request.app.state.resources
     return resources
 

@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from image_router.db.tables import Account, ApiKey
+from image_router.db.tables import API_KEYS, Account, ApiKey
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret, new_api_key, new_id
 
@@ -190,22 +190,28 @@ async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
         )
 
 
+_AUTHENTICATE = (
+    select(ApiKey.id, ApiKey.account_id, ApiKey.last_used_at, Account.balance)
+    .join(Account, Account.id == ApiKey.account_id)
+    .where(
+        ApiKey.key_hash == bindparam("key_hash"),
+        ApiKey.is_active.is_(True),
+        ApiKey.revoked_at.is_(None),
+    )
+)
+_TOUCH = (
+    update(API_KEYS)
+    .where(API_KEYS.c.id == bindparam("key_id"))
+    .values(last_used_at=bindparam("now", type_=API_KEYS.c.last_used_at.type))
+)
+
+
 async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
     """The caller owning an active key, or None. Touches `last_used_at` at most once a minute."""
-    row = (
-        await conn.execute(
-            select(ApiKey.id, ApiKey.account_id, ApiKey.last_used_at, Account.balance)
-            .join(Account, Account.id == ApiKey.account_id)
-            .where(
-                ApiKey.key_hash == hash_secret(secret),
-                ApiKey.is_active.is_(True),
-                ApiKey.revoked_at.is_(None),
-            )
-        )
-    ).first()
+    row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_secret(secret)})).first()
     if row is None:
         return None
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        await conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
     return Caller(account_id=row.account_id, balance=int(row.balance), api_key_id=row.id)

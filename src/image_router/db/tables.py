@@ -8,7 +8,7 @@ ledger service, in the same transaction as the ledger entry that explains the ch
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -104,3 +105,10 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# Core views of the tables, for statements built once at import time (typed as Table).
+ACCOUNTS = cast(Table, Account.__table__)
+API_KEYS = cast(Table, ApiKey.__table__)
+LEDGER_ENTRIES = cast(Table, LedgerEntry.__table__)
+GENERATIONS = cast(Table, Generation.__table__)

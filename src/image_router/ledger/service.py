@@ -7,14 +7,29 @@ account's entries. Functions take an open connection: the caller owns the transa
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from image_router.db.tables import Account, LedgerEntry
+from image_router.db.tables import ACCOUNTS, LEDGER_ENTRIES, Account, LedgerEntry
 from image_router.kit.clock import utcnow
 
 #: Entry kinds that bring money into an account (what `/v1/credits` calls deposits).
 DEPOSIT_KINDS = ("grant", "topup")
+
+# The hot statements are built once, with bound parameters: building a SQLAlchemy
+# statement per request cost more CPU than running it.
+_accounts = ACCOUNTS
+_HOLD = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account"), _accounts.c.balance >= bindparam("amount"))
+    .values(balance=_accounts.c.balance - bindparam("amount"))
+)
+_CREDIT = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account"))
+    .values(balance=_accounts.c.balance + bindparam("amount"))
+)
+_APPEND = insert(LEDGER_ENTRIES)
 
 
 class UnknownAccount(LookupError):
@@ -29,11 +44,7 @@ async def hold(conn: AsyncConnection, account_id: str, amount: int, *, generatio
     """
     if amount <= 0:
         return True
-    result = await conn.execute(
-        update(Account)
-        .where(Account.id == account_id, Account.balance >= amount)
-        .values(balance=Account.balance - amount)
-    )
+    result = await conn.execute(_HOLD, {"account": account_id, "amount": amount})
     if result.rowcount != 1:
         return False
     await _append(conn, account_id, -amount, "hold", generation_id=generation_id)
@@ -92,9 +103,7 @@ async def deposits(conn: AsyncConnection, account_id: str) -> int:
 
 
 async def _credit(conn: AsyncConnection, account_id: str, amount: int) -> None:
-    result = await conn.execute(
-        update(Account).where(Account.id == account_id).values(balance=Account.balance + amount)
-    )
+    result = await conn.execute(_CREDIT, {"account": account_id, "amount": amount})
     if result.rowcount != 1:
         raise UnknownAccount(account_id)
 
@@ -109,12 +118,13 @@ async def _append(
     reason: str | None = None,
 ) -> None:
     await conn.execute(
-        insert(LedgerEntry).values(
-            account_id=account_id,
-            amount=amount,
-            kind=kind,
-            generation_id=generation_id,
-            reason=reason,
-            created_at=utcnow(),
-        )
+        _APPEND,
+        {
+            "account_id": account_id,
+            "amount": amount,
+            "kind": kind,
+            "generation_id": generation_id,
+            "reason": reason,
+            "created_at": utcnow(),
+        },
     )
