@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_router import __version__
@@ -25,6 +28,7 @@ from image_router.errors import GatewayError, InternalError, InvalidRequest, Not
 from image_router.files import router as files_router
 from image_router.generation.endpoints import router as generation_router
 from image_router.generation.openapi import document_generation_routes
+from image_router.generation.recovery import run_periodically
 from image_router.resources import Resources, build_resources
 
 log = logging.getLogger(__name__)
@@ -71,9 +75,15 @@ def create_app(
         if settings.auto_migrate:
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
+        reconciler = asyncio.create_task(
+            run_periodically(res.engine, settings.hold_reconcile_interval_s)
+        )
         try:
             yield
         finally:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
             await res.close()
 
     app = FastAPI(
@@ -102,6 +112,7 @@ def create_app(
     app.add_exception_handler(GatewayError, _render_gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _render_unexpected)
     return app
 
@@ -132,6 +143,12 @@ async def _render_http_error(request: Request, exc: StarletteHTTPException) -> R
 async def _render_validation_error(request: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {"msg": "Invalid request"}
     return _error_response(InvalidRequest(str(first.get("msg", "Invalid request"))))
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    # Nobody is left to read an answer; nothing was charged (the body was never complete).
+    log.debug("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=499)
 
 
 async def _render_unexpected(request: Request, exc: Exception) -> Response:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     # --- generation
     heartbeat_after_s: float = 20.0
     heartbeat_interval_s: float = 3.0
+    hold_reconcile_interval_s: float = 60.0
     image_deadline_s: float = 300.0
     video_deadline_s: float = 1200.0
     upstream_connect_timeout_s: float = 10.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import httpx
 import openai
@@ -103,3 +104,23 @@ def test_imagerouter_routes_over_raw_http(server: Server) -> None:
     models = httpx.get(f"{server.url}/v1/models", params={"type": "video"}).json()
     assert "ir/test-video" in models
     assert httpx.get(f"{server.url}/.well-known/openapi.yaml").status_code == 200
+
+
+def test_client_that_hangs_up_is_not_charged(server: Server) -> None:
+    email, key = new_key(server, "1")
+    server.openai.delay = 3.0  # the vendor is slow; the client gives up after 0.5 s
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{server.url}/v1/openai/images/generations",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "openai/dall-e-2", "prompt": "x", "size": "1024x1024"},
+                timeout=0.5,
+            )
+        # The hold taken for the abandoned request comes back without waiting for the vendor.
+        deadline = time.monotonic() + 2.5
+        while "balance $1.0000" not in server.cli("credits", "show", email).stdout:
+            assert time.monotonic() < deadline, "the hold was not released"
+            time.sleep(0.1)
+    finally:
+        server.openai.delay = 0.0

@@ -38,7 +38,7 @@ async def generate_image(request: Request, res: ResourcesDep, caller: CallerDep)
         enabled=res.enabled,
     )
     return await _respond(
-        service.generate(res, caller, validated, client_ip=client_ip(request)), res
+        request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
     )
 
 
@@ -47,17 +47,23 @@ async def generate_video(request: Request, res: ResourcesDep, caller: CallerDep)
     body = await read_body(request, VIDEO_LIMITS)
     validated = validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
     return await _respond(
-        service.generate(res, caller, validated, client_ip=client_ip(request)), res
+        request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
     )
 
 
-async def _respond(work: Awaitable[dict[str, Any]], res: ResourcesDep) -> Response:
+async def _respond(
+    request: Request, work: Awaitable[dict[str, Any]], res: ResourcesDep
+) -> Response:
     task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
     try:
         done, _ = await asyncio.wait({task}, timeout=res.settings.heartbeat_after_s)
     except asyncio.CancelledError:
         task.cancel()
         raise
+    finally:
+        # From here on the streaming response listens for the disconnect itself.
+        watcher.cancel()
     if done:
         return _json(200, task.result())  # a GatewayError propagates to the error handler
     return StreamingResponse(
@@ -65,6 +71,18 @@ async def _respond(work: Awaitable[dict[str, Any]], res: ResourcesDep) -> Respon
         status_code=200,
         media_type="application/json",
     )
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Future[Any]) -> None:
+    """Abandon the generation when the client goes away: its hold is released, not charged.
+
+    The body has been read, so the next ASGI message is the disconnect (if any).
+    """
+    while not task.done():
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return
 
 
 async def _heartbeat(task: asyncio.Future[dict[str, Any]], interval: float) -> AsyncIterator[bytes]:

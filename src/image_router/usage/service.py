@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.db.tables import GENERATIONS, ApiKey, Generation
@@ -34,7 +34,7 @@ class NewGeneration:
 
 @dataclass(frozen=True)
 class Finish:
-    provider: str
+    provider: str | None
     cost: int = 0
     latency_ms: int | None = None
     output_urls: list[str] = field(default_factory=list)
@@ -51,7 +51,8 @@ _FINISH = (
     .where(_generations.c.id == bindparam("gid"), _generations.c.status == "processing")
     .values(
         status=bindparam("status"),
-        provider=bindparam("provider"),
+        # None keeps the provider recorded so far (the recovery job does not know better).
+        provider=func.coalesce(bindparam("provider", type_=String), _generations.c.provider),
         cost=bindparam("cost"),
         latency_ms=bindparam("latency_ms"),
         output_urls=bindparam("output_urls", type_=_generations.c.output_urls.type),

@@ -1,0 +1,70 @@
+"""Giving back holds that nobody will settle.
+
+A worker that dies mid-request (kill -9, OOM, power loss) leaves its generation row in
+`processing` with credits held. Every worker runs `release_expired_holds` at start-up and
+then periodically: rows past their deadline (plus a grace period for the request that is
+still finishing) are moved to `error` and their hold released. The `status =
+'processing'` guard of `usage.finish` makes each release happen exactly once, however
+many workers race for the same row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from image_router.db.session import unit_of_work
+from image_router.db.tables import Generation
+from image_router.kit.clock import utcnow
+from image_router.ledger import service as ledger
+from image_router.usage import service as usage
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(seconds=60)
+ABANDONED = "abandoned: the generation did not finish before its deadline (the worker stopped)"
+
+
+async def release_expired_holds(engine: AsyncEngine, *, batch: int = 200) -> int:
+    """Release every expired hold, `batch` rows at a time; returns how many were released."""
+    released = 0
+    while True:
+        async with unit_of_work(engine) as conn:
+            rows = (
+                await conn.execute(
+                    select(Generation.id, Generation.account_id, Generation.held)
+                    .where(
+                        Generation.status == "processing",
+                        Generation.deadline_at < utcnow() - GRACE,
+                    )
+                    .limit(batch)
+                )
+            ).all()
+        for row in rows:
+            async with unit_of_work(engine) as conn:
+                if await usage.finish(
+                    conn, row.id, "error", usage.Finish(provider=None, error=ABANDONED)
+                ):
+                    await ledger.release(conn, row.account_id, row.held, generation_id=row.id)
+                    released += 1
+        if len(rows) < batch:
+            break
+    if released:
+        log.warning("released %d expired holds", released)
+    return released
+
+
+async def run_periodically(engine: AsyncEngine, interval_s: float) -> None:
+    """The background loop a server runs; errors are logged and the loop goes on."""
+    while True:
+        try:
+            await release_expired_holds(engine)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("releasing expired holds failed; will retry")
+        await asyncio.sleep(interval_s)
