@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.upstream import serve_in_thread
 

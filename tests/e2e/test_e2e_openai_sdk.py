@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 from PIL import Image
+
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
