@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from image_router.account.service import Caller, authenticate_key
-from image_router.db.session import unit_of_work
+from image_router.db.session import autocommit
 from image_router.errors import InternalError, Unauthenticated
 from image_router.kit.ids import API_KEY_LENGTH
 from image_router.resources import Resources
@@ -40,7 +40,7 @@ async def get_caller(request: Request, res: ResourcesDep) -> Caller:
     token = header[7:].strip()
     if len(token) == API_KEY_LENGTH:
         try:
-            async with unit_of_work(res.engine) as conn:
+            async with autocommit(res.engine) as conn:
                 caller = await authenticate_key(conn, token)
         except SQLAlchemyError as exc:
             log.exception("database error while validating an API key")

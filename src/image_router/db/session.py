@@ -49,3 +49,11 @@ async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One short transaction: commits on success, rolls back on any exception."""
     async with engine.begin() as connection:
         yield connection
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection without a transaction, for single reads (and idempotent single writes):
+    it saves the BEGIN and COMMIT round trips of a unit of work."""
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
