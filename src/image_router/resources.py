@@ -95,6 +95,8 @@ def build_providers(
             http,
             credential=settings.credential(provider_id),
             base_url=settings.base_url(provider_id),
+            poll_interval=settings.poll_interval_s,
+            extra=settings.provider_extra(provider_id),
         )
     return enabled, disabled
 

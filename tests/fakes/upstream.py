@@ -196,7 +196,9 @@ async def _record(request: Request) -> Recorded:
         query=dict(request.query_params),
         headers={k.lower(): v for k, v in request.headers.items()},
         body=body,
-        base_url=str(request.base_url),
+        # Starlette's base_url leaves out a Mount's prefix; fakes mounted under /<vendor>
+        # must hand out URLs that come back to them.
+        base_url=str(request.base_url).rstrip("/") + request.scope.get("root_path", "") + "/",
         json=parsed,
         form=form,
         files=files,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import Gateway
 
 from image_router.account import service as accounts
 from image_router.db.session import unit_of_work
+from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"
 BODY = {"model": "test/test", "prompt": "cat"}

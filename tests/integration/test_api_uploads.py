@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from PIL import Image
+
 from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"

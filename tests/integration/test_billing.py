@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.conftest import Gateway
 
 from image_router.kit.money import usd_to_credits
+from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"
 DALLE2 = {"model": "openai/dall-e-2", "prompt": "a lighthouse", "size": "1024x1024"}

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from tests.conftest import Gateway
-
 from image_router.db.session import unit_of_work
 from image_router.generation.recovery import ABANDONED, release_expired_holds
 from image_router.kit.clock import utcnow
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
+from tests.conftest import Gateway
 
 
 async def _orphan(gateway: Gateway, account: str, gid: str, held: int, age_s: float) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+
 from tests.conftest import Gateway, _gateway
 from tests.fakes.s3 import s3_server
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.fakes.s3 import admin_client, s3_server
 
 from image_router.storage.base import StorageError, Store
 from image_router.storage.s3 import S3Store
+from tests.fakes.s3 import admin_client, s3_server
 
 BUCKET = "outputs"
 CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}

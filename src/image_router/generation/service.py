@@ -219,6 +219,8 @@ def plan_routes(
             continue
         options = route.resolve(request.quality)
         upstream = str(options.pop("upstream", route.upstream))
+        # The vendor adapter needs to know which of its input forms this route uses.
+        options.setdefault("image_input", route.image_input)
         plans.append(Plan(route, Target(upstream=upstream, options=options), quote_usd))
     if not plans:
         raise first_problem or GenerationUnavailable(
@@ -353,7 +355,7 @@ def _client_error(exc: BaseException) -> GatewayError:
         return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
     if isinstance(exc, UpstreamError):
         return GenerationFailed(
-            f"The upstream provider failed: {exc.message}. You were not charged.",
+            f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",
             code=f"upstream_{exc.kind}",
         )
     log.error("generation failed unexpectedly", exc_info=exc)

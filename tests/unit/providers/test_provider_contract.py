@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.fakes import FakeVendor, serve_in_thread
-from tests.fakes.contract import ContractCase, discover_cases
 
 from image_router.providers.base import (
     Provider,
@@ -26,6 +24,8 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from tests.fakes import FakeVendor, serve_in_thread
+from tests.fakes.contract import ContractCase, discover_cases
 
 FAKE_ROOT = "http://fake.test"
 SHORT_TIMEOUT = 0.2

@@ -10,15 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from tests.fakes.openai import (
-    DEFAULT_API_KEY,
-    INPUT_IMAGE_TOKENS,
-    MODERATION_MESSAGE,
-    QUOTA_BODY,
-    FakeOpenAI,
-    image_bytes,
-    usage_for,
-)
 
 from image_router.providers.base import (
     InputFile,
@@ -36,6 +27,15 @@ from image_router.providers.openai import (
     error_from_response,
     from_response,
     to_request,
+)
+from tests.fakes.openai import (
+    DEFAULT_API_KEY,
+    INPUT_IMAGE_TOKENS,
+    MODERATION_MESSAGE,
+    QUOTA_BODY,
+    FakeOpenAI,
+    image_bytes,
+    usage_for,
 )
 
 BASE = "http://fake.test"

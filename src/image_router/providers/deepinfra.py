@@ -1,0 +1,301 @@
+"""DeepInfra inference API: `POST /v1/inference/<model>` (spec §9.3).
+
+A text-to-image job is JSON (`prompt`, `num_images`, `width`/`height`, and the step knob
+the route names: `num_inference_steps` or `steps`). A job with an input image (route
+token `single_blob`, the Bria editing models) is multipart: the file as `image`, with its
+filename and type, plus `prompt` when there is one; DeepInfra's image endpoints take
+neither size nor steps, as in the reference.
+
+DeepInfra answers synchronously. Depending on the model family the images come as
+`images` (data URIs, bare base64 or URLs), `image_urls` or `image_url`, and the job's cost
+as `inference_status.cost`, which the `upstream_cost` price rule settles on.
+`status: "request_moderated"` in a 200 answer is a content refusal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    InputFile,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+from image_router.storage.images import decode_base64, sniff_content_type
+
+PROVIDER_ID = "deepinfra"
+
+#: Route options that DeepInfra receives under their own name (None = do not send).
+STEP_OPTIONS = ("num_inference_steps", "steps")
+
+MODERATED_MESSAGE = "Request was moderated"
+
+# §7.2: our DeepInfra account is out of money or requests; another route may work.
+_ACCOUNT_LIMIT_PHRASES = (
+    "insufficient_quota",
+    "usage_limit_exceeded",
+    "rate_limit_exceeded",
+    "too many requests",
+    "credit",
+    "balance",
+    "quota",
+    "payment",
+)
+# §7.2: DeepInfra itself is struggling; the same job may succeed elsewhere.
+_TRANSIENT_PHRASES = (
+    "overloaded",
+    "unknown error",
+    "internal error",
+    "maximum capacity",
+    "inference error occurred",
+    "gateway time-out",
+    "econnreset",
+)
+
+
+@dataclass(frozen=True)
+class DeepInfraRequest:
+    """One call: `path` below the base URL, and either a JSON body or a multipart form."""
+
+    path: str
+    json: dict[str, Any] | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    image: InputFile | None = None
+
+
+def to_request(job: Job, target: Target) -> DeepInfraRequest:
+    """Map a job onto DeepInfra's inference fields."""
+    if job.mask is not None:
+        raise UpstreamRejectedError(
+            "Mask editing is not supported for this model",
+            provider=PROVIDER_ID,
+            code="mask_not_supported",
+        )
+    path = f"/v1/inference/{target.upstream}"
+    if job.images:
+        if len(job.images) > 1:
+            raise UpstreamRejectedError(
+                "This model supports only one image input",
+                provider=PROVIDER_ID,
+                code="too_many_images",
+            )
+        fields = {"prompt": job.prompt} if job.prompt else {}
+        return DeepInfraRequest(path, fields=fields, image=job.images[0])
+    body: dict[str, Any] = {"prompt": job.prompt, "num_images": 1}
+    dimensions = job.dimensions
+    if dimensions is not None:
+        body["width"], body["height"] = dimensions
+    for name in STEP_OPTIONS:
+        value = target.options.get(name)
+        if value is not None:
+            body[name] = value
+    return DeepInfraRequest(path, json=body)
+
+
+def from_response(body: Any) -> Result:
+    """Map a 2xx body to a `Result`; a moderated request is the user's refusal."""
+    if not isinstance(body, Mapping):
+        raise UpstreamProtocolError(
+            "DeepInfra answered with a body that is not an object", provider=PROVIDER_ID, body=body
+        )
+    if body.get("status") == "request_moderated":
+        raise UpstreamRejectedError(
+            MODERATED_MESSAGE,
+            provider=PROVIDER_ID,
+            status=406,
+            body=_loggable(body),
+            code="request_moderated",
+        )
+    artifacts = _artifacts(body)
+    if not artifacts:
+        raise UpstreamProtocolError(
+            "DeepInfra answered without any image", provider=PROVIDER_ID, body=_loggable(body)
+        )
+    return Result(artifacts=artifacts, reported_cost=reported_cost(body), raw=_loggable(body))
+
+
+def _artifacts(body: Mapping[str, Any]) -> tuple[Artifact, ...]:
+    images = body.get("images")
+    if isinstance(images, list):
+        return tuple(_artifact(item, body) for item in images if item is not None)
+    urls = body.get("image_urls")
+    if isinstance(urls, list):
+        return tuple(_url_artifact(url, body) for url in urls)
+    url = body.get("image_url")
+    if url is not None:
+        return (_url_artifact(url, body),)
+    return ()
+
+
+def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
+    if isinstance(item, str) and item.startswith(("http://", "https://")):
+        return Artifact(url=item)
+    if not isinstance(item, str) or not item:
+        raise UpstreamProtocolError(
+            "DeepInfra image entry is not a string", provider=PROVIDER_ID, body=_loggable(body)
+        )
+    try:
+        data, declared = decode_base64(item)
+    except ValueError as exc:
+        raise UpstreamProtocolError(
+            "DeepInfra sent an image that is not valid base64",
+            provider=PROVIDER_ID,
+            body=_loggable(body),
+        ) from exc
+    return Artifact(data=data, content_type=sniff_content_type(data) or declared)
+
+
+def _url_artifact(url: Any, body: Mapping[str, Any]) -> Artifact:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise UpstreamProtocolError(
+            "DeepInfra image URL is not an http(s) URL", provider=PROVIDER_ID, body=_loggable(body)
+        )
+    return Artifact(url=url)
+
+
+def reported_cost(body: Mapping[str, Any]) -> Decimal | None:
+    """`inference_status.cost` in USD; None when DeepInfra did not report a usable one."""
+    status = body.get("inference_status")
+    cost = status.get("cost") if isinstance(status, Mapping) else None
+    if isinstance(cost, bool) or not isinstance(cost, int | float | str):
+        return None
+    if isinstance(cost, float) and not math.isfinite(cost):
+        return None
+    try:
+        # str() first: Decimal(0.0005) would carry the float's binary noise into billing.
+        value = Decimal(str(cost))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+def _loggable(body: Mapping[str, Any]) -> Any:
+    """`redact(body)` with the inline images replaced: a data URI is no log line."""
+    images = body.get("images")
+    if not isinstance(images, list):
+        return redact(body)
+    placeholders = [
+        item
+        if isinstance(item, str) and item.startswith(("http://", "https://"))
+        else "[removed - base64 data]"
+        for item in images
+    ]
+    return redact({**body, "images": placeholders})
+
+
+def error_message(body: Any) -> str | None:
+    """The reference's reading of a DeepInfra error body (§9.3), or None if it has none.
+
+    FastAPI validation errors (`detail: [{loc, msg, type}]`) become
+    "body.width input should be …" joined with "; ".
+    """
+    if isinstance(body, str):
+        return body.strip()[:500] or None
+    if not isinstance(body, Mapping):
+        return None
+    detail = body.get("detail")
+    if isinstance(detail, list):
+        parts = [_validation_message(item) for item in detail if isinstance(item, Mapping)]
+        joined = "; ".join(part for part in parts if part)
+        if joined:
+            return joined
+    if isinstance(detail, str) and detail:
+        return detail
+    for holder in (detail, body, body.get("error")):
+        if isinstance(holder, Mapping):
+            for key in ("error", "message"):
+                value = holder.get(key)
+                if isinstance(value, str) and value:
+                    return value
+    return None
+
+
+def _validation_message(item: Mapping[str, Any]) -> str:
+    loc = item.get("loc")
+    where = ".".join(str(part) for part in loc) if isinstance(loc, list) else str(loc or "")
+    return f"{where} {str(item.get('msg') or '').lower()}".strip()
+
+
+def error_from_response(status: int, body: Any) -> UpstreamError:
+    """Classify a DeepInfra error answer onto the upstream error tree."""
+    message = error_message(body)
+    text = (message or "").lower()
+    shown = message or f"DeepInfra answered HTTP {status}"
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
+    if status in (401, 403) or "invalid api key" in text:
+        return UpstreamMisconfiguredError(shown, **args)
+    if status in (402, 429) or any(p in text for p in _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(shown, **args)
+    if any(p in text for p in _TRANSIENT_PHRASES):
+        return UpstreamUnavailableError(shown, **args)
+    if status == 404:
+        # The catalog's model name is unknown to DeepInfra: our configuration, not the user.
+        return UpstreamMisconfiguredError(shown, **args)
+    return error_for_status(PROVIDER_ID, status, shown, body)
+
+
+def _error_body(response: httpx.Response, secret: str) -> Any:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    return _without_secret(body, secret)
+
+
+def _without_secret(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {k: _without_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secret(v, secret) for v in value]
+    return value
+
+
+class DeepInfraProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://api.deepinfra.com"
+    modalities = frozenset({"image"})
+    image_inputs = frozenset({"single_blob"})
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        if not self.credential:
+            raise UpstreamMisconfiguredError("no DeepInfra API key is configured", provider=self.id)
+        request = to_request(job, target)
+        url = self.base_url + request.path
+        headers = {"Authorization": f"Bearer {self.credential}"}
+        async with translate_errors(self.id):
+            if request.image is not None:
+                image = request.image
+                response = await self.http.post(
+                    url,
+                    headers=headers,
+                    data=request.fields,
+                    files={"image": (image.filename, image.data, image.content_type)},
+                )
+            else:
+                response = await self.http.post(url, headers=headers, json=request.json)
+            if response.is_error:
+                raise error_from_response(
+                    response.status_code, _error_body(response, self.credential)
+                )
+            return from_response(response_json(self.id, response))

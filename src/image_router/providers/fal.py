@@ -1,0 +1,392 @@
+"""fal.ai through its queue API (spec §9.6 images, §9.7 videos).
+
+Submit `POST {queue}/{endpoint}` with `Authorization: Key <FAL_API_KEY>`; poll the
+`status_url` the submit answer names until it says COMPLETED; fetch `response_url`. A job
+we abandon (the task is cancelled mid-poll) is cancelled at fal with `PUT cancel_url`.
+
+Input images go where the route's `image_input` token (in `target.options`) says:
+`fal_image_url` → `image_url` (one data URI), `fal_image_urls` → `image_urls`; with images
+the endpoint becomes the route's `image_upstream` when it has one.
+
+Deliberate differences from the reference, which returned billed "soft failures":
+
+- a FAILED/CANCELED/ERROR job, a failed poll and a failed result fetch all raise the
+  matching `UpstreamError` (an NSFW or content-policy refusal is `UpstreamRejectedError`);
+- the catalog's `steps` mapping (qwen-image, Ovis) is sent as `num_inference_steps`, which
+  those endpoints take; the reference dropped it (spec §13 item 11);
+- `output_format` is sent only as png or jpeg, which every fal image endpoint takes; webp
+  is left to the gateway's conversion rather than risking a 422 from endpoints without it.
+
+`to_request`, `read_status`, `from_response` and `error_from_response` are pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+
+PROVIDER_ID = "fal"
+DEFAULT_SYNC_BASE_URL = "https://fal.run"
+#: fal takes these as `output_format` on every image endpoint the catalog uses.
+OUTPUT_FORMATS = frozenset({"png", "jpeg"})
+VIDEO_RESOLUTION = "720p"
+CANCEL_TIMEOUT_S = 5.0
+
+_PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
+_FAILED = frozenset({"FAILED", "CANCELED", "CANCELLED", "ERROR"})
+# Words of fal's (and its models') refusals of the user's prompt or image.
+_REFUSAL_HINTS = ("nsfw", "content_policy", "content policy", "flagged", "unsafe content")
+# Our fal account is locked or out of money: another route may still work.
+_ACCOUNT_HINTS = ("exhausted balance", "user is locked", "balance", "credit", "quota")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FalRequest:
+    """One submission: the endpoint id (`owner/app[/path]`) and its JSON input."""
+
+    endpoint: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """Where a submitted job is watched, fetched and cancelled."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    completed: bool
+
+
+def to_request(job: Job, target: Target) -> FalRequest:
+    """Map a job onto a fal endpoint and its input (the reference's `generateFal`)."""
+    if job.mask is not None:
+        raise UpstreamRejectedError(
+            "Mask editing is not supported for this model",
+            provider=PROVIDER_ID,
+            code="mask_not_supported",
+        )
+    options = target.options
+    endpoint = target.upstream
+    if job.images and options.get("image_upstream"):
+        endpoint = str(options["image_upstream"])
+    if job.modality == "video":
+        body: dict[str, Any] = {"prompt": job.prompt, "resolution": VIDEO_RESOLUTION}
+        if job.seconds is not None:
+            body["duration"] = _number(job.seconds)
+        if job.images:
+            body["image_url"] = job.images[0].data_uri()
+        return FalRequest(endpoint, body)
+    body = {"prompt": job.prompt, "enable_safety_checker": False}
+    body.update(_image_inputs(job, options))
+    steps = options.get("num_inference_steps")
+    if steps is None:
+        steps = options.get("steps")
+    if steps is not None:
+        body["num_inference_steps"] = steps
+    dimensions = job.dimensions
+    if dimensions is not None:
+        body["image_size"] = {"width": dimensions[0], "height": dimensions[1]}
+    if job.output_format in OUTPUT_FORMATS:
+        body["output_format"] = job.output_format
+    return FalRequest(endpoint, body)
+
+
+def _image_inputs(job: Job, options: Mapping[str, Any]) -> dict[str, Any]:
+    if not job.images:
+        return {}
+    token = options.get("image_input")
+    if token is None:
+        # Routes that do not say how they take images: several images can only be a list.
+        token = "fal_image_urls" if len(job.images) > 1 else "fal_image_url"
+    if token == "fal_image_urls":
+        return {"image_urls": [image.data_uri() for image in job.images]}
+    if token == "fal_image_url":
+        if len(job.images) > 1:
+            raise UpstreamRejectedError(
+                "This model supports only one image input",
+                provider=PROVIDER_ID,
+                code="too_many_images",
+            )
+        return {"image_url": job.images[0].data_uri()}
+    raise UpstreamMisconfiguredError(f"fal does not take images as '{token}'", provider=PROVIDER_ID)
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def app_root(endpoint: str) -> str:
+    """`owner/app` of an endpoint id: the queue's status/result/cancel URLs use only that."""
+    return "/".join(endpoint.strip("/").split("/")[:2])
+
+
+def queued_job(body: Any, base_url: str, endpoint: str) -> QueuedJob:
+    """Read a submit answer; URLs it leaves out are built the way fal builds them."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("request_id"), str):
+        raise UpstreamProtocolError(
+            "fal accepted the job without a request_id", provider=PROVIDER_ID, body=body
+        )
+    request_id = str(body["request_id"])
+    root = f"{base_url}/{app_root(endpoint)}/requests/{request_id}"
+
+    def url(key: str, default: str) -> str:
+        value = body.get(key)
+        return value if isinstance(value, str) and value else default
+
+    return QueuedJob(
+        request_id=request_id,
+        status_url=url("status_url", f"{root}/status"),
+        response_url=url("response_url", root),
+        cancel_url=url("cancel_url", f"{root}/cancel"),
+        completed=body.get("status") == "COMPLETED",
+    )
+
+
+def read_status(body: Any) -> bool:
+    """True once the job is COMPLETED, False while it waits or runs; raises if it failed."""
+    status = body.get("status") if isinstance(body, Mapping) else None
+    if status == "COMPLETED":
+        return True
+    if status in _PENDING:
+        return False
+    if status in _FAILED:
+        error = body.get("error")
+        message = error if isinstance(error, str) and error else "Generation failed"
+        refused = _mentions(message, _REFUSAL_HINTS)
+        cls = UpstreamRejectedError if refused else UpstreamUnavailableError
+        raise _error(cls, message, body, None, str(status).lower())
+    raise UpstreamProtocolError(
+        f"fal answered an unknown job status: {status!r}", provider=PROVIDER_ID, body=body
+    )
+
+
+def from_response(body: Any, modality: str = "image") -> Result:
+    """Map a completed job's output to a `Result`; no output at all is a protocol error."""
+    if not isinstance(body, Mapping):
+        raise UpstreamProtocolError(
+            "fal answered with a result that is not an object", provider=PROVIDER_ID, body=body
+        )
+    if modality == "video":
+        artifacts = _files([body.get("video")], default_type="video/mp4")
+    else:
+        images = body.get("images")
+        found = list(_flatten(images)) if isinstance(images, list) else []
+        artifacts = _files([*found, body.get("image")], default_type=None)
+    if not artifacts:
+        kind = "video" if modality == "video" else "image"
+        raise UpstreamProtocolError(
+            f"fal answered without any {kind}", provider=PROVIDER_ID, body=body
+        )
+    seed = body.get("seed")
+    return Result(
+        artifacts=tuple(artifacts),
+        extra={"seed": seed} if isinstance(seed, int) and not isinstance(seed, bool) else {},
+        raw=redact(body),
+    )
+
+
+def _flatten(items: list[Any]) -> Any:
+    for item in items:
+        if isinstance(item, list):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def _files(items: list[Any], *, default_type: str | None) -> list[Artifact]:
+    artifacts = []
+    for item in items:
+        if isinstance(item, str) and item:
+            artifacts.append(Artifact(url=item, content_type=default_type))
+        elif isinstance(item, Mapping) and isinstance(item.get("url"), str) and item["url"]:
+            declared = item.get("content_type")
+            content_type = declared if isinstance(declared, str) and declared else default_type
+            artifacts.append(Artifact(url=item["url"], content_type=content_type))
+    return artifacts
+
+
+def error_message(body: Any) -> str | None:
+    """fal's most descriptive message: `error`, the `detail` list's `msg`s, `detail`, `message`."""
+    if isinstance(body, str):
+        return body.strip() or None
+    if not isinstance(body, Mapping):
+        return None
+    if isinstance(body.get("error"), str) and body["error"]:
+        return str(body["error"])
+    detail = body.get("detail")
+    if isinstance(detail, list):
+        messages = [
+            d["msg"] for d in detail if isinstance(d, Mapping) and isinstance(d.get("msg"), str)
+        ]
+        if messages:
+            return "; ".join(messages)
+    if isinstance(detail, str) and detail:
+        return detail
+    message = body.get("message")
+    return message if isinstance(message, str) and message else None
+
+
+def error_from_response(status: int, body: Any, *, on_submit: bool = True) -> UpstreamError:
+    """Classify a fal error answer (model errors: `detail` list; request errors: `error_type`)."""
+    message = error_message(body) or f"fal.ai answered HTTP {status}"
+    detail = body.get("detail") if isinstance(body, Mapping) else None
+    types = (
+        [d.get("type") for d in detail if isinstance(d, Mapping)]
+        if isinstance(detail, list)
+        else []
+    )
+    raw_type = body.get("error_type") if isinstance(body, Mapping) else None
+    error_type = raw_type if isinstance(raw_type, str) else None
+    if "content_policy_violation" in (*types, error_type) or _mentions(message, _REFUSAL_HINTS):
+        return _error(UpstreamRejectedError, message, body, status, "content_policy_violation")
+    if status in (401, 402, 403, 429) and _mentions(message, _ACCOUNT_HINTS):
+        return _error(UpstreamRateLimitedError, message, body, status, "account_limit")
+    if status == 404:
+        # On submit only our catalog's endpoint id can be unknown; later the job vanished.
+        cls = UpstreamMisconfiguredError if on_submit else UpstreamUnavailableError
+        return _error(cls, message, body, status, "not_found")
+    if status == 499:
+        # client_cancelled / client_disconnected: fal dropped the job, not the user's input.
+        return _error(UpstreamUnavailableError, message, body, status, error_type)
+    return error_for_status(PROVIDER_ID, status, message, body, error_type)
+
+
+def _mentions(message: str, hints: tuple[str, ...]) -> bool:
+    lowered = message.lower()
+    return any(hint in lowered for hint in hints)
+
+
+def _error(
+    cls: type[UpstreamError], message: str, body: Any, status: int | None, code: str | None
+) -> UpstreamError:
+    return cls(message, provider=PROVIDER_ID, status=status, body=body, code=code)
+
+
+def _error_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
+class FalProvider(Provider):
+    """fal.ai queue API. `extra["sync_base_url"]` (the `fal.run` host) is accepted but not
+    used: like the reference, every call goes through the queue, which fal retries on
+    runner failures and which can be cancelled."""
+
+    id = PROVIDER_ID
+    default_base_url = "https://queue.fal.run"
+    modalities = frozenset({"image", "video"})
+    image_inputs = frozenset({"fal_image_url", "fal_image_urls"})
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        credential: str | None = None,
+        base_url: str | None = None,
+        poll_interval: float = 2.0,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            http,
+            credential=credential,
+            base_url=base_url,
+            poll_interval=poll_interval,
+            extra=extra,
+        )
+        self.sync_base_url = self.extra.get("sync_base_url", DEFAULT_SYNC_BASE_URL).rstrip("/")
+        #: job id → cancel URL of the fal job running for it, while it runs.
+        self._running: dict[str, str] = {}
+
+    def _headers(self) -> dict[str, str]:
+        if not self.credential:
+            raise UpstreamMisconfiguredError("no fal.ai API key is configured", provider=self.id)
+        return {"Authorization": f"Key {self.credential}"}
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        headers = self._headers()
+        request = to_request(job, target)
+        async with translate_errors(self.id):
+            response = await self.http.post(
+                f"{self.base_url}/{request.endpoint}", headers=headers, json=request.body
+            )
+            if response.is_error:
+                raise error_from_response(response.status_code, _error_body(response))
+            queued = queued_job(response_json(self.id, response), self.base_url, request.endpoint)
+            if job.job_id:
+                self._running[job.job_id] = queued.cancel_url
+            try:
+                body = await self._wait(queued, headers)
+            except asyncio.CancelledError:
+                await self._abandon(queued.cancel_url)
+                raise
+            finally:
+                if job.job_id:
+                    self._running.pop(job.job_id, None)
+            return from_response(body, job.modality)
+
+    async def _wait(self, queued: QueuedJob, headers: Mapping[str, str]) -> Any:
+        done = queued.completed
+        separator = "&" if "?" in queued.status_url else "?"
+        while not done:
+            # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
+            await asyncio.sleep(self.poll_interval)
+            response = await self.http.get(f"{queued.status_url}{separator}logs=0", headers=headers)
+            if response.is_error:
+                raise error_from_response(
+                    response.status_code, _error_body(response), on_submit=False
+                )
+            done = read_status(response_json(self.id, response))
+        response = await self.http.get(queued.response_url, headers=headers)
+        if response.is_error:
+            raise error_from_response(response.status_code, _error_body(response), on_submit=False)
+        return response_json(self.id, response)
+
+    async def cancel(self, job: Job, target: Target) -> None:
+        cancel_url = self._running.get(job.job_id)
+        if cancel_url is not None:
+            await self._abandon(cancel_url)
+
+    async def _abandon(self, cancel_url: str) -> None:
+        """Best effort `PUT cancel_url`, shielded so a second cancellation cannot cut it."""
+        await asyncio.shield(asyncio.ensure_future(self._send_cancel(cancel_url)))
+
+    async def _send_cancel(self, cancel_url: str) -> None:
+        # Failures are logged, not raised: the caller is already unwinding a cancellation.
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                response = await self.http.put(cancel_url, headers=self._headers())
+        except (httpx.HTTPError, TimeoutError, UpstreamError) as exc:
+            log.warning("could not cancel a fal job: %s", type(exc).__name__)
+            return
+        # 400 ALREADY_COMPLETED / 404 NOT_FOUND: nothing is left running to stop.
+        if response.is_error and response.status_code not in (400, 404):
+            log.warning("fal refused to cancel a job: HTTP %s", response.status_code)

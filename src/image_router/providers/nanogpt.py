@@ -1,0 +1,365 @@
+"""NanoGPT: the OpenAI-compatible `POST /v1/images/generations`, plus its Midjourney queue.
+
+Most models answer at once (`data[].b64_json` or `url`, and the `cost` NanoGPT charged us).
+Midjourney answers `{"task_id", "status": "submitted", "cost"}`; the result is then polled
+at `POST /api/check-midjourney-status` (key in `x-api-key`) until SUCCESS or FAILED. See
+spec §9.12. Unlike the reference, a failure is never a billed "soft failure" (§2.9): it is
+raised as the `UpstreamError` that fits its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+
+PROVIDER_ID = "nanogpt"
+GENERATIONS_PATH = "/v1/images/generations"
+MIDJOURNEY_STATUS_PATH = "/api/check-midjourney-status"
+
+#: Consecutive failed status checks (5xx, 429, timeouts, unreadable bodies) tolerated while
+#: a Midjourney task runs: NanoGPT charged us at submission, so one proxy hiccup should not
+#: throw the paid job away.
+POLL_ERROR_BUDGET = 3
+
+_REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
+# Substrings (lower case) of refusals of the user's prompt or image, from NanoGPT or the
+# model vendor behind it (OpenAI, Midjourney, ByteDance).
+_REFUSAL_HINTS = (
+    "safety system",
+    "content policy",
+    "content moderation",
+    "moderation filter",
+    "nsfw",
+    "banned prompt",
+    "inappropriate",
+    "sensitive content",
+)
+# Spec §7.2 "switch provider" strings that mean our NanoGPT account is out of money or
+# requests; another route may still work.
+_ACCOUNT_LIMIT_HINTS = (
+    "insufficient_quota",
+    "usage_limit_exceeded",
+    "rate_limit_exceeded",
+    "429",
+    "credit",
+    "balance",
+    "quota",
+    "too many requests",
+)
+# Spec §7.2 strings that say our key or this adapter's model name is wrong.
+_OUR_FAULT_HINTS = ("invalid api key", "model not found", "invalid model")
+# Spec §7.2 "retry" strings (and the overload one of the switch list): the vendor, not
+# the user, failed, so they are never a refusal even when sent with a 4xx.
+_TRANSIENT_HINTS = (
+    "the model is overloaded",
+    "infrastructure is at maximum capacity",
+    "unknown error",
+    "no image or text found in response",
+    "is not valid json",
+    "deadline expired before operation could complete",
+    "processing (stuck?)",
+    "internal error encountered",
+    "bytedance responded with an error",
+    "returned an invalid response",
+    "high concurrency usage of this api",
+    "an error has occurred please read documentation",
+    "the operation was cancelled",
+    "econnreset",
+    "504 gateway time-out",
+    "inference error occurred while processing the request",
+    "task processing timeout",
+    "timed out",
+)
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def to_request(job: Job, target: Target) -> dict[str, Any]:
+    """The JSON body of `POST /v1/images/generations`.
+
+    No size: the reference never sends one and NanoGPT picks each model's default. Quality
+    is sent only when the route maps it (`target.options["quality"]`, None = omit).
+    """
+    body: dict[str, Any] = {"prompt": job.prompt, "model": target.upstream, "n": 1}
+    quality = target.options.get("quality")
+    if quality is not None:
+        body["quality"] = quality
+    if job.user_ref:
+        body["user"] = job.user_ref
+    if len(job.images) == 1:
+        body["imageDataUrl"] = job.images[0].data_uri()
+    elif job.images:
+        body["imageDataUrls"] = [image.data_uri() for image in job.images]
+    if job.mask is not None:
+        if not job.images:
+            raise UpstreamRejectedError(
+                "A mask needs an image to edit", provider=PROVIDER_ID, code="mask_without_image"
+            )
+        body["maskDataUrl"] = job.mask.data_uri()
+    return body
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def submitted_task(body: Any) -> str | None:
+    """The Midjourney task id when `body` is a queued submission, else None."""
+    if not isinstance(body, Mapping) or body.get("status") != "submitted":
+        return None
+    task_id = body.get("task_id")
+    if isinstance(task_id, str | int) and not isinstance(task_id, bool) and str(task_id):
+        return str(task_id)
+    raise UpstreamProtocolError(
+        "NanoGPT queued a task without a task_id", provider=PROVIDER_ID, body=body
+    )
+
+
+def reported_cost(body: Any) -> Decimal | None:
+    """NanoGPT's `cost` (USD) as an exact Decimal; None when absent or not a number."""
+    value = body.get("cost") if isinstance(body, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return cost if cost.is_finite() and cost >= 0 else None
+
+
+def from_response(body: Any) -> Result:
+    """Map a finished (synchronous) generation body to a `Result`."""
+    if not isinstance(body, Mapping):
+        raise UpstreamProtocolError(
+            "NanoGPT answered with a body that is not an object", provider=PROVIDER_ID, body=body
+        )
+    data = body.get("data")
+    if not isinstance(data, list) or not data:
+        raise UpstreamProtocolError(
+            "NanoGPT answered without any image", provider=PROVIDER_ID, body=body
+        )
+    created = body.get("created")
+    return Result(
+        artifacts=tuple(_artifact(item, body) for item in data),
+        created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        reported_cost=reported_cost(body),
+        raw=redact(body),
+    )
+
+
+def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
+    if isinstance(item, Mapping):
+        encoded = item.get("b64_json")
+        if isinstance(encoded, str) and encoded:
+            try:
+                return Artifact(data=base64.b64decode(encoded, validate=True))
+            except binascii.Error as exc:
+                raise UpstreamProtocolError(
+                    "NanoGPT sent an image that is not valid base64",
+                    provider=PROVIDER_ID,
+                    body=body,
+                ) from exc
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return Artifact(url=url)
+    raise UpstreamProtocolError(
+        "NanoGPT image entry has neither b64_json nor url", provider=PROVIDER_ID, body=body
+    )
+
+
+def from_status(body: Any, cost: Decimal | None) -> Result | None:
+    """Read one Midjourney status answer: a `Result` when done, None while it runs.
+
+    `cost` is what the submission reported; the status answers do not repeat it.
+    """
+    if not isinstance(body, Mapping) or not isinstance(body.get("status"), str):
+        raise UpstreamProtocolError(
+            "NanoGPT sent a Midjourney status without a status", provider=PROVIDER_ID, body=body
+        )
+    status = body["status"]
+    if status == "SUCCESS":
+        url = body.get("imageUrl")
+        if not isinstance(url, str) or not url:
+            raise UpstreamProtocolError(
+                "NanoGPT reported Midjourney success without an imageUrl",
+                provider=PROVIDER_ID,
+                body=body,
+            )
+        return Result(
+            artifacts=(Artifact(url=url),),
+            reported_cost=cost if cost is not None else reported_cost(body),
+            raw=redact(body),
+        )
+    if status == "FAILED":
+        reason = body.get("failReason")
+        raise task_failure(reason if isinstance(reason, str) and reason else None, body)
+    # PENDING, RUNNING, IN_PROGRESS, submitted, NOT_START, unknown: still queued.
+    return None
+
+
+def task_failure(reason: str | None, body: Any) -> UpstreamError:
+    """A FAILED Midjourney task: the user's content → rejected, anything else → unavailable."""
+    message = reason or "Midjourney generation failed"
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "body": body, "code": "generation_failed"}
+    cls = _classify_message(message.lower())
+    if cls is None:
+        # An unexplained failure is the vendor's: another route may well succeed.
+        cls = UpstreamUnavailableError
+    return cls(message, **args)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def error_from_response(status: int, body: Any) -> UpstreamError:
+    """Classify a NanoGPT error answer.
+
+    Bodies are OpenAI-shaped (`{"error": {message, type, code, param}}`) or the legacy
+    `{"error": "<message>", "status": n}`; the message is matched against spec §7.2.
+    """
+    message, code, kind, param = _error_fields(body)
+    text = message or f"NanoGPT answered HTTP {status}"
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body, "code": code}
+    if code in _REFUSAL_CODES or kind == "image_generation_user_error":
+        return UpstreamRejectedError(text, **args)
+    if status in (401, 403) or code == "invalid_api_key":
+        return UpstreamMisconfiguredError(text, **args)
+    if status == 402:
+        return UpstreamRateLimitedError(text, **args)
+    if code == "model_not_found" or (status in (400, 404) and param == "model"):
+        return UpstreamMisconfiguredError(text, **args)
+    cls = _classify_message(" ".join(filter(None, (message, code, kind))).lower())
+    if cls is not None:
+        return cls(text, **args)
+    return error_for_status(PROVIDER_ID, status, text, body, code)
+
+
+def _classify_message(lowered: str) -> type[UpstreamError] | None:
+    if any(hint in lowered for hint in _REFUSAL_HINTS):
+        return UpstreamRejectedError
+    if any(hint in lowered for hint in _OUR_FAULT_HINTS):
+        return UpstreamMisconfiguredError
+    if any(hint in lowered for hint in _ACCOUNT_LIMIT_HINTS):
+        return UpstreamRateLimitedError
+    if any(hint in lowered for hint in _TRANSIENT_HINTS):
+        return UpstreamUnavailableError
+    return None
+
+
+def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
+    if not isinstance(body, Mapping):
+        return (body if isinstance(body, str) else ""), None, None, None
+    error = body.get("error")
+    if isinstance(error, str):
+        return error, None, None, None
+    if not isinstance(error, Mapping):
+        message = body.get("message")
+        return (message if isinstance(message, str) else ""), None, None, None
+    fields = [error.get(key) for key in ("message", "code", "type", "param")]
+    message, code, kind, param = (value if isinstance(value, str) else None for value in fields)
+    return message or "", code, kind, param
+
+
+def _without_secret(value: Any, secret: str) -> Any:
+    """Copy `value` with every occurrence of `secret` cut out of its strings."""
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {k: _without_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_secret(v, secret) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- provider
+
+
+class NanoGPTProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://nano-gpt.com"
+    modalities = frozenset({"image"})
+    image_inputs = frozenset({"nanogpt_data_urls", "single_data_uri"})
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        key = self.credential
+        if not key:
+            raise UpstreamMisconfiguredError("no NanoGPT API key is configured", provider=self.id)
+        body = to_request(job, target)
+        async with translate_errors(self.id):
+            response = await self.http.post(
+                self.base_url + GENERATIONS_PATH,
+                headers={"Authorization": f"Bearer {key}"},
+                json=body,
+            )
+            answer = self._read(response, key)
+            task_id = submitted_task(answer)
+            if task_id is None:
+                result = from_response(answer)
+                return _clean(result, key)
+        result = await self._await_task(task_id, reported_cost(answer), key)
+        # The submission holds the cost and task id; keep both answers for the usage log.
+        return _clean(
+            replace(result, raw={"submission": redact(answer), "status": result.raw}), key
+        )
+
+    async def _await_task(self, task_id: str, cost: Decimal | None, key: str) -> Result:
+        failures = 0
+        while True:
+            # Also yields to the loop when poll_interval is 0, so polling never spins.
+            await asyncio.sleep(self.poll_interval)
+            try:
+                async with translate_errors(self.id):
+                    response = await self.http.post(
+                        self.base_url + MIDJOURNEY_STATUS_PATH,
+                        headers={"x-api-key": key},
+                        json={"task_id": task_id},
+                    )
+                    status = self._read(response, key)
+            except (UpstreamUnavailableError, UpstreamRateLimitedError, UpstreamProtocolError):
+                failures += 1
+                if failures >= POLL_ERROR_BUDGET:
+                    raise
+                continue
+            failures = 0
+            async with translate_errors(self.id):
+                result = from_status(status, cost)
+            if result is not None:
+                return result
+
+    def _read(self, response: httpx.Response, key: str) -> Any:
+        if response.is_error:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text[:500]
+            raise error_from_response(response.status_code, _without_secret(body, key))
+        return response_json(self.id, response)
+
+
+def _clean(result: Result, key: str) -> Result:
+    return replace(result, raw=_without_secret(result.raw, key))

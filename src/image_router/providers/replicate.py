@@ -1,0 +1,402 @@
+"""Replicate predictions API (spec §9.4 images, §9.5 videos).
+
+A job becomes one prediction: `POST /models/{owner}/{name}/predictions` (or
+`POST /predictions` with `version` for `owner/name:hash` upstreams) with `Prefer: wait`,
+then `GET` on the prediction until it succeeds, fails or is canceled. Outputs are URLs the
+gateway downloads. `to_request`, `from_prediction`, `prediction_error` and
+`error_from_response` are pure; `ReplicateProvider` only moves them over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamCancelledError,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+
+PROVIDER_ID = "replicate"
+log = logging.getLogger(__name__)
+
+#: The stable error code clients see when a model's safety checker refused the job.
+REFUSAL_CODE = "content_moderation"
+#: How long an abandoned job may spend asking Replicate to stop the prediction.
+CANCEL_TIMEOUT_S = 5.0
+
+_RUNNING = frozenset({"starting", "processing"})
+_ENDED = frozenset({"failed", "canceled", "aborted"})
+#: The video aspect ratios Kling takes on Replicate.
+_ASPECT_RATIOS = frozenset({"16:9", "9:16", "1:1"})
+
+# Spec §7.2 "switch provider" phrases: our Replicate account is throttled or out of money.
+_ACCOUNT_LIMIT_PHRASES = (
+    "insufficient_quota",
+    "usage_limit_exceeded",
+    "rate_limit_exceeded",
+    "too many requests",
+    "throttled",
+    "credit",
+    "balance",
+    "quota",
+)
+# A model's safety checker refused the prompt, an input image or its own output.
+_REFUSAL_PHRASES = (
+    "nsfw",
+    "flagged as sensitive",
+    "(e005)",
+    "safety",
+    "content policy",
+    "moderation",
+    "inappropriate",
+)
+
+
+@dataclass(frozen=True)
+class ReplicateRequest:
+    """One prediction to create: `path` below the base URL and the JSON `body`."""
+
+    path: str
+    body: dict[str, Any]
+
+
+def to_request(job: Job, target: Target) -> ReplicateRequest:
+    """Map a job onto a prediction; upstreams with `:hash` go through `/predictions`."""
+    if job.modality == "video":
+        model, inputs = target.upstream, _video_inputs(job, target)
+    else:
+        model, inputs = _image_inputs(job, target)
+    if ":" in model:
+        return ReplicateRequest("/predictions", {"version": model, "input": inputs})
+    return ReplicateRequest(f"/models/{model}/predictions", {"input": inputs})
+
+
+def _image_inputs(job: Job, target: Target) -> tuple[str, dict[str, Any]]:
+    model = target.upstream
+    inputs: dict[str, Any] = {}
+    if job.prompt:
+        inputs["prompt"] = job.prompt
+    options = target.options
+    # Route token `reve`: one image edits it, several are remixed, each on its own model.
+    if len(job.images) == 1:
+        low = job.quality == "low" and options.get("edit_low_upstream")
+        model = str(low or options.get("edit_upstream") or model)
+        inputs["image"] = job.images[0].data_uri()
+    elif job.images:
+        model = str(options.get("remix_upstream") or model)
+        inputs["reference_images"] = [image.data_uri() for image in job.images]
+    if job.output_format:
+        # Replicate's image models name JPEG "jpg".
+        inputs["output_format"] = "jpg" if job.output_format == "jpeg" else job.output_format
+    steps = options.get("num_inference_steps")
+    if steps is not None:
+        inputs["num_inference_steps"] = steps
+    dimensions = job.dimensions
+    if dimensions is not None:
+        inputs["width"], inputs["height"] = dimensions
+    return model, inputs
+
+
+def _video_inputs(job: Job, target: Target) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"enhance_prompt": True}
+    if job.prompt:
+        inputs["prompt"] = job.prompt
+    mode = target.options.get("mode")
+    if mode is not None:
+        inputs["mode"] = mode
+    # The job is priced by its seconds, so they are sent (the reference sent none, §13.13).
+    if job.seconds is not None:
+        inputs["duration"] = int(job.seconds) if job.seconds.is_integer() else job.seconds
+    if job.images:
+        inputs["start_image"] = job.images[0].data_uri()
+    else:
+        # With a start image the video takes that image's shape.
+        ratio = _aspect_ratio(job.dimensions)
+        if ratio is not None:
+            inputs["aspect_ratio"] = ratio
+    return inputs
+
+
+def _aspect_ratio(dimensions: tuple[int, int] | None) -> str | None:
+    if dimensions is None or 0 in dimensions:
+        return None
+    width, height = dimensions
+    divisor = math.gcd(width, height)
+    ratio = f"{width // divisor}:{height // divisor}"
+    return ratio if ratio in _ASPECT_RATIOS else None
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def from_prediction(body: Mapping[str, Any]) -> Result:
+    """A succeeded prediction as a `Result`: its output URLs and billed compute time."""
+    if body.get("status") != "succeeded":
+        raise UpstreamProtocolError(
+            f"Replicate prediction is {body.get('status')!r}, not succeeded",
+            provider=PROVIDER_ID,
+            body=loggable(body),
+        )
+    output = body.get("output")
+    urls = [output] if isinstance(output, str) else output
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+        raise UpstreamProtocolError(
+            "Replicate prediction succeeded without output URLs",
+            provider=PROVIDER_ID,
+            body=loggable(body),
+        )
+    metrics = body.get("metrics")
+    predict_time = metrics.get("predict_time") if isinstance(metrics, Mapping) else None
+    has_time = isinstance(predict_time, int | float) and not isinstance(predict_time, bool)
+    return Result(
+        artifacts=tuple(Artifact(url=url) for url in urls),
+        created=_epoch_seconds(body.get("created_at")),
+        predict_seconds=Decimal(str(predict_time)) if has_time else None,
+        # The reference hands this field to its clients (spec §2.8).
+        extra={"replicate_predict_time": predict_time} if has_time else {},
+        raw=loggable(body),
+    )
+
+
+def _epoch_seconds(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value).timestamp())
+    except ValueError:
+        return None
+
+
+def prediction_error(body: Mapping[str, Any]) -> UpstreamError:
+    """The error for a prediction that ended without output (failed, canceled, aborted)."""
+    status = str(body.get("status"))
+    error = body.get("error")
+    message = str(error) if error else f"Replicate prediction {status}"
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "body": loggable(body)}
+    if _mentions(message, _REFUSAL_PHRASES):
+        return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
+    if _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(message, **args)
+    return UpstreamUnavailableError(message, **args)
+
+
+def error_from_response(status: int, body: Any, *, polling: bool = False) -> UpstreamError:
+    """Classify an HTTP error answer (`{"title", "detail", "status"}` problem documents)."""
+    problem = body if isinstance(body, Mapping) else {}
+    title = problem.get("title")
+    message = str(problem.get("detail") or title or f"Replicate answered HTTP {status}")
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
+    # Checked first: an empty account may be refused with 403 and a "balance" message.
+    if status in (402, 429) or _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(message, **args)
+    if status in (401, 403):
+        return UpstreamMisconfiguredError(message, **args)
+    if polling and status == 404:
+        return UpstreamUnavailableError(message, **args)
+    # An unknown model or version is our catalog's mistake, not the user's.
+    if status == 404 or (status == 422 and title == "Invalid version"):
+        return UpstreamMisconfiguredError(message, **args)
+    if _mentions(message, _REFUSAL_PHRASES):
+        return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
+    return error_for_status(PROVIDER_ID, status, message, body)
+
+
+def _mentions(message: str, phrases: tuple[str, ...]) -> bool:
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in phrases)
+
+
+def loggable(value: Any) -> Any:
+    """`redact` that also drops data URIs (our uploads echoed back in `input`)."""
+    return redact(_without_data_uris(value))
+
+
+def _without_data_uris(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:"):
+        return "[removed - data URI]"
+    if isinstance(value, Mapping):
+        return {k: _without_data_uris(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_data_uris(v) for v in value]
+    return value
+
+
+def _scrub(value: Any, secret: str) -> Any:
+    """Copy `value` with every occurrence of `secret` cut out of its strings."""
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secret) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- provider
+
+
+class ReplicateProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://api.replicate.com/v1"
+    modalities = frozenset({"image", "video"})
+    image_inputs = frozenset({"reve", "start_image"})
+
+    def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
+        super().__init__(http, **kwargs)
+        #: job id → cancel URL of its running prediction, for `cancel`.
+        self._running: dict[str, str] = {}
+        #: job ids whose prediction we asked to stop.
+        self._abandoned: set[str] = set()
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        if not self.credential:
+            raise UpstreamMisconfiguredError("no Replicate API key is configured", provider=self.id)
+        request = to_request(job, target)
+        async with translate_errors(self.id):
+            prediction = await self._call(
+                "POST", self.base_url + request.path, json=request.body, wait=True
+            )
+            prediction = await self._until_done(job, prediction)
+            result = from_prediction(prediction)
+        return result
+
+    async def cancel(self, job: Job, target: Target) -> None:
+        url = self._running.get(job.job_id) if job.job_id else None
+        if url is None:
+            return
+        self._abandoned.add(job.job_id)
+        async with translate_errors(self.id):
+            await self._call("POST", url)
+
+    async def _until_done(self, job: Job, prediction: Mapping[str, Any]) -> Mapping[str, Any]:
+        if prediction.get("status") in _RUNNING:
+            get_url = self._prediction_url(prediction)
+            cancel_url = self._prediction_url(prediction, "/cancel")
+            if job.job_id:
+                self._running[job.job_id] = cancel_url
+            try:
+                while prediction.get("status") in _RUNNING:
+                    await asyncio.sleep(self.poll_interval)
+                    prediction = await self._call("GET", get_url, polling=True)
+            except asyncio.CancelledError:
+                await self._cancel_abandoned(cancel_url)
+                raise
+            finally:
+                self._running.pop(job.job_id, None)
+                abandoned = job.job_id in self._abandoned
+                self._abandoned.discard(job.job_id)
+        else:
+            abandoned = False
+        status = prediction.get("status")
+        if status == "succeeded":
+            return prediction
+        if abandoned:
+            raise UpstreamCancelledError(
+                "the Replicate prediction was canceled", provider=self.id, body=loggable(prediction)
+            )
+        if status in _ENDED:
+            raise prediction_error(prediction)
+        raise UpstreamProtocolError(
+            f"Replicate answered an unknown prediction status {status!r}",
+            provider=self.id,
+            body=loggable(prediction),
+        )
+
+    def _prediction_url(self, prediction: Mapping[str, Any], suffix: str = "") -> str:
+        """The prediction's URL, always on our configured host.
+
+        Replicate's `urls.get`/`urls.cancel` are used when they point there; otherwise the
+        URL is built from the id, so our key is never sent to another host.
+        """
+        urls = prediction.get("urls")
+        given = urls.get("cancel" if suffix else "get") if isinstance(urls, Mapping) else None
+        if isinstance(given, str) and given.startswith(self.base_url + "/"):
+            return given
+        prediction_id = prediction.get("id")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            raise UpstreamProtocolError(
+                "Replicate answered a running prediction without an id",
+                provider=self.id,
+                body=loggable(prediction),
+            )
+        return f"{self.base_url}/predictions/{quote(prediction_id, safe='')}{suffix}"
+
+    async def _cancel_abandoned(self, url: str) -> None:
+        """Ask Replicate to stop a prediction nobody waits for any more; never raises.
+
+        Shielded, so a second cancellation of the caller does not cut the request short.
+        """
+        request = asyncio.ensure_future(self._call("POST", url))
+        request.add_done_callback(_report_cancel)
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await asyncio.shield(request)
+        except TimeoutError:
+            request.cancel()
+        except (UpstreamError, httpx.HTTPError, ValueError):
+            pass  # `_report_cancel` logs it; the job is abandoned either way
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        wait: bool = False,
+        polling: bool = False,
+    ) -> Mapping[str, Any]:
+        assert self.credential is not None
+        headers = {"Authorization": f"Bearer {self.credential}"}
+        if wait:
+            # Replicate holds the answer up to 60 s, which often spares every poll.
+            headers["Prefer"] = "wait"
+        response = await self.http.request(method, url, headers=headers, json=json)
+        if response.is_error:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text[:500]
+            raise error_from_response(
+                response.status_code, _scrub(body, self.credential), polling=polling
+            )
+        parsed = response_json(self.id, response)
+        if not isinstance(parsed, Mapping):
+            raise UpstreamProtocolError(
+                "Replicate answered with a body that is not an object",
+                provider=self.id,
+                status=response.status_code,
+                body=loggable(parsed),
+            )
+        scrubbed: Mapping[str, Any] = _scrub(parsed, self.credential)
+        return scrubbed
+
+
+def _report_cancel(request: asyncio.Future[Mapping[str, Any]]) -> None:
+    if request.cancelled():
+        log.warning("Replicate did not confirm a cancel within %ss", CANCEL_TIMEOUT_S)
+    elif (exc := request.exception()) is not None:
+        log.warning("Replicate refused to cancel an abandoned prediction: %s", exc)

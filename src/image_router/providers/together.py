@@ -1,0 +1,191 @@
+"""Together AI images API: `POST /v1/images/generations` (spec §9.20).
+
+No packaged model routes here (the reference keeps the handler for FLUX-1-schnell:free
+load-spreading, now dead code), but an operator catalog may. The body is the reference's
+`{model, prompt, disable_safety_checker: true, width?, height?, steps?}` plus `n: 1` and
+`output_format` when the client asked for a format Together renders (png, jpeg). The
+route's step knob may be called `steps` or `num_inference_steps`; Together knows only
+`steps`. Together answers synchronously with `data[].url` (or `b64_json`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+from image_router.storage.images import decode_base64, sniff_content_type
+
+PROVIDER_ID = "together"
+PATH = "/v1/images/generations"
+
+#: Route options carrying the step count, first found wins (None = do not send).
+STEP_OPTIONS = ("steps", "num_inference_steps")
+#: Client output formats Together renders itself; others are converted by the gateway.
+OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
+
+# Our key or our catalog's model name is wrong: another route may work.
+_OUR_FAULT_CODES = frozenset({"invalid_api_key", "model_not_available", "model_not_found"})
+# §7.2: our Together account is out of money or requests.
+_ACCOUNT_LIMIT_PHRASES = (
+    "rate limit",
+    "rate_limit",
+    "too many requests",
+    "credit",
+    "balance",
+    "quota",
+)
+# §7.2: Together itself is struggling; the same job may succeed elsewhere.
+_TRANSIENT_PHRASES = ("overloaded", "not ready yet", "unknown error", "internal error")
+
+
+def to_request(job: Job, target: Target) -> dict[str, Any]:
+    """The JSON body for one job."""
+    if job.images or job.mask is not None:
+        raise UpstreamRejectedError(
+            "This model does not support image inputs",
+            provider=PROVIDER_ID,
+            code="image_input_not_supported",
+        )
+    body: dict[str, Any] = {
+        "model": target.upstream,
+        "prompt": job.prompt,
+        "n": 1,
+        # The gateway applies no NSFW policy of its own here (as the reference); a
+        # model that checks anyway refuses with an error we map to a rejection.
+        "disable_safety_checker": True,
+    }
+    dimensions = job.dimensions
+    if dimensions is not None:
+        body["width"], body["height"] = dimensions
+    for name in STEP_OPTIONS:
+        if name in target.options:
+            steps = target.options[name]
+            if steps is not None:
+                body["steps"] = steps
+            break
+    output_format = OUTPUT_FORMATS.get(job.output_format or "")
+    if output_format is not None:
+        body["output_format"] = output_format
+    return body
+
+
+def from_response(body: Any) -> Result:
+    """Map a 2xx body to a `Result`; anything without images is a protocol error."""
+    if not isinstance(body, Mapping):
+        raise UpstreamProtocolError(
+            "Together answered with a body that is not an object", provider=PROVIDER_ID, body=body
+        )
+    data = body.get("data")
+    if not isinstance(data, list) or not data:
+        raise UpstreamProtocolError(
+            "Together answered without any image", provider=PROVIDER_ID, body=body
+        )
+    return Result(artifacts=tuple(_artifact(item, body) for item in data), raw=redact(body))
+
+
+def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
+    if not isinstance(item, Mapping):
+        raise UpstreamProtocolError(
+            "Together image entry is not an object", provider=PROVIDER_ID, body=body
+        )
+    url = item.get("url")
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return Artifact(url=url)
+    encoded = item.get("b64_json")
+    if isinstance(encoded, str) and encoded:
+        try:
+            data, declared = decode_base64(encoded)
+        except ValueError as exc:
+            raise UpstreamProtocolError(
+                "Together sent an image that is not valid base64",
+                provider=PROVIDER_ID,
+                body=body,
+            ) from exc
+        return Artifact(data=data, content_type=sniff_content_type(data) or declared)
+    raise UpstreamProtocolError(
+        "Together image entry has neither url nor b64_json", provider=PROVIDER_ID, body=body
+    )
+
+
+def error_from_response(status: int, body: Any) -> UpstreamError:
+    """Classify a Together error (`{"error": {message, type, param, code}}` or `{message}`)."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    holder: Mapping[str, Any] = error if isinstance(error, Mapping) else {}
+    raw_message = holder.get("message") or (
+        body.get("message") if isinstance(body, Mapping) else None
+    )
+    if raw_message is None and isinstance(error, str):
+        raw_message = error
+    if raw_message is None and isinstance(body, str):
+        raw_message = body.strip()[:500]
+    message = str(raw_message) if raw_message else f"Together answered HTTP {status}"
+    code = holder.get("code") if isinstance(holder.get("code"), str) else None
+    kind = str(holder.get("type") or "")
+    text = f"{message} {kind}".lower()
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body, "code": code}
+    if status in (401, 403) or code in _OUR_FAULT_CODES or status == 404:
+        return UpstreamMisconfiguredError(message, **args)
+    if status in (402, 429) or any(p in text for p in _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(message, **args)
+    if any(p in text for p in _TRANSIENT_PHRASES):
+        return UpstreamUnavailableError(message, **args)
+    return error_for_status(PROVIDER_ID, status, message, body, code)
+
+
+def _error_body(response: httpx.Response, secret: str) -> Any:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    return _without_secret(body, secret)
+
+
+def _without_secret(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {k: _without_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secret(v, secret) for v in value]
+    return value
+
+
+class TogetherProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://api.together.xyz"
+    modalities = frozenset({"image"})
+    image_inputs = frozenset()
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        if not self.credential:
+            raise UpstreamMisconfiguredError(
+                "no Together AI API key is configured", provider=self.id
+            )
+        body = to_request(job, target)
+        headers = {"Authorization": f"Bearer {self.credential}"}
+        async with translate_errors(self.id):
+            response = await self.http.post(self.base_url + PATH, headers=headers, json=body)
+            if response.is_error:
+                raise error_from_response(
+                    response.status_code, _error_body(response, self.credential)
+                )
+            return from_response(response_json(self.id, response))

@@ -1,0 +1,459 @@
+"""Google Cloud Vertex AI: Imagen `:predict`, Gemini `:generateContent`, Veo long-running.
+
+Every call goes to `{host}/v1/projects/{project}/locations/{location}/publishers/google/
+models/{model}:{method}` with a service-account access token (`vertex_auth`). Veo jobs are
+submitted with `:predictLongRunning` and polled with `:fetchPredictOperation`. The mapping
+functions are pure; `VertexProvider` only moves them over HTTP. See spec §9.15.
+
+Deliberate differences from the reference: input images precede the prompt in upload
+order (the reference reversed them); Imagen gets an aspect ratio, 2K size and output
+format from the job (the reference ignored size); a filtered or empty answer raises an
+error instead of returning an empty, billed success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamCancelledError,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    redact,
+    response_json,
+    translate_errors,
+)
+from image_router.providers.vertex_auth import (
+    DEFAULT_TOKEN_URL,
+    AccessTokens,
+    error_from_response,
+    operation_error,
+    parse_service_account,
+)
+
+PROVIDER_ID = "vertex"
+DEFAULT_LOCATION = "us-central1"
+#: A Veo job keeps running when one status check fails; a short hiccup must not lose it.
+MAX_POLL_FAILURES = 3
+CANCEL_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
+
+IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
+GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IMAGEN_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+SAFETY_SETTINGS = (
+    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_ONLY_HIGH"},
+    {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"},
+    {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_ONLY_HIGH"},
+    {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "OFF"},
+)
+# Gemini stopped because of what was asked or drawn: another route would refuse it too.
+REFUSAL_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+
+
+@dataclass(frozen=True)
+class VertexRequest:
+    """One call: the publisher `model`, the `method` after the colon and the JSON body."""
+
+    model: str
+    method: str
+    body: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def to_request(job: Job, target: Target) -> VertexRequest:
+    """Pick the API by model family and map the job onto it."""
+    model = target.upstream
+    upstream = target.options.get("image_upstream")
+    if job.images and isinstance(upstream, str) and upstream:
+        model = upstream
+    if job.mask is not None:
+        raise _rejected("Mask editing is not supported for this model", "mask_unsupported")
+    if job.modality == "video":
+        return VertexRequest(model, "predictLongRunning", veo_body(job, model))
+    if "gemini" in model:
+        return VertexRequest(model, "generateContent", gemini_body(job, model))
+    if job.images:
+        raise _rejected("This model does not support image inputs", "image_unsupported")
+    return VertexRequest(model, "predict", imagen_body(job, model))
+
+
+def imagen_body(job: Job, model: str) -> dict[str, Any]:
+    # includeRaiReason makes a filtered image come back as a reason, not as nothing.
+    parameters: dict[str, Any] = {
+        "sampleCount": 1,
+        "safetySetting": "block_only_high",
+        "includeRaiReason": True,
+    }
+    dims = job.dimensions
+    if dims is not None:
+        parameters["aspectRatio"] = nearest_ratio(dims, IMAGEN_RATIOS)
+        if max(dims) > 1600:
+            parameters["sampleImageSize"] = "2K"
+    mime_type = IMAGEN_FORMATS.get(job.output_format or "")
+    if mime_type is not None:
+        parameters["outputOptions"] = {"mimeType": mime_type}
+    return {"instances": [{"prompt": job.prompt}], "parameters": parameters}
+
+
+def gemini_body(job: Job, model: str) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"inlineData": {"mimeType": image.content_type, "data": image.b64()}}
+        for image in job.images
+    ]
+    parts.append({"text": job.prompt})
+    config: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+    dims = job.dimensions
+    if dims is not None:
+        image_config = {"aspectRatio": nearest_ratio(dims, GEMINI_RATIOS)}
+        if model.startswith("gemini-3"):
+            image_config["imageSize"] = gemini_image_size(dims)
+        config["imageConfig"] = image_config
+    return {
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": config,
+        "safetySettings": [dict(setting) for setting in SAFETY_SETTINGS],
+    }
+
+
+def veo_body(job: Job, model: str) -> dict[str, Any]:
+    instance: dict[str, Any] = {"prompt": job.prompt}
+    if job.images:
+        first = job.images[0]
+        instance["image"] = {"bytesBase64Encoded": first.b64(), "mimeType": first.content_type}
+    aspect_ratio, resolution = "16:9", "720p"
+    dims = job.dimensions
+    if dims is not None:
+        width, height = dims
+        if width * 9 == height * 16:
+            aspect_ratio = "16:9"
+        elif width * 16 == height * 9:
+            aspect_ratio = "9:16"
+        else:
+            raise _rejected(f"Unsupported size '{job.size}' for model '{model}'", "invalid_size")
+        resolution = f"{min(dims)}p"
+    # Veo asks for explicit consent to people of all ages; with a start image only adults.
+    everyone = not job.images and model.startswith(("veo-2", "veo-3"))
+    parameters: dict[str, Any] = {
+        "aspectRatio": aspect_ratio,
+        "personGeneration": "allow_all" if everyone else "allow_adult",
+        "sampleCount": 1,
+        "resolution": resolution,
+    }
+    if job.seconds is not None:
+        parameters["durationSeconds"] = round(job.seconds)
+    if not model.startswith("veo-2"):
+        parameters["generateAudio"] = True  # Veo 2 has no audio track and refuses the field
+    return {"instances": [instance], "parameters": parameters}
+
+
+def nearest_ratio(dims: tuple[int, int], ratios: tuple[str, ...]) -> str:
+    """The supported aspect ratio closest to width:height (compared on a log scale)."""
+    target = math.log(dims[0] / dims[1])
+
+    def distance(ratio: str) -> float:
+        width, height = ratio.split(":")
+        return abs(math.log(float(width) / float(height)) - target)
+
+    return min(ratios, key=distance)
+
+
+def gemini_image_size(dims: tuple[int, int]) -> str:
+    """Gemini 3's output tier: 1K sides stay under ~1600 px, 2K under ~3200 px."""
+    longest = max(dims)
+    return "1K" if longest <= 1600 else "2K" if longest <= 3200 else "4K"
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def from_imagen(body: Any) -> Result:
+    predictions = _field(body, "predictions", list, "without any image")
+    artifacts, reasons = [], []
+    for prediction in predictions:
+        if not isinstance(prediction, Mapping):
+            raise _protocol("an Imagen prediction is not an object", body)
+        if isinstance(prediction.get("bytesBase64Encoded"), str):
+            data = _decode(prediction["bytesBase64Encoded"], body)
+            artifacts.append(Artifact(data=data, content_type=_mime(prediction)))
+        elif isinstance(prediction.get("raiFilteredReason"), str):
+            reasons.append(prediction["raiFilteredReason"])
+    if artifacts:
+        return Result(artifacts=tuple(artifacts), raw=redact(body))
+    if reasons:
+        raise _rejected("; ".join(reasons), "content_filtered", body)
+    raise _protocol("Vertex AI answered without any image", body)
+
+
+def from_gemini(body: Any) -> Result:
+    if not isinstance(body, Mapping):
+        raise _protocol("Vertex AI answered with a body that is not an object", body)
+    feedback = body.get("promptFeedback")
+    if isinstance(feedback, Mapping) and feedback.get("blockReason"):
+        reason = str(feedback["blockReason"])
+        detail = feedback.get("blockReasonMessage") or reason
+        raise _rejected(f"Gemini refused the prompt: {detail}", reason, body)
+    candidates = _field(body, "candidates", list, "without any candidate")
+    artifacts, texts, finish = [], [], []
+    for candidate in candidates:
+        if not isinstance(candidate, Mapping):
+            raise _protocol("a Gemini candidate is not an object", body)
+        finish.append(str(candidate.get("finishReason") or ""))
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, Mapping):
+                raise _protocol("a Gemini content part is not an object", body)
+            inline = part.get("inlineData") or part.get("inline_data")
+            # Gemini 3 may show interim "thought" images before the final one.
+            if isinstance(inline, Mapping) and inline.get("data") and not part.get("thought"):
+                data = _decode(str(inline["data"]), body)
+                artifacts.append(Artifact(data=data, content_type=_mime(inline)))
+            elif isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    if artifacts:
+        return Result(artifacts=tuple(artifacts), raw=redact(body))
+    refused = next((reason for reason in finish if reason in REFUSAL_FINISH_REASONS), None)
+    if refused is not None:
+        message = next(
+            (str(c["finishMessage"]) for c in candidates if c.get("finishMessage")), refused
+        )
+        raise _rejected(f"Gemini did not return an image ({refused}): {message}", refused, body)
+    raise UpstreamUnavailableError(
+        "No image generated by Gemini. Text response: " + " ".join(texts)[:500],
+        provider=PROVIDER_ID,
+        body=body,
+        code="no_image",
+    )
+
+
+def operation_name(body: Any) -> str:
+    name = body.get("name") if isinstance(body, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise _protocol("no operation name returned from video generation request.", body)
+    return name
+
+
+def from_operation(body: Any) -> Result | None:
+    """The finished Veo operation's videos; None while it is still running."""
+    if not isinstance(body, Mapping):
+        raise _protocol("Vertex AI answered with a body that is not an object", body)
+    if not body.get("done"):
+        return None
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        raise operation_error(error, body, provider=PROVIDER_ID)
+    response = _field(body, "response", Mapping, "without the operation's response")
+    artifacts = []
+    for sample in response.get("videos") or []:
+        video = sample.get("video", sample) if isinstance(sample, Mapping) else None
+        if not isinstance(video, Mapping) or not isinstance(video.get("bytesBase64Encoded"), str):
+            raise _protocol("Vertex AI returned a video sample without its bytes", body)
+        data = _decode(video["bytesBase64Encoded"], body)
+        artifacts.append(Artifact(data=data, content_type=video.get("mimeType") or "video/mp4"))
+    if artifacts:
+        return Result(artifacts=tuple(artifacts), raw=redact(body))
+    reasons = response.get("raiMediaFilteredReasons") or []
+    if response.get("raiMediaFilteredCount") or reasons:
+        message = "Generated video rejected by Vertex content moderation: " + ", ".join(
+            str(reason) for reason in reasons
+        )
+        raise _rejected(message, "content_moderated", body)
+    raise _protocol("No video samples found in the Vertex AI response", body)
+
+
+def _rejected(message: str, code: str, body: Any = None) -> UpstreamRejectedError:
+    return UpstreamRejectedError(message, provider=PROVIDER_ID, body=body, code=code)
+
+
+def _protocol(message: str, body: Any) -> UpstreamProtocolError:
+    return UpstreamProtocolError(message, provider=PROVIDER_ID, body=body)
+
+
+def _field(body: Any, name: str, kind: type, missing: str) -> Any:
+    value = body.get(name) if isinstance(body, Mapping) else None
+    if not isinstance(value, kind) or not value:
+        raise _protocol(f"Vertex AI answered {missing}", body)
+    return value
+
+
+def _decode(encoded: str, body: Any) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise _protocol("Vertex AI sent media that is not valid base64", body) from None
+
+
+def _mime(item: Mapping[str, Any]) -> str | None:
+    # Without a stated type, None lets storage sniff the bytes.
+    mime = item.get("mimeType")
+    return mime if isinstance(mime, str) and mime else None
+
+
+# ---------------------------------------------------------------------------- provider
+
+
+class VertexProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://{location}-aiplatform.googleapis.com"
+    modalities = frozenset({"image", "video"})
+    image_inputs = frozenset({"inline_data", "base64_image"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tokens: AccessTokens | None = None
+        #: job id → running Veo operation, so `cancel` can stop what it abandoned.
+        self._operations: dict[str, str] = {}
+        #: operations we asked Google to cancel: their polling stops at once.
+        self._cancelled: set[str] = set()
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        async with translate_errors(self.id):
+            request = to_request(job, target)
+            url = self._model_url(request.model, request.method)
+            body = await self._post(url, request.body)
+            if request.method == "predict":
+                return from_imagen(body)
+            if request.method == "generateContent":
+                return from_gemini(body)
+            name = operation_name(body)
+        if job.job_id:
+            self._operations[job.job_id] = name
+        try:
+            return await self._wait(request.model, name)
+        except asyncio.CancelledError:
+            await self._cancel_operation(name)
+            raise
+        finally:
+            self._operations.pop(job.job_id, None)
+            self._cancelled.discard(name)
+
+    async def cancel(self, job: Job, target: Target) -> None:
+        name = self._operations.get(job.job_id) if job.job_id else None
+        if name is not None:
+            await self._cancel_operation(name)
+
+    # ------------------------------------------------------------------ polling
+
+    async def _wait(self, model: str, name: str) -> Result:
+        url = self._model_url(model, "fetchPredictOperation")
+        failures = 0
+        while True:
+            # Also yields to the loop when poll_interval is 0.
+            await asyncio.sleep(self.poll_interval)
+            if name in self._cancelled:
+                raise UpstreamCancelledError(
+                    f"Vertex AI operation {name} was cancelled", provider=self.id
+                )
+            try:
+                async with translate_errors(self.id):
+                    body = await self._post(url, {"operationName": name})
+            except (UpstreamUnavailableError, UpstreamRateLimitedError):
+                failures += 1
+                if failures > MAX_POLL_FAILURES:
+                    raise
+                continue
+            failures = 0
+            # A failed job is final: its error is raised, never polled again.
+            async with translate_errors(self.id):
+                result = from_operation(body)
+            if result is not None:
+                return result
+
+    async def _cancel_operation(self, name: str) -> None:
+        """Best effort, shielded from our own cancellation: stop a job nobody will collect."""
+        url = f"{self._host()}/v1/{name}:cancel"
+        self._cancelled.add(name)
+
+        async def attempt() -> None:
+            async with translate_errors(self.id):
+                await self._post(url, {})
+
+        try:
+            await asyncio.shield(asyncio.wait_for(attempt(), CANCEL_TIMEOUT_S))
+        except (UpstreamError, TimeoutError) as exc:
+            # The job was abandoned either way; the log keeps the operation for follow-up.
+            log.warning("could not cancel Vertex AI operation %s: %s", name, exc)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _post(self, url: str, body: Mapping[str, Any]) -> Any:
+        """POST with a bearer token; one retry with a fresh token when it is refused."""
+        tokens = self._access_tokens()
+        for attempt in range(2):
+            token = await tokens.get()
+            response = await self.http.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if response.status_code == 401 and attempt == 0:
+                tokens.invalidate(token)
+                continue
+            if response.is_error:
+                try:
+                    error: Any = response.json()
+                except ValueError:
+                    error = response.text[:500]
+                raise error_from_response(response.status_code, error, provider=self.id)
+            return response_json(self.id, response)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _access_tokens(self) -> AccessTokens:
+        if self._tokens is None:
+            if not self.credential:
+                raise UpstreamMisconfiguredError(
+                    "GOOGLE_SERVICE_ACCOUNT_KEY is required for Vertex AI", provider=self.id
+                )
+            account = parse_service_account(self.credential, provider=self.id)
+            token_url = self.extra.get("token_url") or account.token_uri or DEFAULT_TOKEN_URL
+            self._tokens = AccessTokens(self.http, account, token_url, provider=self.id)
+        return self._tokens
+
+    def _location(self) -> str:
+        return self.extra.get("location") or DEFAULT_LOCATION
+
+    def _host(self) -> str:
+        location = self._location()
+        if location == "global" and self.base_url == self.default_base_url:
+            return "https://aiplatform.googleapis.com"  # the global endpoint has no region
+        return self.base_url.replace("{location}", location)
+
+    def _model_url(self, model: str, method: str) -> str:
+        project = self.extra.get("project_id")
+        if not project:
+            raise UpstreamMisconfiguredError(
+                "GOOGLE_CLOUD_PROJECT_ID is required for Vertex AI", provider=self.id
+            )
+        return (
+            f"{self._host()}/v1/projects/{project}/locations/{self._location()}"
+            f"/publishers/google/models/{model}:{method}"
+        )

@@ -1,0 +1,349 @@
+"""WaveSpeedAI v3 API (spec §9.8 images, §9.9 videos).
+
+A job is one task: `POST /{model}` answers `{"code", "message", "data": prediction}`.
+Images ask for sync mode, so the answer is usually already `completed`; videos (and images
+whose sync answer is still running) are polled at `data.urls.get` until `completed` or
+`failed`. Outputs are URLs the gateway downloads. An abandoned task is deleted
+(`DELETE /predictions/{id}`), which is how WaveSpeed cancels.
+
+`to_request`, `from_prediction`, `task_error` and `error_from_response` are pure;
+`WavespeedProvider` only moves them over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from image_router.providers.base import (
+    Artifact,
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamCancelledError,
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+    error_for_status,
+    redact,
+    response_json,
+    translate_errors,
+)
+
+PROVIDER_ID = "wavespeed"
+log = logging.getLogger(__name__)
+
+#: How long an abandoned job may spend asking WaveSpeed to drop the task.
+CANCEL_TIMEOUT_S = 5.0
+#: WaveSpeed's task error code for content moderation.
+MODERATION_CODE = 1200
+#: The stable error code clients see when a model's safety checker refused the job.
+REFUSAL_CODE = "content_moderation"
+
+_RUNNING = frozenset({"created", "processing"})
+
+# Spec §7.2 "switch provider" phrases: our WaveSpeed account is throttled or out of money.
+_ACCOUNT_LIMIT_PHRASES = (
+    "insufficient_quota",
+    "usage_limit_exceeded",
+    "rate_limit_exceeded",
+    "too many requests",
+    "credit",
+    "balance",
+    "quota",
+)
+# The model's safety checker refused the prompt, the input image or its own output.
+_REFUSAL_PHRASES = ("nsfw", "sensitive", "moderation", "safety", "content policy")
+
+
+@dataclass(frozen=True)
+class WavespeedRequest:
+    """One task to submit: the model path below the base URL and the JSON body."""
+
+    model: str
+    body: dict[str, Any]
+
+
+def to_request(job: Job, target: Target) -> WavespeedRequest:
+    """Map a job onto a task; an input image may switch the model (`image_upstream`)."""
+    model = target.upstream
+    image_upstream = target.options.get("image_upstream")
+    if job.images and isinstance(image_upstream, str) and image_upstream:
+        model = image_upstream
+    body: dict[str, Any] = {}
+    if job.prompt:
+        body["prompt"] = job.prompt
+    if job.images:
+        # Route token `single_data_uri`; video jobs keep their first image only.
+        body["image"] = job.images[0].data_uri()
+    if job.modality == "video":
+        if job.seconds is not None:
+            body["duration"] = int(job.seconds) if job.seconds.is_integer() else job.seconds
+    else:
+        body["enable_base64_output"] = False
+        body["enable_sync_mode"] = True
+        body["output_format"] = job.output_format or "webp"
+    return WavespeedRequest(model, body)
+
+
+def prediction_of(body: Any) -> Mapping[str, Any]:
+    """The `data` of a WaveSpeed envelope; an error envelope raises its error."""
+    if not isinstance(body, Mapping):
+        raise UpstreamProtocolError(
+            "WaveSpeed answered with a body that is not an object",
+            provider=PROVIDER_ID,
+            body=loggable(body),
+        )
+    data = body.get("data")
+    if isinstance(data, Mapping):
+        return data
+    code = body.get("code")
+    # Some errors come back as HTTP 200 with the status only in the envelope.
+    if isinstance(code, int) and code >= 400:
+        raise error_from_response(code, body)
+    raise UpstreamProtocolError(
+        "WaveSpeed answered without a task", provider=PROVIDER_ID, body=loggable(body)
+    )
+
+
+def from_prediction(prediction: Mapping[str, Any], body: Any = None) -> Result:
+    """A completed task as a `Result` (its output URLs)."""
+    raw = loggable(body if body is not None else prediction)
+    if prediction.get("status") != "completed":
+        raise UpstreamProtocolError(
+            f"WaveSpeed task is {prediction.get('status')!r}, not completed",
+            provider=PROVIDER_ID,
+            body=raw,
+        )
+    outputs = prediction.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        raise UpstreamProtocolError(
+            "WaveSpeed task completed without outputs", provider=PROVIDER_ID, body=raw
+        )
+    if not all(isinstance(url, str) and url for url in outputs):
+        raise UpstreamProtocolError(
+            "WaveSpeed task has an output that is not a URL", provider=PROVIDER_ID, body=raw
+        )
+    return Result(
+        artifacts=tuple(Artifact(url=url) for url in outputs),
+        created=_epoch_seconds(prediction.get("created_at")),
+        raw=raw,
+    )
+
+
+def _epoch_seconds(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value).timestamp())
+    except ValueError:
+        return None
+
+
+def task_error(prediction: Mapping[str, Any], body: Any = None) -> UpstreamError:
+    """The error of a `failed` task: a safety refusal is the user's, the rest is ours."""
+    message = str(prediction.get("error") or "WaveSpeed task failed")
+    args: dict[str, Any] = {
+        "provider": PROVIDER_ID,
+        "body": loggable(body if body is not None else prediction),
+    }
+    if prediction.get("code") == MODERATION_CODE or _mentions(message, _REFUSAL_PHRASES):
+        return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
+    if _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(message, **args)
+    return UpstreamUnavailableError(message, **args)
+
+
+def error_from_response(status: int, body: Any, *, polling: bool = False) -> UpstreamError:
+    """Classify an error answer (`{"code", "message"}` envelopes)."""
+    envelope = body if isinstance(body, Mapping) else {}
+    message = str(
+        envelope.get("message") or envelope.get("error") or f"WaveSpeed answered HTTP {status}"
+    )
+    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": loggable(body)}
+    # Checked first: an empty account may be refused with 403 and a "balance" message.
+    if status in (402, 429) or _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+        return UpstreamRateLimitedError(message, **args)
+    if status in (401, 403):
+        return UpstreamMisconfiguredError(message, **args)
+    if status == 404:
+        # Submitting: the catalog names a model WaveSpeed does not have. Polling: the
+        # task vanished; either way not the user's fault.
+        cls = UpstreamUnavailableError if polling else UpstreamMisconfiguredError
+        return cls(message, **args)
+    if _mentions(message, _REFUSAL_PHRASES):
+        return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
+    return error_for_status(PROVIDER_ID, status, message, args["body"])
+
+
+def _mentions(message: str, phrases: tuple[str, ...]) -> bool:
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in phrases)
+
+
+def loggable(value: Any) -> Any:
+    """`redact` that also drops data URIs (our uploads, should WaveSpeed echo them)."""
+    return redact(_without_data_uris(value))
+
+
+def _without_data_uris(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:"):
+        return "[removed - data URI]"
+    if isinstance(value, Mapping):
+        return {k: _without_data_uris(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_data_uris(v) for v in value]
+    return value
+
+
+def _scrub(value: Any, secret: str) -> Any:
+    """Copy `value` with every occurrence of `secret` cut out of its strings."""
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secret) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- provider
+
+
+class WavespeedProvider(Provider):
+    id = PROVIDER_ID
+    default_base_url = "https://api.wavespeed.ai/api/v3"
+    modalities = frozenset({"image", "video"})
+    image_inputs = frozenset({"single_data_uri"})
+
+    def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
+        super().__init__(http, **kwargs)
+        #: job id → URL that deletes its running task, for `cancel`.
+        self._running: dict[str, str] = {}
+        #: job ids whose task we asked to stop.
+        self._abandoned: set[str] = set()
+
+    async def generate(self, job: Job, target: Target) -> Result:
+        if not self.credential:
+            raise UpstreamMisconfiguredError("no WaveSpeed API key is configured", provider=self.id)
+        request = to_request(job, target)
+        async with translate_errors(self.id):
+            body = await self._call("POST", f"{self.base_url}/{request.model}", json=request.body)
+            body = await self._until_done(job, body)
+            result = from_prediction(prediction_of(body), body)
+        return result
+
+    async def cancel(self, job: Job, target: Target) -> None:
+        url = self._running.get(job.job_id) if job.job_id else None
+        if url is None:
+            return
+        self._abandoned.add(job.job_id)
+        async with translate_errors(self.id):
+            await self._call("DELETE", url)
+
+    async def _until_done(self, job: Job, body: Any) -> Any:
+        prediction = prediction_of(body)
+        abandoned = False
+        if prediction.get("status") in _RUNNING:
+            result_url = self._task_url(prediction, "/result")
+            delete_url = self._task_url(prediction)
+            if job.job_id:
+                self._running[job.job_id] = delete_url
+            try:
+                while prediction.get("status") in _RUNNING:
+                    await asyncio.sleep(self.poll_interval)
+                    body = await self._call("GET", result_url, polling=True)
+                    prediction = prediction_of(body)
+            except asyncio.CancelledError:
+                await self._cancel_abandoned(delete_url)
+                raise
+            except UpstreamError:
+                # A deleted task is gone: its poll fails rather than saying "canceled".
+                if job.job_id in self._abandoned:
+                    abandoned = True
+                else:
+                    raise
+            finally:
+                self._running.pop(job.job_id, None)
+                abandoned = abandoned or job.job_id in self._abandoned
+                self._abandoned.discard(job.job_id)
+        if abandoned:
+            raise UpstreamCancelledError(
+                "the WaveSpeed task was canceled", provider=self.id, body=loggable(body)
+            )
+        status = prediction.get("status")
+        if status == "completed":
+            return body
+        if status == "failed":
+            raise task_error(prediction, body)
+        raise UpstreamProtocolError(
+            f"WaveSpeed answered an unknown task status {status!r}",
+            provider=self.id,
+            body=loggable(body),
+        )
+
+    def _task_url(self, prediction: Mapping[str, Any], suffix: str = "") -> str:
+        """The task's URL, always on our configured host.
+
+        `urls.get` is used for results when it points there; otherwise the URL is built
+        from the id, so our key is never sent to another host.
+        """
+        urls = prediction.get("urls")
+        given = urls.get("get") if isinstance(urls, Mapping) and suffix else None
+        if isinstance(given, str) and given.startswith(self.base_url + "/"):
+            return given
+        task_id = prediction.get("id") or prediction.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise UpstreamProtocolError(
+                "Unable to determine polling URL from Wavespeed response",
+                provider=self.id,
+                body=loggable(prediction),
+            )
+        return f"{self.base_url}/predictions/{quote(task_id, safe='')}{suffix}"
+
+    async def _cancel_abandoned(self, url: str) -> None:
+        """Ask WaveSpeed to drop a task nobody waits for any more; never raises.
+
+        Shielded, so a second cancellation of the caller does not cut the request short.
+        """
+        request = asyncio.ensure_future(self._call("DELETE", url))
+        request.add_done_callback(_report_cancel)
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await asyncio.shield(request)
+        except TimeoutError:
+            request.cancel()
+        except (UpstreamError, httpx.HTTPError, ValueError):
+            pass  # `_report_cancel` logs it; the job is abandoned either way
+
+    async def _call(self, method: str, url: str, *, json: Any = None, polling: bool = False) -> Any:
+        assert self.credential is not None
+        headers = {"Authorization": f"Bearer {self.credential}"}
+        response = await self.http.request(method, url, headers=headers, json=json)
+        if response.is_error:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text[:500]
+            raise error_from_response(
+                response.status_code, _scrub(body, self.credential), polling=polling
+            )
+        return _scrub(response_json(self.id, response), self.credential)
+
+
+def _report_cancel(request: asyncio.Future[Any]) -> None:
+    if request.cancelled():
+        log.warning("WaveSpeed did not confirm a task deletion within %ss", CANCEL_TIMEOUT_S)
+    elif (exc := request.exception()) is not None:
+        log.warning("WaveSpeed refused to delete an abandoned task: %s", exc)
