@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,16 @@ from starlette.routing import Mount
 
 from image_router.account import service as accounts
 from image_router.app import create_app
-from image_router.config import Settings
+from image_router.config import PROVIDER_SETTINGS, Settings, credential_field
 from image_router.db.migrate import upgrade_sync
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Generation
 from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
 from image_router.resources import Resources, build_resources
+from tests.fakes.contract import discover_cases
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.upstream import FakeVendor
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = ("generations", "ledger_entries", "api_keys", "accounts")
@@ -106,6 +108,7 @@ class Gateway:
     client: httpx.AsyncClient
     res: Resources
     openai: FakeOpenAI
+    fakes: dict[str, FakeVendor] = field(default_factory=dict)
 
     async def account(
         self, usd: str = "0", *, email: str | None = None, key_name: str = "test key"
@@ -191,6 +194,41 @@ async def gateway(
     """The gateway in-process on SQLite, vendors served by fakes."""
     async for gw in _gateway(db_url, tmp_path, gateway_overrides):
         yield gw
+
+
+def vendor_settings(root: str) -> dict[str, Any]:
+    """Settings that point every vendor with a fake at its fake under `root/<vendor>`."""
+    values: dict[str, Any] = {"poll_interval_s": 0.0}
+    for case in discover_cases():
+        fields = PROVIDER_SETTINGS.get(case.id)
+        values[credential_field(case.id)] = case.credential
+        base = (fields.base_url if fields else None) or f"{case.id}_base_url"
+        values[base] = f"{root}/{case.id}{case.base_path}"
+        for name, value in case.extra.items():
+            if fields is not None and name in fields.extra:
+                values[fields.extra[name]] = value.replace("{root}", f"{root}/{case.id}")
+    return values
+
+
+@pytest.fixture
+async def vendors_gateway(db_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The gateway on SQLite with every vendor configured, each served by its fake."""
+    fakes = {case.id: case.make_fake() for case in reversed(discover_cases())}
+    transport = httpx.ASGITransport(
+        app=Starlette(routes=[Mount(f"/{pid}", app=fake.app) for pid, fake in fakes.items()])
+    )
+    settings = gateway_settings(db_url, tmp_path / "data", **vendor_settings("http://fakes"))
+    res = build_resources(settings, http_transport=transport)
+    app = create_app(settings, resources=res)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+        ) as client,
+    ):
+        openai = fakes["openai"]
+        assert isinstance(openai, FakeOpenAI)
+        yield Gateway(client=client, res=res, openai=openai, fakes=fakes)
 
 
 @pytest.fixture

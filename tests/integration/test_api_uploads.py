@@ -112,3 +112,37 @@ async def test_image_upload_to_a_text_only_route_is_refused_before_charging(
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "This model does not support image inputs"
     assert await gateway.ledger_sum(account) == await gateway.balance(account) == 10_000
+
+
+async def test_free_model_image_limit_has_its_own_message(vendors_gateway: Gateway) -> None:
+    """FLUX-2-klein-4b:free takes one reference image; the message names the paid model."""
+    _, key = await vendors_gateway.account("1")
+    files = [("image[]", (f"{i}.png", png(), "image/png")) for i in range(2)]
+    response = await vendors_gateway.post(
+        IMAGE,
+        key,
+        data={"model": "black-forest-labs/FLUX-2-klein-4b:free", "prompt": "x"},
+        files=files,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "Free model only supports one input image. Please use the paid model "
+        "'black-forest-labs/FLUX-2-klein-4b' which can handle up to 4 reference images."
+    )
+    assert vendors_gateway.fakes["runware"].requests == []
+
+
+async def test_runware_edit_sends_reference_images(vendors_gateway: Gateway) -> None:
+    _, key = await vendors_gateway.account("1")
+    files = [("image[]", (f"{i}.png", png((i * 60, 0, 0)), "image/png")) for i in range(3)]
+    response = await vendors_gateway.post(
+        IMAGE,
+        key,
+        data={"model": "black-forest-labs/FLUX-2-pro", "prompt": "merge them"},
+        files=files,
+    )
+    assert response.status_code == 200, response.text
+    [submitted] = [r for r in vendors_gateway.fakes["runware"].requests if r.method == "POST"]
+    [task] = submitted.json
+    assert len(task["inputs"]["referenceImages"]) == 3
+    assert task["inputs"]["referenceImages"][0].startswith("data:image/png;base64,")

@@ -243,10 +243,13 @@ def _route_problem(route: Route, request: GenerationRequest) -> GatewayError | N
             code="mask_not_supported",
         )
     if len(request.images) > route.max_images:
-        return InvalidRequest(
+        default = (
             "This model supports only one image input"
             if route.max_images == 1
-            else f"This model supports at most {route.max_images} input images",
+            else f"This model supports at most {route.max_images} input images"
+        )
+        return InvalidRequest(
+            str(route.options.get("max_images_message", default)),
             param="image",
             code="too_many_images",
         )
