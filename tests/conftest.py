@@ -135,6 +135,10 @@ class Gateway:
         async with unit_of_work(self.res.engine) as conn:
             return [dict(r._mapping) for r in (await conn.execute(text(sql), params)).all()]
 
+    async def execute(self, sql: str, **params: Any) -> None:
+        async with unit_of_work(self.res.engine) as conn:
+            await conn.execute(text(sql), params)
+
     async def generations(self) -> list[dict[str, Any]]:
         """Usage rows, oldest first, with JSON columns decoded."""
         async with unit_of_work(self.res.engine) as conn:
@@ -211,13 +215,17 @@ def vendor_settings(root: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def vendors_gateway(db_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+async def vendors_gateway(
+    db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
     """The gateway on SQLite with every vendor configured, each served by its fake."""
     fakes = {case.id: case.make_fake() for case in reversed(discover_cases())}
     transport = httpx.ASGITransport(
         app=Starlette(routes=[Mount(f"/{pid}", app=fake.app) for pid, fake in fakes.items()])
     )
-    settings = gateway_settings(db_url, tmp_path / "data", **vendor_settings("http://fakes"))
+    settings = gateway_settings(
+        db_url, tmp_path / "data", **(vendor_settings("http://fakes") | gateway_overrides)
+    )
     res = build_resources(settings, http_transport=transport)
     app = create_app(settings, resources=res)
     async with (

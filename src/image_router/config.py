@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     auto_migrate: bool = True
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
     pricing_url: str = "https://imagerouter.io/pricing"
 
     # --- storage
@@ -38,6 +39,13 @@ class Settings(BaseSettings):
     heartbeat_after_s: float = 20.0
     heartbeat_interval_s: float = 3.0
     hold_reconcile_interval_s: float = 60.0
+    hold_grace_s: float = 60.0  # how long past its deadline a hold is left to its request
+    attempt_timeout_s: float | None = None  # per vendor attempt; default: the deadline
+    retry_backoff_s: float = 0.2
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_s: float = 30.0
+    redis_url: str | None = None  # shared route health (and limits) across workers
+    redis_namespace: str = "ir"  # key prefix, so deployments can share one Redis
     image_deadline_s: float = 300.0
     video_deadline_s: float = 1200.0
     upstream_connect_timeout_s: float = 10.0

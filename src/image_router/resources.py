@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.catalog.spec import Catalog, load_catalog
@@ -19,6 +20,8 @@ from image_router.config import Settings, credential_field
 from image_router.db.session import make_engine
 from image_router.providers import PROVIDERS
 from image_router.providers.base import Provider
+from image_router.routing.health import HealthPolicy, HealthStore, MemoryHealthStore
+from image_router.routing.redis_health import RedisHealthStore
 from image_router.storage.base import Store
 from image_router.storage.local import LocalStore
 from image_router.storage.s3 import S3Store
@@ -34,6 +37,7 @@ class Resources:
     catalog: Catalog
     providers: Mapping[str, Provider]
     store: Store
+    health: HealthStore
     disabled: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -41,6 +45,7 @@ class Resources:
         return frozenset(self.providers)
 
     async def close(self) -> None:
+        await self.health.close()
         await self.http.aclose()
         await self.store.close()
         await self.engine.dispose()
@@ -121,6 +126,18 @@ def build_store(settings: Settings, url_prefix: str) -> Store:
     return LocalStore(root, f"{url_prefix}/files")
 
 
+def build_health(settings: Settings) -> HealthStore:
+    """Route health in Redis when configured (shared by all workers), else in process."""
+    policy = HealthPolicy(
+        failure_threshold=settings.circuit_failure_threshold, cooldown_s=settings.circuit_cooldown_s
+    )
+    if settings.redis_url:
+        return RedisHealthStore(
+            Redis.from_url(settings.redis_url), policy, namespace=settings.redis_namespace
+        )
+    return MemoryHealthStore(policy)
+
+
 def build_resources(
     settings: Settings,
     *,
@@ -141,5 +158,6 @@ def build_resources(
         catalog=catalog,
         providers=providers,
         store=build_store(settings, url_prefix or public_url(settings)),
+        health=build_health(settings),
         disabled=disabled,
     )

@@ -35,6 +35,7 @@ class Caller:
     balance: int
     api_key_id: str | None
     via_web_token: bool = False
+    allow_routing_improvement: bool = True
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,13 @@ async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
 
 
 _AUTHENTICATE = (
-    select(ApiKey.id, ApiKey.account_id, ApiKey.last_used_at, Account.balance)
+    select(
+        ApiKey.id,
+        ApiKey.account_id,
+        ApiKey.last_used_at,
+        Account.balance,
+        Account.allow_routing_improvement,
+    )
     .join(Account, Account.id == ApiKey.account_id)
     .where(
         ApiKey.key_hash == bindparam("key_hash"),
@@ -214,4 +221,9 @@ async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
-    return Caller(account_id=row.account_id, balance=int(row.balance), api_key_id=row.id)
+    return Caller(
+        account_id=row.account_id,
+        balance=int(row.balance),
+        api_key_id=row.id,
+        allow_routing_improvement=bool(row.allow_routing_improvement),
+    )

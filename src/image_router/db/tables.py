@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,6 +38,11 @@ class Account(Base):
     role: Mapped[str] = mapped_column(String(20), default="user")
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Privacy choice (legitimate interest, on by default): may this account's requests
+    # feed the shared route-health statistics?
+    allow_routing_improvement: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
 
 
 class ApiKey(Base):

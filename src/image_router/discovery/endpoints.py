@@ -57,3 +57,21 @@ async def get_model(model_id: str, res: ResourcesDep) -> Response:
 @router.get("/health")
 async def health() -> Response:
     return _json({"status": "ok"})
+
+
+@router.get("/v1/providers/status")
+async def providers_status(res: ResourcesDep) -> Response:
+    """Which vendors are configured, and the learned health of every route used so far."""
+    snapshot = await res.health.snapshot()
+    return _json(
+        {
+            "providers": {pid: {"enabled": True, "reason": None} for pid in sorted(res.providers)}
+            | {pid: {"enabled": False, "reason": why} for pid, why in sorted(res.disabled.items())},
+            "routes": {key: health.as_dict() for key, health in sorted(snapshot.items())},
+            "policy": {
+                "failure_threshold": res.health.policy.failure_threshold,
+                "cooldown_s": res.health.policy.cooldown_s,
+                "shared": res.settings.redis_url is not None,
+            },
+        }
+    )

@@ -29,7 +29,9 @@ GRACE = timedelta(seconds=60)
 ABANDONED = "abandoned: the generation did not finish before its deadline (the worker stopped)"
 
 
-async def release_expired_holds(engine: AsyncEngine, *, batch: int = 200) -> int:
+async def release_expired_holds(
+    engine: AsyncEngine, *, grace: timedelta = GRACE, batch: int = 200
+) -> int:
     """Release every expired hold, `batch` rows at a time; returns how many were released."""
     released = 0
     while True:
@@ -39,7 +41,7 @@ async def release_expired_holds(engine: AsyncEngine, *, batch: int = 200) -> int
                     select(Generation.id, Generation.account_id, Generation.held)
                     .where(
                         Generation.status == "processing",
-                        Generation.deadline_at < utcnow() - GRACE,
+                        Generation.deadline_at < utcnow() - grace,
                     )
                     .limit(batch)
                 )
@@ -58,11 +60,11 @@ async def release_expired_holds(engine: AsyncEngine, *, batch: int = 200) -> int
     return released
 
 
-async def run_periodically(engine: AsyncEngine, interval_s: float) -> None:
+async def run_periodically(engine: AsyncEngine, interval_s: float, grace_s: float) -> None:
     """The background loop a server runs; errors are logged and the loop goes on."""
     while True:
         try:
-            await release_expired_holds(engine)
+            await release_expired_holds(engine, grace=timedelta(seconds=grace_s))
         except asyncio.CancelledError:
             raise
         except Exception:

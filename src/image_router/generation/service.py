@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,6 +34,13 @@ from image_router.errors import (
     InternalError,
     InvalidRequest,
 )
+from image_router.generation.attempts import (
+    Attempts,
+    Plan,
+    RoutingPolicy,
+    call_routes,
+    usable_plans,
+)
 from image_router.generation.outputs import StoredOutput, store_outputs
 from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
@@ -55,25 +61,6 @@ from image_router.usage import service as usage
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A route that can serve the request, with the options resolved for it."""
-
-    route: Route
-    target: Target
-    quote_usd: Decimal
-
-
-@dataclass
-class Attempts:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    last_error: UpstreamError | None = None
-
-    def add(self, error: UpstreamError) -> None:
-        self.records.append(error.record())
-        self.last_error = error
-
-
 async def generate(
     res: Resources, caller: Caller, request: GenerationRequest, *, client_ip: str | None
 ) -> dict[str, Any]:
@@ -88,7 +75,14 @@ async def generate(
         prompt_chars=len((request.prompt or "").encode("utf-16-le")) // 2,
         seconds=request.seconds,
     )
-    plans = plan_routes(res, spec, request, facts)
+    plans = await usable_plans(plan_routes(res, spec, request, facts), res.health)
+    if not plans:
+        raise GenerationUnavailable(
+            f"Every route of '{spec.id}' is failing right now; try again in "
+            f"{res.settings.circuit_cooldown_s:.0f} seconds. You were not charged.",
+            code="circuit_open",
+            headers={"Retry-After": str(int(res.settings.circuit_cooldown_s))},
+        )
     first = plans[0]
     held = usd_to_credits(first.quote_usd)
     generation_id = new_id()
@@ -142,7 +136,21 @@ async def generate(
     try:
         started = time.monotonic()
         plan, result = await asyncio.wait_for(
-            _call_routes(res, plans, job, held, attempts), timeout=deadline_s
+            call_routes(
+                res.providers,
+                plans,
+                job,
+                held,
+                attempts,
+                health=res.health,
+                policy=RoutingPolicy(
+                    attempt_timeout_s=res.settings.attempt_timeout_s or deadline_s,
+                    backoff_s=res.settings.retry_backoff_s,
+                ),
+                learn=caller.allow_routing_improvement,
+                deadline=started + deadline_s,
+            ),
+            timeout=deadline_s,
         )
         latency_ms = int((time.monotonic() - started) * 1000)
         outputs = await store_outputs(
@@ -257,43 +265,6 @@ def _route_problem(route: Route, request: GenerationRequest) -> GatewayError | N
     if refusal is not None:
         return InvalidRequest(refusal, param="quality", code="quality_not_supported")
     return None
-
-
-async def _call_routes(
-    res: Resources, plans: list[Plan], job: Job, held: int, attempts: Attempts
-) -> tuple[Plan, Result]:
-    """Try each route once; move on only when another route may succeed.
-
-    A fallback whose quote exceeds what was held is skipped: the client agreed to the
-    first quote, and we never charge more than we held.
-    """
-    for plan in plans:
-        if usd_to_credits(plan.quote_usd) > held:
-            continue
-        provider = res.providers[plan.route.provider]
-        try:
-            result = await provider.generate(job, plan.target)
-        except UpstreamError as exc:
-            attempts.add(exc)
-            log.info(
-                "route %s/%s failed: %s (%s)",
-                plan.route.provider,
-                plan.target.upstream,
-                exc.kind,
-                exc.message,
-            )
-            if not exc.retry_elsewhere:
-                raise
-            continue
-        if not result.artifacts:
-            attempts.add(
-                UpstreamError("the vendor returned no output", provider=plan.route.provider)
-            )
-            continue
-        return plan, result
-    if attempts.last_error is not None:
-        raise attempts.last_error
-    raise GenerationUnavailable("no route could take this request")
 
 
 def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:

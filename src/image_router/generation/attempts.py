@@ -1,0 +1,185 @@
+"""Trying routes: health-ordered failover with per-attempt timeouts and back-off.
+
+Each route of a model is tried at most once per request, healthiest first (catalog order
+among healthy routes, cheapest first among degraded ones; open circuits are skipped). An
+error another route may fix moves on to the next route — after a short, jittered back-off
+when the error is transient — and an error about the user's input stops at once. Every
+outcome feeds the route's health unless the account opted out of routing improvement.
+An attempt that is abandoned (deadline, client gone) asks the vendor to cancel its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from image_router.catalog.spec import Route
+from image_router.errors import GenerationUnavailable
+from image_router.kit.money import usd_to_credits
+from image_router.providers.base import (
+    Job,
+    Provider,
+    Result,
+    Target,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+)
+from image_router.routing.health import HealthStore, order_routes, route_key
+
+log = logging.getLogger(__name__)
+
+CANCEL_TIMEOUT_S = 5.0
+TRANSIENT = frozenset({"unavailable", "timeout", "rate_limited"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A route that can serve the request, with the options resolved for it."""
+
+    route: Route
+    target: Target
+    quote_usd: Decimal
+
+    @property
+    def key(self) -> str:
+        return route_key(self.route.provider, self.route.upstream)
+
+
+@dataclass
+class Attempts:
+    """What was tried for one request, for the usage log."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    last_error: UpstreamError | None = None
+
+    def add(self, plan: Plan, error: UpstreamError) -> None:
+        self.records.append({**error.record(), "upstream": plan.target.upstream})
+        self.last_error = error
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    attempt_timeout_s: float
+    backoff_s: float = 0.2
+    backoff_max_s: float = 2.0
+
+
+async def usable_plans(plans: list[Plan], health: HealthStore) -> list[Plan]:
+    """The plans worth trying, best first; an open circuit gets one probe at a time."""
+    by_key = {p.key: p for p in plans}
+    states = await health.get_many(by_key)
+    prices = {k: usd_to_credits(p.quote_usd) for k, p in by_key.items()}
+    ordered = []
+    for key in order_routes(list(by_key), states, prices, health.policy):
+        if states[key].state == "half_open" and not await health.try_probe(key):
+            continue
+        ordered.append(by_key[key])
+    return ordered
+
+
+async def call_routes(
+    providers: Mapping[str, Provider],
+    plans: list[Plan],
+    job: Job,
+    held: int,
+    attempts: Attempts,
+    *,
+    health: HealthStore,
+    policy: RoutingPolicy,
+    learn: bool,
+    deadline: float,
+) -> tuple[Plan, Result]:
+    """Try the plans in order until one succeeds; raise the last error otherwise.
+
+    A fallback whose quote exceeds what was held is skipped: the client agreed to the
+    first quote, and we never charge more than we held.
+    """
+    tried = 0
+    for plan in plans:
+        if usd_to_credits(plan.quote_usd) > held:
+            continue
+        if tried and attempts.last_error is not None and attempts.last_error.kind in TRANSIENT:
+            await _back_off(tried, policy, deadline)
+        tried += 1
+        provider: Provider = providers[plan.route.provider]
+        started = time.monotonic()
+        try:
+            result = await _attempt(provider, job, plan.target, policy, deadline)
+        except UpstreamError as exc:
+            attempts.add(plan, exc)
+            await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
+            log.info("route %s failed: %s (%s)", plan.key, exc.kind, exc.message)
+            if not exc.retry_elsewhere:
+                raise
+            continue
+        if not result.artifacts:
+            error = UpstreamProtocolError(
+                "the vendor returned no output", provider=plan.route.provider
+            )
+            attempts.add(plan, error)
+            await _learn(health, plan, error.kind, time.monotonic() - started, learn)
+            continue
+        await _learn(health, plan, "success", time.monotonic() - started, learn)
+        return plan, result
+    if attempts.last_error is not None:
+        raise attempts.last_error
+    raise GenerationUnavailable("No route could take this request; try again shortly.")
+
+
+async def _attempt(
+    provider: Provider, job: Job, target: Target, policy: RoutingPolicy, deadline: float
+) -> Result:
+    budget = min(policy.attempt_timeout_s, deadline - time.monotonic())
+    if budget <= 0:
+        raise UpstreamTimeoutError("the request's deadline passed", provider=provider.id)
+    task = asyncio.ensure_future(provider.generate(job, target))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout=budget)
+    except TimeoutError:
+        await _abandon(provider, job, target, task)
+        raise UpstreamTimeoutError(
+            f"{provider.id} did not answer within {budget:.0f} s", provider=provider.id
+        ) from None
+    except asyncio.CancelledError:
+        await _abandon(provider, job, target, task)
+        raise
+
+
+async def _abandon(
+    provider: Provider, job: Job, target: Target, task: asyncio.Future[Result]
+) -> None:
+    """Stop waiting for a vendor job and ask the vendor to cancel it, best effort."""
+    task.cancel()
+    try:
+        await asyncio.shield(asyncio.wait_for(provider.cancel(job, target), CANCEL_TIMEOUT_S))
+    except (UpstreamError, TimeoutError, asyncio.CancelledError) as exc:
+        log.warning("could not cancel the %s job %s: %s", provider.id, job.job_id, exc)
+    except Exception:
+        log.exception("cancelling the %s job %s failed", provider.id, job.job_id)
+
+
+async def _back_off(tried: int, policy: RoutingPolicy, deadline: float) -> None:
+    delay = min(policy.backoff_max_s, policy.backoff_s * 2 ** (tried - 1))
+    delay *= random.uniform(0.5, 1.0)  # jitter: workers failing together do not retry in step
+    delay = min(delay, max(0.0, deadline - time.monotonic() - 0.5))
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _learn(
+    health: HealthStore, plan: Plan, outcome: str, seconds: float, learn: bool
+) -> None:
+    # A refused input says nothing about the route's health; a cancelled job neither.
+    if not learn or outcome in ("rejected", "cancelled"):
+        return
+    try:
+        await health.record(plan.key, outcome == "success", seconds)
+    except Exception:
+        log.exception("could not record the health of %s", plan.key)
