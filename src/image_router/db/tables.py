@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -43,6 +44,9 @@ class Account(Base):
     allow_routing_improvement: Mapped[bool] = mapped_column(
         Boolean, default=True, server_default=true()
     )
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # Credits frozen by open payment disputes (not spendable, not in `balance`).
+    billing_hold: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -61,16 +65,66 @@ class ApiKey(Base):
 
 
 class LedgerEntry(Base):
-    """Append-only. `amount` is signed: grants and releases add, holds take."""
+    """Append-only. `amount` is signed: grants and releases add, holds take.
+
+    `ref` names the outside event an entry answers (a Stripe session, a refund...); the
+    unique (kind, ref) pair makes fulfilling the same event twice impossible.
+    """
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_account_id_id", "account_id", "id"),)
+    __table_args__ = (
+        Index("ix_ledger_entries_account_id_id", "account_id", "id"),
+        UniqueConstraint("kind", "ref"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(20))
     generation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    ref: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Topup(Base):
+    """One attempt to buy credits through Stripe Checkout (spec STR-1…8)."""
+
+    __tablename__ = "topups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    disputed_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StripeEvent(Base):
+    """Every Stripe webhook event received, so a redelivery is recognised."""
+
+    __tablename__ = "stripe_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class BannedNetwork(Base):
+    """An IP address or network (CIDR) refused on the generation routes."""
+
+    __tablename__ = "banned_networks"
+
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -118,3 +172,4 @@ ACCOUNTS = cast(Table, Account.__table__)
 API_KEYS = cast(Table, ApiKey.__table__)
 LEDGER_ENTRIES = cast(Table, LedgerEntry.__table__)
 GENERATIONS = cast(Table, Generation.__table__)
+TOPUPS = cast(Table, Topup.__table__)
