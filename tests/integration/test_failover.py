@@ -4,6 +4,8 @@ tried, the usage row, and the books (balance == ledger)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from image_router.kit.money import usd_to_credits
@@ -163,3 +165,45 @@ async def test_deadline_cancels_the_vendor_job_and_charges_nothing(
     assert len(fal.cancelled) == 1  # type: ignore[attr-defined]
     assert await gw.balance(account) == usd_to_credits("1")
     await books_balance(gw, account)
+
+
+TWO_OPENAI_ROUTES = """
+[[model]]
+id = "ops/two-routes"
+modality = "image"
+release_date = "2026-01-01"
+
+  [[model.routes]]
+  provider = "openai"
+  upstream = "dall-e-2"
+  price = { rule = "fixed", usd = "0.02" }
+
+  [[model.routes]]
+  provider = "openai"
+  upstream = "dall-e-3"
+  price = { rule = "fixed", usd = "0.02" }
+"""
+
+
+@pytest.fixture
+def gateway_overrides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    path = tmp_path_factory.mktemp("catalog") / "ops.toml"
+    path.write_text(TWO_OPENAI_ROUTES)
+    return {"catalog_paths": [path], "retry_backoff_s": 0.4}
+
+
+@pytest.mark.parametrize(("status", "waits"), [(429, True), (503, False)])
+async def test_back_off_only_when_the_same_vendor_asked_to_slow_down(
+    gateway: Gateway, status: int, waits: bool
+) -> None:
+    _, key = await gateway.account("1")
+    gateway.openai.fail_next(status)
+    started = time.monotonic()
+    response = await gateway.post(IMAGE, key, json={"model": "ops/two-routes", "prompt": "x"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert [r.json["model"] for r in gateway.openai.requests] == ["dall-e-2", "dall-e-3"]
+    if waits:
+        assert elapsed >= 0.2  # jittered between half and all of RETRY_BACKOFF_S
+    else:
+        assert elapsed < 0.2

@@ -2,8 +2,9 @@
 
 Each route of a model is tried at most once per request, healthiest first (catalog order
 among healthy routes, cheapest first among degraded ones; open circuits are skipped). An
-error another route may fix moves on to the next route — after a short, jittered back-off
-when the error is transient — and an error about the user's input stops at once. Every
+error another route may fix moves on to the next route at once — or, when a vendor said
+"slow down" (429) and the next route is the same vendor, after a short jittered back-off —
+and an error about the user's input stops at once. Every
 outcome feeds the route's health unless the account opted out of routing improvement.
 An attempt that is abandoned (deadline, client gone) asks the vendor to cancel its job.
 """
@@ -36,7 +37,6 @@ from image_router.routing.health import HealthStore, order_routes, route_key
 log = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 5.0
-TRANSIENT = frozenset({"unavailable", "timeout", "rate_limited"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,13 @@ async def call_routes(
     for plan in plans:
         if usd_to_credits(plan.quote_usd) > held:
             continue
-        if tried and attempts.last_error is not None and attempts.last_error.kind in TRANSIENT:
+        last = attempts.last_error
+        if (
+            last is not None
+            and last.kind == "rate_limited"
+            and last.provider == plan.route.provider
+        ):
+            # The vendor asked us to slow down and the next route is the same vendor.
             await _back_off(tried, policy, deadline)
         tried += 1
         provider: Provider = providers[plan.route.provider]
