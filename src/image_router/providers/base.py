@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +26,11 @@ import httpx
 from image_router.kit.sizes import parse_size
 
 Modality = Literal["image", "video"]
+
+#: How long an abandoned job may spend asking its vendor to stop it.
+CANCEL_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -221,6 +227,26 @@ def error_for_status(
     return cls(message, provider=provider, status=status, body=body, code=code)
 
 
+def refuse_mask(job: Job, provider: str) -> None:
+    """Refuse a mask (the reference's message, §2.10) on a route that cannot edit with one."""
+    if job.mask is not None:
+        raise UpstreamRejectedError(
+            "Mask editing is not supported for this model",
+            provider=provider,
+            code="mask_not_supported",
+        )
+
+
+def refuse_image_inputs(
+    job: Job, provider: str, *, code: str = "image_input_not_supported"
+) -> None:
+    """Refuse input images or a mask (§2.10's message) on a text-only route."""
+    if job.images or job.mask is not None:
+        raise UpstreamRejectedError(
+            "This model does not support image inputs", provider=provider, code=code
+        )
+
+
 @asynccontextmanager
 async def translate_errors(provider: str) -> AsyncIterator[None]:
     """Turn transport failures and unexpected exceptions into `UpstreamError`s."""
@@ -280,6 +306,36 @@ def redact(value: Any, _depth: int = 0) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------- cancelling
+
+#: Vendor cancels still running after their caller was cancelled (the loop keeps only weak
+#: references to tasks).
+_cancels: set[asyncio.Task[None]] = set()
+
+
+async def cancel_quietly(request: Awaitable[object], *, vendor: str) -> None:
+    """Best effort: await `request`, a vendor call that stops a job nobody will collect.
+
+    Shielded, so a second cancellation of the caller (usually already unwinding one) does
+    not cut the call short, and bounded by `CANCEL_TIMEOUT_S`. A failure is logged, never
+    raised: the job is abandoned either way, and the log keeps it for follow-up.
+    """
+
+    async def attempt() -> None:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await request
+        except TimeoutError:
+            log.warning("%s did not confirm a cancel within %ss", vendor, CANCEL_TIMEOUT_S)
+        except (UpstreamError, httpx.HTTPError, ValueError) as exc:
+            log.warning("%s refused to cancel an abandoned job: %s", vendor, exc)
+
+    task = asyncio.ensure_future(attempt())
+    _cancels.add(task)
+    task.add_done_callback(_cancels.discard)
+    await asyncio.shield(task)
+
+
 # ---------------------------------------------------------------------------- provider
 
 
@@ -309,6 +365,12 @@ class Provider:
         self.poll_interval = poll_interval
         #: Vendor-specific settings beyond key and host (a second host, a project id...).
         self.extra: Mapping[str, str] = dict(extra or {})
+
+    def require_credential(self, name: str) -> str:
+        """Our credential (`name`, e.g. "Runware API key"); without it we are at fault."""
+        if not self.credential:
+            raise UpstreamMisconfiguredError(f"no {name} is configured", provider=self.id)
+        return self.credential
 
     async def generate(self, job: Job, target: Target) -> Result:
         """Run one job on `target.upstream`. Raises only `UpstreamError` subclasses."""

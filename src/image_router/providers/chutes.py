@@ -39,10 +39,16 @@ from image_router.providers.base import (
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
-    UpstreamRejectedError,
     UpstreamUnavailableError,
     error_for_status,
+    refuse_image_inputs,
     translate_errors,
+)
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    RETRYABLE_PHRASES,
+    mentions,
+    scrub,
 )
 from image_router.storage.images import sniff_content_type
 
@@ -64,16 +70,15 @@ CAPACITY_MESSAGE = "Infrastructure is at maximum capacity, try again later"
 _CHUTE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _TEMPLATED_LABEL = re.compile(r"[^/.:]*\{model\}[^/.:]*")
 
-# Chutes itself has no capacity for this chute right now: another route may.
+# Chutes itself has no capacity for this chute right now (or failed as §7.2's "retry"
+# strings say): another route may.
 _TRANSIENT_PHRASES = (
-    "maximum capacity",
+    *RETRYABLE_PHRASES,
     "no instances available",
     "under maintenance",
     "exhausted all available targets",
     "no result returned from upstream",
 )
-# §7.2: our Chutes account is out of money or requests.
-_ACCOUNT_LIMIT_PHRASES = ("quota", "balance", "credit", "too many requests")
 
 
 @dataclass(frozen=True)
@@ -102,12 +107,7 @@ def chute_url(template: str, chute: str, *, shared: bool) -> str:
 
 def to_request(job: Job, target: Target, template: str) -> ChutesRequest:
     """Where and what to send for one job."""
-    if job.images or job.mask is not None:
-        raise UpstreamRejectedError(
-            "This model does not support image inputs",
-            provider=PROVIDER_ID,
-            code="image_input_not_supported",
-        )
+    refuse_image_inputs(job, PROVIDER_ID)
     chute = target.upstream
     if not _CHUTE_NAME.fullmatch(chute):
         raise UpstreamMisconfiguredError(
@@ -155,7 +155,6 @@ def error_message(text: str) -> str | None:
 def error_from_response(status: int, text: str) -> UpstreamError:
     """Classify a Chutes error answer (status and body text) onto the upstream tree."""
     message = error_message(text)
-    lowered = (message or "").lower()
     shown = message or f"Chutes answered HTTP {status}"
     try:
         body: Any = json.loads(text)
@@ -164,9 +163,9 @@ def error_from_response(status: int, text: str) -> UpstreamError:
     args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
     if status in (401, 403):
         return UpstreamMisconfiguredError(shown, **args)
-    if any(p in lowered for p in _TRANSIENT_PHRASES):
+    if mentions(message or "", _TRANSIENT_PHRASES):
         return UpstreamUnavailableError(shown, **args)
-    if status in (402, 429) or any(p in lowered for p in _ACCOUNT_LIMIT_PHRASES):
+    if status in (402, 429) or mentions(message or "", ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(shown, **args)
     if status == 404:
         # "No matching chute found!": the catalog names a chute that does not exist.
@@ -181,13 +180,12 @@ class ChutesProvider(Provider):
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no Chutes API token is configured", provider=self.id)
+        self.require_credential("Chutes API token")
         request = to_request(job, target, self.base_url)
         headers = {"Authorization": f"Bearer {self.credential}"}
         async with translate_errors(self.id):
             response = await self.http.post(request.url, headers=headers, json=request.json)
             if response.is_error:
-                text = response.text.replace(self.credential, "[redacted]")
+                text = scrub(response.text, self.credential)
                 raise error_from_response(response.status_code, text)
             return from_response(response.content, response.headers.get("content-type"))

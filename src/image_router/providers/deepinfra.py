@@ -14,13 +14,10 @@ as `inference_status.cost`, which the `upstream_cost` price rule settles on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
-
-import httpx
 
 from image_router.providers.base import (
     Artifact,
@@ -37,8 +34,18 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
+    refuse_mask,
     response_json,
     translate_errors,
+)
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    OUR_KEY_PHRASES,
+    RETRYABLE_PHRASES,
+    error_body,
+    expect_object,
+    mentions,
+    usd_amount,
 )
 from image_router.storage.images import decode_base64, sniff_content_type
 
@@ -50,26 +57,9 @@ STEP_OPTIONS = ("num_inference_steps", "steps")
 MODERATED_MESSAGE = "Request was moderated"
 
 # §7.2: our DeepInfra account is out of money or requests; another route may work.
-_ACCOUNT_LIMIT_PHRASES = (
-    "insufficient_quota",
-    "usage_limit_exceeded",
-    "rate_limit_exceeded",
-    "too many requests",
-    "credit",
-    "balance",
-    "quota",
-    "payment",
-)
+_ACCOUNT_LIMIT_PHRASES = (*ACCOUNT_LIMIT_PHRASES, "payment")
 # §7.2: DeepInfra itself is struggling; the same job may succeed elsewhere.
-_TRANSIENT_PHRASES = (
-    "overloaded",
-    "unknown error",
-    "internal error",
-    "maximum capacity",
-    "inference error occurred",
-    "gateway time-out",
-    "econnreset",
-)
+_TRANSIENT_PHRASES = (*RETRYABLE_PHRASES, "overloaded", "internal error", "gateway time-out")
 
 
 @dataclass(frozen=True)
@@ -84,12 +74,7 @@ class DeepInfraRequest:
 
 def to_request(job: Job, target: Target) -> DeepInfraRequest:
     """Map a job onto DeepInfra's inference fields."""
-    if job.mask is not None:
-        raise UpstreamRejectedError(
-            "Mask editing is not supported for this model",
-            provider=PROVIDER_ID,
-            code="mask_not_supported",
-        )
+    refuse_mask(job, PROVIDER_ID)
     path = f"/v1/inference/{target.upstream}"
     if job.images:
         if len(job.images) > 1:
@@ -113,10 +98,7 @@ def to_request(job: Job, target: Target) -> DeepInfraRequest:
 
 def from_response(body: Any) -> Result:
     """Map a 2xx body to a `Result`; a moderated request is the user's refusal."""
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "DeepInfra answered with a body that is not an object", provider=PROVIDER_ID, body=body
-        )
+    body = expect_object(body, vendor="DeepInfra", provider=PROVIDER_ID)
     if body.get("status") == "request_moderated":
         raise UpstreamRejectedError(
             MODERATED_MESSAGE,
@@ -175,17 +157,7 @@ def _url_artifact(url: Any, body: Mapping[str, Any]) -> Artifact:
 def reported_cost(body: Mapping[str, Any]) -> Decimal | None:
     """`inference_status.cost` in USD; None when DeepInfra did not report a usable one."""
     status = body.get("inference_status")
-    cost = status.get("cost") if isinstance(status, Mapping) else None
-    if isinstance(cost, bool) or not isinstance(cost, int | float | str):
-        return None
-    if isinstance(cost, float) and not math.isfinite(cost):
-        return None
-    try:
-        # str() first: Decimal(0.0005) would carry the float's binary noise into billing.
-        value = Decimal(str(cost))
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() and value >= 0 else None
+    return usd_amount(status.get("cost") if isinstance(status, Mapping) else None)
 
 
 def _loggable(body: Mapping[str, Any]) -> Any:
@@ -238,37 +210,19 @@ def _validation_message(item: Mapping[str, Any]) -> str:
 def error_from_response(status: int, body: Any) -> UpstreamError:
     """Classify a DeepInfra error answer onto the upstream error tree."""
     message = error_message(body)
-    text = (message or "").lower()
+    text = message or ""
     shown = message or f"DeepInfra answered HTTP {status}"
     args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
-    if status in (401, 403) or "invalid api key" in text:
+    if status in (401, 403) or mentions(text, OUR_KEY_PHRASES):
         return UpstreamMisconfiguredError(shown, **args)
-    if status in (402, 429) or any(p in text for p in _ACCOUNT_LIMIT_PHRASES):
+    if status in (402, 429) or mentions(text, _ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(shown, **args)
-    if any(p in text for p in _TRANSIENT_PHRASES):
+    if mentions(text, _TRANSIENT_PHRASES):
         return UpstreamUnavailableError(shown, **args)
     if status == 404:
         # The catalog's model name is unknown to DeepInfra: our configuration, not the user.
         return UpstreamMisconfiguredError(shown, **args)
     return error_for_status(PROVIDER_ID, status, shown, body)
-
-
-def _error_body(response: httpx.Response, secret: str) -> Any:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text[:500]
-    return _without_secret(body, secret)
-
-
-def _without_secret(value: Any, secret: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_secret(v, secret) for v in value]
-    return value
 
 
 class DeepInfraProvider(Provider):
@@ -278,8 +232,7 @@ class DeepInfraProvider(Provider):
     image_inputs = frozenset({"single_blob"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no DeepInfra API key is configured", provider=self.id)
+        self.require_credential("DeepInfra API key")
         request = to_request(job, target)
         url = self.base_url + request.path
         headers = {"Authorization": f"Bearer {self.credential}"}
@@ -296,6 +249,6 @@ class DeepInfraProvider(Provider):
                 response = await self.http.post(url, headers=headers, json=request.json)
             if response.is_error:
                 raise error_from_response(
-                    response.status_code, _error_body(response, self.credential)
+                    response.status_code, error_body(response, self.credential)
                 )
             return from_response(response_json(self.id, response))

@@ -23,7 +23,6 @@ Deliberate differences from the reference, which returned billed "soft failures"
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,18 +41,20 @@ from image_router.providers.base import (
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
+    cancel_quietly,
     error_for_status,
     redact,
+    refuse_mask,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import error_body, mentions
 
 PROVIDER_ID = "fal"
 DEFAULT_SYNC_BASE_URL = "https://fal.run"
 #: fal takes these as `output_format` on every image endpoint the catalog uses.
 OUTPUT_FORMATS = frozenset({"png", "jpeg"})
 VIDEO_RESOLUTION = "720p"
-CANCEL_TIMEOUT_S = 5.0
 
 _PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 _FAILED = frozenset({"FAILED", "CANCELED", "CANCELLED", "ERROR"})
@@ -61,8 +62,6 @@ _FAILED = frozenset({"FAILED", "CANCELED", "CANCELLED", "ERROR"})
 _REFUSAL_HINTS = ("nsfw", "content_policy", "content policy", "flagged", "unsafe content")
 # Our fal account is locked or out of money: another route may still work.
 _ACCOUNT_HINTS = ("exhausted balance", "user is locked", "balance", "credit", "quota")
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,7 @@ class QueuedJob:
 
 def to_request(job: Job, target: Target) -> FalRequest:
     """Map a job onto a fal endpoint and its input (the reference's `generateFal`)."""
-    if job.mask is not None:
-        raise UpstreamRejectedError(
-            "Mask editing is not supported for this model",
-            provider=PROVIDER_ID,
-            code="mask_not_supported",
-        )
+    refuse_mask(job, PROVIDER_ID)
     options = target.options
     endpoint = target.upstream
     if job.images and options.get("image_upstream"):
@@ -179,7 +173,7 @@ def read_status(body: Any) -> bool:
     if status in _FAILED:
         error = body.get("error")
         message = error if isinstance(error, str) and error else "Generation failed"
-        refused = _mentions(message, _REFUSAL_HINTS)
+        refused = mentions(message, _REFUSAL_HINTS)
         cls = UpstreamRejectedError if refused else UpstreamUnavailableError
         raise _error(cls, message, body, None, str(status).lower())
     raise UpstreamProtocolError(
@@ -264,9 +258,9 @@ def error_from_response(status: int, body: Any, *, on_submit: bool = True) -> Up
     )
     raw_type = body.get("error_type") if isinstance(body, Mapping) else None
     error_type = raw_type if isinstance(raw_type, str) else None
-    if "content_policy_violation" in (*types, error_type) or _mentions(message, _REFUSAL_HINTS):
+    if "content_policy_violation" in (*types, error_type) or mentions(message, _REFUSAL_HINTS):
         return _error(UpstreamRejectedError, message, body, status, "content_policy_violation")
-    if status in (401, 402, 403, 429) and _mentions(message, _ACCOUNT_HINTS):
+    if status in (401, 402, 403, 429) and mentions(message, _ACCOUNT_HINTS):
         return _error(UpstreamRateLimitedError, message, body, status, "account_limit")
     if status == 404:
         # On submit only our catalog's endpoint id can be unknown; later the job vanished.
@@ -278,22 +272,10 @@ def error_from_response(status: int, body: Any, *, on_submit: bool = True) -> Up
     return error_for_status(PROVIDER_ID, status, message, body, error_type)
 
 
-def _mentions(message: str, hints: tuple[str, ...]) -> bool:
-    lowered = message.lower()
-    return any(hint in lowered for hint in hints)
-
-
 def _error(
     cls: type[UpstreamError], message: str, body: Any, status: int | None, code: str | None
 ) -> UpstreamError:
     return cls(message, provider=PROVIDER_ID, status=status, body=body, code=code)
-
-
-def _error_body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:500]
 
 
 class FalProvider(Provider):
@@ -306,30 +288,14 @@ class FalProvider(Provider):
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"fal_image_url", "fal_image_urls"})
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        credential: str | None = None,
-        base_url: str | None = None,
-        poll_interval: float = 2.0,
-        extra: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            http,
-            credential=credential,
-            base_url=base_url,
-            poll_interval=poll_interval,
-            extra=extra,
-        )
+    def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
+        super().__init__(http, **kwargs)
         self.sync_base_url = self.extra.get("sync_base_url", DEFAULT_SYNC_BASE_URL).rstrip("/")
         #: job id → cancel URL of the fal job running for it, while it runs.
         self._running: dict[str, str] = {}
 
     def _headers(self) -> dict[str, str]:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no fal.ai API key is configured", provider=self.id)
-        return {"Authorization": f"Key {self.credential}"}
+        return {"Authorization": f"Key {self.require_credential('fal.ai API key')}"}
 
     async def generate(self, job: Job, target: Target) -> Result:
         headers = self._headers()
@@ -339,7 +305,7 @@ class FalProvider(Provider):
                 f"{self.base_url}/{request.endpoint}", headers=headers, json=request.body
             )
             if response.is_error:
-                raise error_from_response(response.status_code, _error_body(response))
+                raise error_from_response(response.status_code, error_body(response))
             queued = queued_job(response_json(self.id, response), self.base_url, request.endpoint)
             if job.job_id:
                 self._running[job.job_id] = queued.cancel_url
@@ -362,12 +328,12 @@ class FalProvider(Provider):
             response = await self.http.get(f"{queued.status_url}{separator}logs=0", headers=headers)
             if response.is_error:
                 raise error_from_response(
-                    response.status_code, _error_body(response), on_submit=False
+                    response.status_code, error_body(response), on_submit=False
                 )
             done = read_status(response_json(self.id, response))
         response = await self.http.get(queued.response_url, headers=headers)
         if response.is_error:
-            raise error_from_response(response.status_code, _error_body(response), on_submit=False)
+            raise error_from_response(response.status_code, error_body(response), on_submit=False)
         return response_json(self.id, response)
 
     async def cancel(self, job: Job, target: Target) -> None:
@@ -376,17 +342,13 @@ class FalProvider(Provider):
             await self._abandon(cancel_url)
 
     async def _abandon(self, cancel_url: str) -> None:
-        """Best effort `PUT cancel_url`, shielded so a second cancellation cannot cut it."""
-        await asyncio.shield(asyncio.ensure_future(self._send_cancel(cancel_url)))
+        """Best effort `PUT cancel_url` (see `cancel_quietly`)."""
+        await cancel_quietly(self._send_cancel(cancel_url), vendor="fal")
 
     async def _send_cancel(self, cancel_url: str) -> None:
-        # Failures are logged, not raised: the caller is already unwinding a cancellation.
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                response = await self.http.put(cancel_url, headers=self._headers())
-        except (httpx.HTTPError, TimeoutError, UpstreamError) as exc:
-            log.warning("could not cancel a fal job: %s", type(exc).__name__)
-            return
+        response = await self.http.put(cancel_url, headers=self._headers())
         # 400 ALREADY_COMPLETED / 404 NOT_FOUND: nothing is left running to stop.
         if response.is_error and response.status_code not in (400, 404):
-            log.warning("fal refused to cancel a job: HTTP %s", response.status_code)
+            raise error_from_response(
+                response.status_code, error_body(response, self.credential), on_submit=False
+            )

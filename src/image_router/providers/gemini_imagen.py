@@ -1,6 +1,6 @@
 """Imagen on Google AI Studio: `POST {base}/v1beta/models/{model}:predict` (spec §9.14).
 
-Same host, key and error bodies as the Gemini adapter (`providers.gemini`); the key goes
+Same host, key and error bodies as the Gemini adapter, both from `google_ai`; the key goes
 in the `x-goog-api-key` header only. The body is Imagen's prediction shape:
 `{"instances": [{"prompt"}], "parameters": {"sampleCount": 1, "personGeneration":
 "allow_adult", ...}}`; the images come back as `predictions[].bytesBase64Encoded`.
@@ -32,19 +32,19 @@ from image_router.providers.base import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
     redact,
+    refuse_image_inputs,
     translate_errors,
 )
-from image_router.providers.gemini import (
+from image_router.providers.google_ai import (
     API_VERSION,
     DEFAULT_BASE_URL,
     decode_b64,
-    expect_object,
-    first_key,
     post_json,
-    scrub,
     size_key,
     size_table,
+    text_or_none,
 )
+from image_router.providers.upstream_text import expect_object, first_key, scrub
 
 PROVIDER_ID = "geminiImagen"
 
@@ -56,12 +56,7 @@ ASPECT_RATIOS: Final = size_table(
 
 def to_request(job: Job, target: Target) -> dict[str, Any]:
     """The `:predict` body: one prompt instance, one sample."""
-    if job.images or job.mask is not None:
-        raise UpstreamRejectedError(
-            "This model does not support image inputs",
-            provider=PROVIDER_ID,
-            code="image_input_not_supported",
-        )
+    refuse_image_inputs(job, PROVIDER_ID)
     parameters: dict[str, Any] = {
         "sampleCount": 1,
         "personGeneration": "allow_adult",
@@ -75,7 +70,7 @@ def to_request(job: Job, target: Target) -> dict[str, Any]:
 
 def from_response(body: Any) -> Result:
     """Images from `predictions[]`; filtered ones are a refusal, none at all a retry."""
-    body = expect_object(body, PROVIDER_ID)
+    body = expect_object(body, vendor="Google", provider=PROVIDER_ID)
     predictions = body.get("predictions")
     artifacts: list[Artifact] = []
     filtered: list[str] = []
@@ -85,10 +80,9 @@ def from_response(body: Any) -> Result:
         encoded = _encoded(item)
         if encoded:
             data = decode_b64(encoded, PROVIDER_ID, body)
-            mime = item.get("mimeType")
-            artifacts.append(Artifact(data=data, content_type=mime if _is_text(mime) else None))
-        elif _is_text(item.get("raiFilteredReason")):
-            filtered.append(str(item["raiFilteredReason"]))
+            artifacts.append(Artifact(data=data, content_type=text_or_none(item.get("mimeType"))))
+        elif reason := text_or_none(item.get("raiFilteredReason")):
+            filtered.append(reason)
     if artifacts:
         return Result(artifacts=tuple(artifacts), created=int(time.time()), raw=redact(body))
     if filtered:
@@ -108,13 +102,9 @@ def _encoded(item: Mapping[str, Any]) -> str | None:
         image.get("bytesBase64Encoded") if isinstance(image, Mapping) else None,
         item.get("bytes"),
     ):
-        if _is_text(value):
-            return str(value)
+        if text := text_or_none(value):
+            return text
     return None
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
 
 
 class GeminiImagenProvider(Provider):

@@ -43,9 +43,11 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
+    refuse_mask,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import error_body, mentions, scrub
 
 PROVIDER_ID = "grok"
 USD_PER_TICK = Decimal("1e-10")
@@ -104,12 +106,7 @@ class GrokRequest:
 
 
 def to_request(job: Job, target: Target) -> GrokRequest:
-    if job.mask is not None:
-        raise UpstreamRejectedError(
-            "Mask editing is not supported for this model",
-            provider=PROVIDER_ID,
-            code="mask_not_supported",
-        )
+    refuse_mask(job, PROVIDER_ID)
     body: dict[str, Any] = {"model": target.upstream, "prompt": job.prompt}
     if job.modality == "video":
         aspect_ratio, resolution = VIDEO_FORMATS.get(job.size, DEFAULT_VIDEO_FORMAT)
@@ -218,7 +215,7 @@ def read_video_status(body: Any) -> Result | None:
         return None
     if status == "failed":
         message = _message(body.get("error")) or "xAI video generation failed"
-        refused = _mentions(message, _REFUSAL_HINTS)
+        refused = mentions(message, _REFUSAL_HINTS)
         cls = UpstreamRejectedError if refused else UpstreamUnavailableError
         raise cls(message, provider=PROVIDER_ID, body=body, code="failed")
     if status == "expired":
@@ -238,11 +235,6 @@ def _message(error: Any) -> str | None:
     return None
 
 
-def _mentions(message: str, hints: tuple[str, ...]) -> bool:
-    lowered = message.lower()
-    return any(hint in lowered for hint in hints)
-
-
 def error_from_response(status: int, body: Any) -> UpstreamError:
     """Classify an xAI error answer by its message first: statuses alone mislead here."""
     if isinstance(body, Mapping):
@@ -253,13 +245,13 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
         message = body if isinstance(body, str) and body else f"xAI answered HTTP {status}"
         code = None
     cls: type[UpstreamError] | None = None
-    if _mentions(message, _REFUSAL_HINTS):
+    if mentions(message, _REFUSAL_HINTS):
         cls = UpstreamRejectedError
-    elif _mentions(message, _OUR_KEY_HINTS):
+    elif mentions(message, _OUR_KEY_HINTS):
         cls = UpstreamMisconfiguredError
-    elif _mentions(message, _BUSY_HINTS):
+    elif mentions(message, _BUSY_HINTS):
         cls = UpstreamUnavailableError
-    elif _mentions(message, _ACCOUNT_HINTS):
+    elif mentions(message, _ACCOUNT_HINTS):
         cls = UpstreamRateLimitedError
     elif status == 404:
         cls = UpstreamMisconfiguredError  # our catalog names a model xAI does not serve
@@ -275,8 +267,7 @@ class GrokProvider(Provider):
     image_inputs = frozenset({"single_data_uri"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no xAI API key is configured", provider=self.id)
+        self.require_credential("xAI API key")
         request = to_request(job, target)
         headers = {"Authorization": f"Bearer {self.credential}", "accept": "application/json"}
         async with translate_errors(self.id):
@@ -303,25 +294,9 @@ class GrokProvider(Provider):
 
     def _answer(self, response: httpx.Response) -> Any:
         if response.is_error:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text[:500]
-            raise error_from_response(response.status_code, self._scrub(body))
+            raise error_from_response(response.status_code, error_body(response, self.credential))
         return response_json(self.id, response)
 
     def _scrubbed(self, result: Result) -> Result:
         # xAI never echoes our key in a success, but the usage log must not depend on that.
-        return replace(result, raw=self._scrub(result.raw))
-
-    def _scrub(self, value: Any) -> Any:
-        secret = self.credential or ""
-        if not secret:
-            return value
-        if isinstance(value, str):
-            return value.replace(secret, "[redacted]")
-        if isinstance(value, Mapping):
-            return {k: self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._scrub(v) for v in value]
-        return value
+        return replace(result, raw=scrub(result.raw, self.credential))

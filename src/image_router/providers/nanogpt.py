@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -35,6 +35,17 @@ from image_router.providers.base import (
     redact,
     response_json,
     translate_errors,
+)
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    OUR_KEY_PHRASES,
+    RETRYABLE_PHRASES,
+    PhraseRules,
+    error_body,
+    expect_object,
+    first_match,
+    scrub,
+    usd_amount,
 )
 
 PROVIDER_ID = "nanogpt"
@@ -59,41 +70,15 @@ _REFUSAL_HINTS = (
     "inappropriate",
     "sensitive content",
 )
-# Spec §7.2 "switch provider" strings that mean our NanoGPT account is out of money or
-# requests; another route may still work.
-_ACCOUNT_LIMIT_HINTS = (
-    "insufficient_quota",
-    "usage_limit_exceeded",
-    "rate_limit_exceeded",
-    "429",
-    "credit",
-    "balance",
-    "quota",
-    "too many requests",
-)
-# Spec §7.2 strings that say our key or this adapter's model name is wrong.
-_OUR_FAULT_HINTS = ("invalid api key", "model not found", "invalid model")
-# Spec §7.2 "retry" strings (and the overload one of the switch list): the vendor, not
-# the user, failed, so they are never a refusal even when sent with a 4xx.
-_TRANSIENT_HINTS = (
-    "the model is overloaded",
-    "infrastructure is at maximum capacity",
-    "unknown error",
-    "no image or text found in response",
-    "is not valid json",
-    "deadline expired before operation could complete",
-    "processing (stuck?)",
-    "internal error encountered",
-    "bytedance responded with an error",
-    "returned an invalid response",
-    "high concurrency usage of this api",
-    "an error has occurred please read documentation",
-    "the operation was cancelled",
-    "econnreset",
-    "504 gateway time-out",
-    "inference error occurred while processing the request",
-    "task processing timeout",
-    "timed out",
+# Spec §7.2 by meaning, first match wins: a refusal of the user's input; our key or this
+# adapter's model name is wrong; our account is out of money or requests (the switch list
+# also has a bare "429"); the vendor, not the user, failed (the "retry" strings and the
+# switch list's overload one), so those are never a refusal even when sent with a 4xx.
+_MESSAGE_RULES: PhraseRules = (
+    (UpstreamRejectedError, _REFUSAL_HINTS),
+    (UpstreamMisconfiguredError, (*OUR_KEY_PHRASES, "model not found", "invalid model")),
+    (UpstreamRateLimitedError, (*ACCOUNT_LIMIT_PHRASES, "429")),
+    (UpstreamUnavailableError, (*RETRYABLE_PHRASES, "the model is overloaded", "timed out")),
 )
 
 
@@ -142,22 +127,12 @@ def submitted_task(body: Any) -> str | None:
 
 def reported_cost(body: Any) -> Decimal | None:
     """NanoGPT's `cost` (USD) as an exact Decimal; None when absent or not a number."""
-    value = body.get("cost") if isinstance(body, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        cost = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return cost if cost.is_finite() and cost >= 0 else None
+    return usd_amount(body.get("cost") if isinstance(body, Mapping) else None)
 
 
 def from_response(body: Any) -> Result:
     """Map a finished (synchronous) generation body to a `Result`."""
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "NanoGPT answered with a body that is not an object", provider=PROVIDER_ID, body=body
-        )
+    body = expect_object(body, vendor="NanoGPT", provider=PROVIDER_ID)
     data = body.get("data")
     if not isinstance(data, list) or not data:
         raise UpstreamProtocolError(
@@ -226,7 +201,7 @@ def task_failure(reason: str | None, body: Any) -> UpstreamError:
     """A FAILED Midjourney task: the user's content → rejected, anything else → unavailable."""
     message = reason or "Midjourney generation failed"
     args: dict[str, Any] = {"provider": PROVIDER_ID, "body": body, "code": "generation_failed"}
-    cls = _classify_message(message.lower())
+    cls = first_match(message, _MESSAGE_RULES)
     if cls is None:
         # An unexplained failure is the vendor's: another route may well succeed.
         cls = UpstreamUnavailableError
@@ -253,22 +228,10 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
         return UpstreamRateLimitedError(text, **args)
     if code == "model_not_found" or (status in (400, 404) and param == "model"):
         return UpstreamMisconfiguredError(text, **args)
-    cls = _classify_message(" ".join(filter(None, (message, code, kind))).lower())
+    cls = first_match(" ".join(filter(None, (message, code, kind))), _MESSAGE_RULES)
     if cls is not None:
         return cls(text, **args)
     return error_for_status(PROVIDER_ID, status, text, body, code)
-
-
-def _classify_message(lowered: str) -> type[UpstreamError] | None:
-    if any(hint in lowered for hint in _REFUSAL_HINTS):
-        return UpstreamRejectedError
-    if any(hint in lowered for hint in _OUR_FAULT_HINTS):
-        return UpstreamMisconfiguredError
-    if any(hint in lowered for hint in _ACCOUNT_LIMIT_HINTS):
-        return UpstreamRateLimitedError
-    if any(hint in lowered for hint in _TRANSIENT_HINTS):
-        return UpstreamUnavailableError
-    return None
 
 
 def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
@@ -285,17 +248,6 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
     return message or "", code, kind, param
 
 
-def _without_secret(value: Any, secret: str) -> Any:
-    """Copy `value` with every occurrence of `secret` cut out of its strings."""
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_secret(v, secret) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------- provider
 
 
@@ -306,9 +258,7 @@ class NanoGPTProvider(Provider):
     image_inputs = frozenset({"nanogpt_data_urls", "single_data_uri"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        key = self.credential
-        if not key:
-            raise UpstreamMisconfiguredError("no NanoGPT API key is configured", provider=self.id)
+        key = self.require_credential("NanoGPT API key")
         body = to_request(job, target)
         async with translate_errors(self.id):
             response = await self.http.post(
@@ -353,13 +303,9 @@ class NanoGPTProvider(Provider):
 
     def _read(self, response: httpx.Response, key: str) -> Any:
         if response.is_error:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text[:500]
-            raise error_from_response(response.status_code, _without_secret(body, key))
+            raise error_from_response(response.status_code, error_body(response, key))
         return response_json(self.id, response)
 
 
 def _clean(result: Result, key: str) -> Result:
-    return replace(result, raw=_without_secret(result.raw, key))
+    return replace(result, raw=scrub(result.raw, key))

@@ -29,6 +29,8 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import error_body, expect_object, scrub
+from image_router.storage.images import sniff_content_type
 
 PROVIDER_ID = "openai"
 
@@ -100,12 +102,7 @@ def to_request(job: Job, target: Target) -> OpenAIRequest:
 
 def from_response(body: Any) -> Result:
     """Map a 2xx body to a `Result`; anything without images is a protocol error."""
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "OpenAI answered with a body that is not an object",
-            provider=PROVIDER_ID,
-            body=body,
-        )
+    body = expect_object(body, vendor="OpenAI", provider=PROVIDER_ID)
     data = body.get("data")
     if not isinstance(data, list) or not data:
         raise UpstreamProtocolError(
@@ -140,7 +137,9 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
                 provider=PROVIDER_ID,
                 body=body,
             ) from exc
-        return Artifact(data=data, content_type=_sniff(data), revised_prompt=revised_prompt)
+        return Artifact(
+            data=data, content_type=sniff_content_type(data), revised_prompt=revised_prompt
+        )
     url = item.get("url")
     if isinstance(url, str) and url:
         return Artifact(url=url, revised_prompt=revised_prompt)
@@ -149,19 +148,6 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
         provider=PROVIDER_ID,
         body=body,
     )
-
-
-def _sniff(data: bytes) -> str | None:
-    """The image type from magic bytes; None lets storage decide."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    return None
 
 
 def error_from_response(status: int, body: Any) -> UpstreamError:
@@ -182,17 +168,6 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
     return error_for_status(PROVIDER_ID, status, message, body, code)
 
 
-def _without_secret(value: Any, secret: str) -> Any:
-    """Copy `value` with every occurrence of `secret` cut out of its strings."""
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_secret(v, secret) for v in value]
-    return value
-
-
 class OpenAIProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.openai.com/v1"
@@ -200,8 +175,7 @@ class OpenAIProvider(Provider):
     image_inputs = frozenset({"multipart"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no OpenAI API key is configured", provider=self.id)
+        self.require_credential("OpenAI API key")
         request = to_request(job, target)
         url = self.base_url + request.path
         headers = {"Authorization": f"Bearer {self.credential}"}
@@ -219,12 +193,8 @@ class OpenAIProvider(Provider):
             else:
                 response = await self.http.post(url, headers=headers, json=request.fields)
             if response.is_error:
-                try:
-                    body: Any = response.json()
-                except ValueError:
-                    body = response.text[:500]
                 raise error_from_response(
-                    response.status_code, _without_secret(body, self.credential)
+                    response.status_code, error_body(response, self.credential)
                 )
             result = from_response(response_json(self.id, response))
-        return replace(result, raw=_without_secret(result.raw, self.credential))
+        return replace(result, raw=scrub(result.raw, self.credential))

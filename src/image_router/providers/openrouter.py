@@ -14,7 +14,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from image_router.providers.base import (
@@ -32,6 +31,14 @@ from image_router.providers.base import (
     redact,
     response_json,
     translate_errors,
+)
+from image_router.providers.upstream_text import (
+    error_body,
+    expect_object,
+    first_key,
+    scrub,
+    usd_amount,
+    without_data_uris,
 )
 
 PROVIDER_ID = "openrouter"
@@ -61,14 +68,6 @@ _SAFETY_FINISH = frozenset(
     {"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST"}
 )
 _DATA_URI = re.compile(r"^data:([^;,]*)((?:;[^;,]*)*),(.*)$", re.DOTALL)
-
-
-def first_key(credential: str | None) -> str | None:
-    """The first key of the comma-separated setting (spec: a list; we use the first)."""
-    for key in (credential or "").split(","):
-        if key.strip():
-            return key.strip()
-    return None
 
 
 def aspect_ratio(size: str) -> str | None:
@@ -114,12 +113,7 @@ def to_request(job: Job, target: Target) -> dict[str, Any]:
 
 def from_response(body: Any) -> Result:
     """Map a 200 body to a `Result`; errors reported inside a 200 are raised."""
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "OpenRouter answered with a body that is not an object",
-            provider=PROVIDER_ID,
-            body=body,
-        )
+    body = expect_object(body, vendor="OpenRouter", provider=PROVIDER_ID)
     if isinstance(body.get("error"), Mapping):
         raise error_from_response(_error_status(body["error"], 502), body)
     choices = body.get("choices")
@@ -136,11 +130,14 @@ def from_response(body: Any) -> Result:
     if not isinstance(images, list) or not images:
         raise _no_image(choice, body)
     created = body.get("created")
+    usage = body.get("usage")
     return Result(
         artifacts=tuple(_artifact(item, body) for item in images),
         created=created if isinstance(created, int) and not isinstance(created, bool) else None,
-        reported_cost=_usage_cost(body.get("usage")),
-        raw=redact(_without_image_urls(body)),
+        # `usage.cost`: the USD credits OpenRouter charged.
+        reported_cost=usd_amount(usage.get("cost") if isinstance(usage, Mapping) else None),
+        # The images are data URIs under keys `redact` does not know.
+        raw=redact(without_data_uris(body, placeholder="[removed - base64 data]", longer_than=256)),
     )
 
 
@@ -189,34 +186,6 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
     return Artifact(data=data, content_type=match.group(1) or None)
 
 
-def _usage_cost(usage: Any) -> Decimal | None:
-    """`usage.cost` (USD credits OpenRouter charged) as an exact Decimal."""
-    value = usage.get("cost") if isinstance(usage, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        cost = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return cost if cost.is_finite() and cost >= 0 else None
-
-
-def _without_image_urls(body: Mapping[str, Any]) -> Any:
-    """A copy for the log: data URIs are image payloads under keys `redact` does not know."""
-    if isinstance(body, Mapping):
-        return {
-            key: (
-                "[removed - base64 data]"
-                if isinstance(value, str) and value.startswith("data:") and len(value) > 256
-                else _without_image_urls(value)
-            )
-            for key, value in body.items()
-        }
-    if isinstance(body, list):
-        return [_without_image_urls(value) for value in body]
-    return body
-
-
 # ---------------------------------------------------------------------------- errors
 
 
@@ -252,17 +221,6 @@ def _error_status(error: Mapping[str, Any], default: int) -> int:
     return default
 
 
-def _without_secret(value: Any, secret: str) -> Any:
-    """Copy `value` with every occurrence of `secret` cut out of its strings."""
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_secret(v, secret) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------- provider
 
 
@@ -285,14 +243,10 @@ class OpenRouterProvider(Provider):
                 self.base_url + COMPLETIONS_PATH, headers=headers, json=body
             )
             if response.is_error:
-                try:
-                    answer: Any = response.json()
-                except ValueError:
-                    answer = response.text[:500]
-                raise error_from_response(response.status_code, _without_secret(answer, key))
+                raise error_from_response(response.status_code, error_body(response, key))
             try:
                 result = from_response(response_json(self.id, response))
             except UpstreamError as exc:
-                exc.body = _without_secret(exc.body, key)
+                exc.body = scrub(exc.body, key)
                 raise
-        return replace(result, raw=_without_secret(result.raw, key))
+        return replace(result, raw=scrub(result.raw, key))

@@ -10,7 +10,6 @@ gateway downloads. `to_request`, `from_prediction`, `prediction_error` and
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,19 +33,23 @@ from image_router.providers.base import (
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
+    cancel_quietly,
     error_for_status,
-    redact,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    error_body,
+    loggable,
+    mentions,
+    scrub,
+)
 
 PROVIDER_ID = "replicate"
-log = logging.getLogger(__name__)
 
 #: The stable error code clients see when a model's safety checker refused the job.
 REFUSAL_CODE = "content_moderation"
-#: How long an abandoned job may spend asking Replicate to stop the prediction.
-CANCEL_TIMEOUT_S = 5.0
 
 _RUNNING = frozenset({"starting", "processing"})
 _ENDED = frozenset({"failed", "canceled", "aborted"})
@@ -54,16 +57,7 @@ _ENDED = frozenset({"failed", "canceled", "aborted"})
 _ASPECT_RATIOS = frozenset({"16:9", "9:16", "1:1"})
 
 # Spec §7.2 "switch provider" phrases: our Replicate account is throttled or out of money.
-_ACCOUNT_LIMIT_PHRASES = (
-    "insufficient_quota",
-    "usage_limit_exceeded",
-    "rate_limit_exceeded",
-    "too many requests",
-    "throttled",
-    "credit",
-    "balance",
-    "quota",
-)
+_ACCOUNT_LIMIT_PHRASES = (*ACCOUNT_LIMIT_PHRASES, "throttled")
 # A model's safety checker refused the prompt, an input image or its own output.
 _REFUSAL_PHRASES = (
     "nsfw",
@@ -197,9 +191,9 @@ def prediction_error(body: Mapping[str, Any]) -> UpstreamError:
     error = body.get("error")
     message = str(error) if error else f"Replicate prediction {status}"
     args: dict[str, Any] = {"provider": PROVIDER_ID, "body": loggable(body)}
-    if _mentions(message, _REFUSAL_PHRASES):
+    if mentions(message, _REFUSAL_PHRASES):
         return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
-    if _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+    if mentions(message, _ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(message, **args)
     return UpstreamUnavailableError(message, **args)
 
@@ -211,7 +205,7 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
     message = str(problem.get("detail") or title or f"Replicate answered HTTP {status}")
     args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
     # Checked first: an empty account may be refused with 403 and a "balance" message.
-    if status in (402, 429) or _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+    if status in (402, 429) or mentions(message, _ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(message, **args)
     if status in (401, 403):
         return UpstreamMisconfiguredError(message, **args)
@@ -220,40 +214,9 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
     # An unknown model or version is our catalog's mistake, not the user's.
     if status == 404 or (status == 422 and title == "Invalid version"):
         return UpstreamMisconfiguredError(message, **args)
-    if _mentions(message, _REFUSAL_PHRASES):
+    if mentions(message, _REFUSAL_PHRASES):
         return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
     return error_for_status(PROVIDER_ID, status, message, body)
-
-
-def _mentions(message: str, phrases: tuple[str, ...]) -> bool:
-    lowered = message.lower()
-    return any(phrase in lowered for phrase in phrases)
-
-
-def loggable(value: Any) -> Any:
-    """`redact` that also drops data URIs (our uploads echoed back in `input`)."""
-    return redact(_without_data_uris(value))
-
-
-def _without_data_uris(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("data:"):
-        return "[removed - data URI]"
-    if isinstance(value, Mapping):
-        return {k: _without_data_uris(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_data_uris(v) for v in value]
-    return value
-
-
-def _scrub(value: Any, secret: str) -> Any:
-    """Copy `value` with every occurrence of `secret` cut out of its strings."""
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _scrub(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v, secret) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------- provider
@@ -273,8 +236,7 @@ class ReplicateProvider(Provider):
         self._abandoned: set[str] = set()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no Replicate API key is configured", provider=self.id)
+        self.require_credential("Replicate API key")
         request = to_request(job, target)
         async with translate_errors(self.id):
             prediction = await self._call(
@@ -303,7 +265,7 @@ class ReplicateProvider(Provider):
                     await asyncio.sleep(self.poll_interval)
                     prediction = await self._call("GET", get_url, polling=True)
             except asyncio.CancelledError:
-                await self._cancel_abandoned(cancel_url)
+                await cancel_quietly(self._call("POST", cancel_url), vendor="Replicate")
                 raise
             finally:
                 self._running.pop(job.job_id, None)
@@ -345,21 +307,6 @@ class ReplicateProvider(Provider):
             )
         return f"{self.base_url}/predictions/{quote(prediction_id, safe='')}{suffix}"
 
-    async def _cancel_abandoned(self, url: str) -> None:
-        """Ask Replicate to stop a prediction nobody waits for any more; never raises.
-
-        Shielded, so a second cancellation of the caller does not cut the request short.
-        """
-        request = asyncio.ensure_future(self._call("POST", url))
-        request.add_done_callback(_report_cancel)
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await asyncio.shield(request)
-        except TimeoutError:
-            request.cancel()
-        except (UpstreamError, httpx.HTTPError, ValueError):
-            pass  # `_report_cancel` logs it; the job is abandoned either way
-
     async def _call(
         self,
         method: str,
@@ -376,12 +323,8 @@ class ReplicateProvider(Provider):
             headers["Prefer"] = "wait"
         response = await self.http.request(method, url, headers=headers, json=json)
         if response.is_error:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text[:500]
             raise error_from_response(
-                response.status_code, _scrub(body, self.credential), polling=polling
+                response.status_code, error_body(response, self.credential), polling=polling
             )
         parsed = response_json(self.id, response)
         if not isinstance(parsed, Mapping):
@@ -391,12 +334,5 @@ class ReplicateProvider(Provider):
                 status=response.status_code,
                 body=loggable(parsed),
             )
-        scrubbed: Mapping[str, Any] = _scrub(parsed, self.credential)
+        scrubbed: Mapping[str, Any] = scrub(parsed, self.credential)
         return scrubbed
-
-
-def _report_cancel(request: asyncio.Future[Mapping[str, Any]]) -> None:
-    if request.cancelled():
-        log.warning("Replicate did not confirm a cancel within %ss", CANCEL_TIMEOUT_S)
-    elif (exc := request.exception()) is not None:
-        log.warning("Replicate refused to cancel an abandoned prediction: %s", exc)

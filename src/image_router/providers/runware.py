@@ -3,7 +3,8 @@
 Images run synchronously (`imageInference`, or `imageUpscale` / `imageBackgroundRemoval` as
 the route says); videos are submitted with `deliveryMethod: "async"` and polled with
 `getResponse` until they succeed or fail. `taskUUID` is the job id, and `includeCost`
-makes Runware report the cost that `upstream_cost` prices settle on.
+makes Runware report the cost that `upstream_cost` prices settle on. Which error a failure
+is, is `runware_errors`'s to say.
 
 How the route takes input images is its `image_input` token (in `target.options`); the
 other route options are listed in docs/catalog.md. Runware has no call that stops a task,
@@ -22,7 +23,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from image_router.providers.base import (
@@ -31,21 +32,21 @@ from image_router.providers.base import (
     Provider,
     Result,
     Target,
-    UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
-    UpstreamRateLimitedError,
     UpstreamRejectedError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-    error_for_status,
     redact,
     response_json,
     translate_errors,
 )
 from image_router.providers.runware_dimensions import image_task_size, video_task_size
+from image_router.providers.runware_errors import (
+    MISSING_IMAGE_MESSAGE,
+    PROVIDER_ID,
+    error_from_response,
+)
+from image_router.providers.upstream_text import error_body, usd_amount
 
-PROVIDER_ID = "runware"
 # image_input token → the task field its data URIs go to, and whether it takes one image.
 IMAGE_PLACES = {
     "seed_image": ("seedImage", True),
@@ -66,69 +67,6 @@ CONTENT_TYPES = {
     "WEBP": "image/webp",
     "TIFF": "image/tiff",
 }
-
-# Spec §7.2's strings, lower-cased, by what they mean for us; first match wins. Each rule:
-# Runware error codes, HTTP statuses, message fragments, the error raised.
-_CLASSES: tuple[
-    tuple[frozenset[str], frozenset[int], tuple[str, ...], type[UpstreamError]], ...
-] = (
-    (
-        frozenset({"invalidProviderContent"}),
-        frozenset(),
-        ("content moderation", "moderation system", "safety system", "nsfw"),
-        UpstreamRejectedError,
-    ),
-    (
-        # Our key, or a model our catalog names that Runware does not (or no longer) serve.
-        frozenset({"invalidApiKey", "invalidModel"}),
-        frozenset({401, 403}),
-        ("invalid api key", "requires billing to be enabled", "invalid value for 'model' param"),
-        UpstreamMisconfiguredError,
-    ),
-    (
-        # Our account is out of money or requests: another route may still work.
-        frozenset({"insufficientCredits"}),
-        frozenset({402, 429}),
-        (
-            *("insufficient_quota", "usage_limit_exceeded", "credit", "balance", "quota"),
-            *("rate_limit_exceeded", "too many requests", "rate limit exceeded"),
-            *("high demand for this model", "high concurrency usage"),
-        ),
-        UpstreamRateLimitedError,
-    ),
-    (
-        frozenset({"timeoutProvider"}),
-        frozenset(),
-        ("task processing timeout", "deadline expired", "504 gateway time-out"),
-        UpstreamTimeoutError,
-    ),
-    (
-        frozenset(),
-        frozenset(),
-        (
-            *("unknown error", "try again later", "overloaded", "maximum capacity"),
-            *("internal error encountered", "inference error occurred", "econnreset"),
-            *("online_prediction_requests_per_base_model", "processing (stuck?)"),
-            *("is not valid json", "the operation was cancelled", "returned an invalid response"),
-            "bytedance responded with an error. the provider returned the .",
-            "an error has occurred please read documentation",
-        ),
-        UpstreamUnavailableError,
-    ),
-)
-# The reference renames Runware's parameters to the ones our clients sent (§9.1).
-_RENAMES = (
-    ("positivePrompt", "prompt"),
-    ("Positive prompt", "Prompt"),
-    ("seedImage", "image"),
-    ("maskImage", "mask"),
-)
-_MISSING_IMAGE_MESSAGE = "Image input is missing for image-to-image generation."
-_MISSING_IMAGE = (
-    "Missing required parameter 'referenceImages'.",
-    "Missing required parameter '[inputs][referenceImages]'.",
-)
-
 
 # ---------------------------------------------------------------------------- requests
 
@@ -168,7 +106,7 @@ def image_task(job: Job, target: Target, task_uuid: str) -> dict[str, Any]:
     elif job.mask is not None:
         raise _rejected("A mask needs an image to edit", "mask_without_image")
     elif task_type != "imageInference":
-        raise _rejected(_MISSING_IMAGE_MESSAGE, "image_required")
+        raise _rejected(MISSING_IMAGE_MESSAGE, "image_required")
     if job.mask is not None:
         task["maskImage"] = job.mask.data_uri()
     if task_type == "imageInference":
@@ -317,75 +255,8 @@ def _image_artifact(item: Mapping[str, Any], fmt: str, body: Any) -> Artifact | 
 
 def _cost(items: list[Mapping[str, Any]]) -> Decimal | None:
     """The summed `cost` of the items; None when Runware reported none."""
-    costs = []
-    for item in items:
-        value = item.get("cost")
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            continue
-        try:
-            cost = Decimal(str(value))
-        except InvalidOperation:
-            continue
-        if cost.is_finite() and cost >= 0:
-            costs.append(cost)
+    costs = [cost for item in items if (cost := usd_amount(item.get("cost"))) is not None]
     return sum(costs, Decimal(0)) if costs else None
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def error_from_response(status: int, body: Any, task_uuid: str | None = None) -> UpstreamError:
-    """Classify Runware's `{"errors": [...]}` (or an `{"error": ...}`) by the §7.2 rules."""
-    entry = _error_entry(body, task_uuid)
-    code = entry.get("code") if isinstance(entry.get("code"), str) else None
-    message = _client_message(entry, code)
-    text = message.lower()
-    # Whatever Runware calls it, a refused `model` is our catalog's mistake, not the user's.
-    kind = "invalidModel" if entry.get("parameter") == "model" else code
-    found = [c for k, s, hints, c in _CLASSES if kind in k or status in s or _has(text, hints)]
-    # A task error inside a 2xx answer is about this job's input unless shown otherwise.
-    cls = found[0] if found else type(error_for_status(PROVIDER_ID, max(status, 400), message))
-    return cls(message, provider=PROVIDER_ID, status=status, body=body, code=code)
-
-
-def _has(text: str, hints: tuple[str, ...]) -> bool:
-    return any(hint in text for hint in hints)
-
-
-def _error_entry(body: Any, task_uuid: str | None) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        return {"message": body} if isinstance(body, str) and body else {}
-    errors = body.get("errors")
-    if isinstance(errors, list):
-        entries = [e for e in errors if isinstance(e, Mapping)]
-        ours = [e for e in entries if task_uuid and e.get("taskUUID") == task_uuid]
-        if ours or entries:
-            return (ours or entries)[0]
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return error
-    if isinstance(error, str):
-        return {"message": error}
-    return body if isinstance(body.get("message"), str) else {}
-
-
-def _client_message(entry: Mapping[str, Any], code: str | None) -> str:
-    message = entry.get("message")
-    text = message if isinstance(message, str) and message else "Runware generation failed"
-    if any(missing in text for missing in _MISSING_IMAGE):
-        text = _MISSING_IMAGE_MESSAGE
-    for ours, theirs in _RENAMES:
-        text = text.replace(ours, theirs, 1)
-    content = entry.get("responseContent")
-    more = "Additional information below." in text
-    if code == "providerError" and more and isinstance(content, str) and content:
-        return content
-    if code in ("providerError", "invalidProviderContent") and isinstance(content, Mapping):
-        data = content.get("data")
-        detail = data.get("task_status_msg") if isinstance(data, Mapping) else None
-        if isinstance(detail, str) and detail:
-            return detail
-    return text
 
 
 def _misconfigured(message: str) -> UpstreamMisconfiguredError:
@@ -406,8 +277,7 @@ class RunwareProvider(Provider):
     image_inputs = frozenset(IMAGE_PLACES) | VIDEO_TOKENS
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no Runware API key is configured", provider=self.id)
+        self.require_credential("Runware API key")
         task_uuid = task_uuid_for(job)
         async with translate_errors(self.id):
             tasks = to_request(job, target, task_uuid)
@@ -430,11 +300,7 @@ class RunwareProvider(Provider):
             json=tasks,
         )
         if response.is_error:
-            try:
-                error_body: Any = response.json()
-            except ValueError:
-                error_body = response.text[:500]
-            raise error_from_response(response.status_code, error_body, task_uuid)
+            raise error_from_response(response.status_code, error_body(response), task_uuid)
         body = response_json(self.id, response)
         if isinstance(body, Mapping) and isinstance(body.get("data"), list):
             return body

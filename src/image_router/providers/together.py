@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from image_router.providers.base import (
     Artifact,
     Job,
@@ -25,12 +23,19 @@ from image_router.providers.base import (
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
-    UpstreamRejectedError,
     UpstreamUnavailableError,
     error_for_status,
     redact,
+    refuse_image_inputs,
     response_json,
     translate_errors,
+)
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    RETRYABLE_PHRASES,
+    error_body,
+    expect_object,
+    mentions,
 )
 from image_router.storage.images import decode_base64, sniff_content_type
 
@@ -45,26 +50,14 @@ OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
 # Our key or our catalog's model name is wrong: another route may work.
 _OUR_FAULT_CODES = frozenset({"invalid_api_key", "model_not_available", "model_not_found"})
 # §7.2: our Together account is out of money or requests.
-_ACCOUNT_LIMIT_PHRASES = (
-    "rate limit",
-    "rate_limit",
-    "too many requests",
-    "credit",
-    "balance",
-    "quota",
-)
+_ACCOUNT_LIMIT_PHRASES = (*ACCOUNT_LIMIT_PHRASES, "rate limit", "rate_limit")
 # §7.2: Together itself is struggling; the same job may succeed elsewhere.
-_TRANSIENT_PHRASES = ("overloaded", "not ready yet", "unknown error", "internal error")
+_TRANSIENT_PHRASES = (*RETRYABLE_PHRASES, "overloaded", "not ready yet", "internal error")
 
 
 def to_request(job: Job, target: Target) -> dict[str, Any]:
     """The JSON body for one job."""
-    if job.images or job.mask is not None:
-        raise UpstreamRejectedError(
-            "This model does not support image inputs",
-            provider=PROVIDER_ID,
-            code="image_input_not_supported",
-        )
+    refuse_image_inputs(job, PROVIDER_ID)
     body: dict[str, Any] = {
         "model": target.upstream,
         "prompt": job.prompt,
@@ -90,10 +83,7 @@ def to_request(job: Job, target: Target) -> dict[str, Any]:
 
 def from_response(body: Any) -> Result:
     """Map a 2xx body to a `Result`; anything without images is a protocol error."""
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "Together answered with a body that is not an object", provider=PROVIDER_ID, body=body
-        )
+    body = expect_object(body, vendor="Together", provider=PROVIDER_ID)
     data = body.get("data")
     if not isinstance(data, list) or not data:
         raise UpstreamProtocolError(
@@ -140,33 +130,15 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
     message = str(raw_message) if raw_message else f"Together answered HTTP {status}"
     code = holder.get("code") if isinstance(holder.get("code"), str) else None
     kind = str(holder.get("type") or "")
-    text = f"{message} {kind}".lower()
+    text = f"{message} {kind}"
     args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body, "code": code}
     if status in (401, 403) or code in _OUR_FAULT_CODES or status == 404:
         return UpstreamMisconfiguredError(message, **args)
-    if status in (402, 429) or any(p in text for p in _ACCOUNT_LIMIT_PHRASES):
+    if status in (402, 429) or mentions(text, _ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(message, **args)
-    if any(p in text for p in _TRANSIENT_PHRASES):
+    if mentions(text, _TRANSIENT_PHRASES):
         return UpstreamUnavailableError(message, **args)
     return error_for_status(PROVIDER_ID, status, message, body, code)
-
-
-def _error_body(response: httpx.Response, secret: str) -> Any:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text[:500]
-    return _without_secret(body, secret)
-
-
-def _without_secret(value: Any, secret: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _without_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_secret(v, secret) for v in value]
-    return value
 
 
 class TogetherProvider(Provider):
@@ -176,16 +148,13 @@ class TogetherProvider(Provider):
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError(
-                "no Together AI API key is configured", provider=self.id
-            )
+        self.require_credential("Together AI API key")
         body = to_request(job, target)
         headers = {"Authorization": f"Bearer {self.credential}"}
         async with translate_errors(self.id):
             response = await self.http.post(self.base_url + PATH, headers=headers, json=body)
             if response.is_error:
                 raise error_from_response(
-                    response.status_code, _error_body(response, self.credential)
+                    response.status_code, error_body(response, self.credential)
                 )
             return from_response(response_json(self.id, response))

@@ -1,9 +1,10 @@
 """Google Cloud Vertex AI: Imagen `:predict`, Gemini `:generateContent`, Veo long-running.
 
 Every call goes to `{host}/v1/projects/{project}/locations/{location}/publishers/google/
-models/{model}:{method}` with a service-account access token (`vertex_auth`). Veo jobs are
-submitted with `:predictLongRunning` and polled with `:fetchPredictOperation`. The mapping
-functions are pure; `VertexProvider` only moves them over HTTP. See spec §9.15.
+models/{model}:{method}` with a service-account access token (`vertex_auth`). Veo jobs
+(`vertex_veo`) are submitted with `:predictLongRunning` and polled with
+`:fetchPredictOperation`. The mapping functions are pure; `VertexProvider` only moves them
+over HTTP. See spec §9.15.
 
 Deliberate differences from the reference: input images precede the prompt in upload
 order (the reference reversed them); Imagen gets an aspect ratio, 2K size and output
@@ -14,9 +15,6 @@ error instead of returning an empty, billed success.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,32 +26,32 @@ from image_router.providers.base import (
     Provider,
     Result,
     Target,
-    UpstreamCancelledError,
-    UpstreamError,
     UpstreamMisconfiguredError,
-    UpstreamProtocolError,
-    UpstreamRateLimitedError,
-    UpstreamRejectedError,
     UpstreamUnavailableError,
+    cancel_quietly,
     redact,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import error_body, expect_object
 from image_router.providers.vertex_auth import (
     DEFAULT_TOKEN_URL,
     AccessTokens,
     error_from_response,
-    operation_error,
     parse_service_account,
 )
+from image_router.providers.vertex_veo import (
+    PROVIDER_ID,
+    decode_media,
+    operation_name,
+    protocol_error,
+    rejected,
+    required_field,
+    veo_body,
+    wait_for_operation,
+)
 
-PROVIDER_ID = "vertex"
 DEFAULT_LOCATION = "us-central1"
-#: A Veo job keeps running when one status check fails; a short hiccup must not lose it.
-MAX_POLL_FAILURES = 3
-CANCEL_TIMEOUT_S = 5.0
-
-log = logging.getLogger(__name__)
 
 IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
@@ -98,13 +96,13 @@ def to_request(job: Job, target: Target) -> VertexRequest:
     if job.images and isinstance(upstream, str) and upstream:
         model = upstream
     if job.mask is not None:
-        raise _rejected("Mask editing is not supported for this model", "mask_unsupported")
+        raise rejected("Mask editing is not supported for this model", "mask_unsupported")
     if job.modality == "video":
         return VertexRequest(model, "predictLongRunning", veo_body(job, model))
     if "gemini" in model:
         return VertexRequest(model, "generateContent", gemini_body(job, model))
     if job.images:
-        raise _rejected("This model does not support image inputs", "image_unsupported")
+        raise rejected("This model does not support image inputs", "image_unsupported")
     return VertexRequest(model, "predict", imagen_body(job, model))
 
 
@@ -146,37 +144,6 @@ def gemini_body(job: Job, model: str) -> dict[str, Any]:
     }
 
 
-def veo_body(job: Job, model: str) -> dict[str, Any]:
-    instance: dict[str, Any] = {"prompt": job.prompt}
-    if job.images:
-        first = job.images[0]
-        instance["image"] = {"bytesBase64Encoded": first.b64(), "mimeType": first.content_type}
-    aspect_ratio, resolution = "16:9", "720p"
-    dims = job.dimensions
-    if dims is not None:
-        width, height = dims
-        if width * 9 == height * 16:
-            aspect_ratio = "16:9"
-        elif width * 16 == height * 9:
-            aspect_ratio = "9:16"
-        else:
-            raise _rejected(f"Unsupported size '{job.size}' for model '{model}'", "invalid_size")
-        resolution = f"{min(dims)}p"
-    # Veo asks for explicit consent to people of all ages; with a start image only adults.
-    everyone = not job.images and model.startswith(("veo-2", "veo-3"))
-    parameters: dict[str, Any] = {
-        "aspectRatio": aspect_ratio,
-        "personGeneration": "allow_all" if everyone else "allow_adult",
-        "sampleCount": 1,
-        "resolution": resolution,
-    }
-    if job.seconds is not None:
-        parameters["durationSeconds"] = round(job.seconds)
-    if not model.startswith("veo-2"):
-        parameters["generateAudio"] = True  # Veo 2 has no audio track and refuses the field
-    return {"instances": [instance], "parameters": parameters}
-
-
 def nearest_ratio(dims: tuple[int, int], ratios: tuple[str, ...]) -> str:
     """The supported aspect ratio closest to width:height (compared on a log scale)."""
     target = math.log(dims[0] / dims[1])
@@ -198,46 +165,45 @@ def gemini_image_size(dims: tuple[int, int]) -> str:
 
 
 def from_imagen(body: Any) -> Result:
-    predictions = _field(body, "predictions", list, "without any image")
+    predictions = required_field(body, "predictions", list, "without any image")
     artifacts, reasons = [], []
     for prediction in predictions:
         if not isinstance(prediction, Mapping):
-            raise _protocol("an Imagen prediction is not an object", body)
+            raise protocol_error("an Imagen prediction is not an object", body)
         if isinstance(prediction.get("bytesBase64Encoded"), str):
-            data = _decode(prediction["bytesBase64Encoded"], body)
+            data = decode_media(prediction["bytesBase64Encoded"], body)
             artifacts.append(Artifact(data=data, content_type=_mime(prediction)))
         elif isinstance(prediction.get("raiFilteredReason"), str):
             reasons.append(prediction["raiFilteredReason"])
     if artifacts:
         return Result(artifacts=tuple(artifacts), raw=redact(body))
     if reasons:
-        raise _rejected("; ".join(reasons), "content_filtered", body)
-    raise _protocol("Vertex AI answered without any image", body)
+        raise rejected("; ".join(reasons), "content_filtered", body)
+    raise protocol_error("Vertex AI answered without any image", body)
 
 
 def from_gemini(body: Any) -> Result:
-    if not isinstance(body, Mapping):
-        raise _protocol("Vertex AI answered with a body that is not an object", body)
+    body = expect_object(body, vendor="Vertex AI", provider=PROVIDER_ID)
     feedback = body.get("promptFeedback")
     if isinstance(feedback, Mapping) and feedback.get("blockReason"):
         reason = str(feedback["blockReason"])
         detail = feedback.get("blockReasonMessage") or reason
-        raise _rejected(f"Gemini refused the prompt: {detail}", reason, body)
-    candidates = _field(body, "candidates", list, "without any candidate")
+        raise rejected(f"Gemini refused the prompt: {detail}", reason, body)
+    candidates = required_field(body, "candidates", list, "without any candidate")
     artifacts, texts, finish = [], [], []
     for candidate in candidates:
         if not isinstance(candidate, Mapping):
-            raise _protocol("a Gemini candidate is not an object", body)
+            raise protocol_error("a Gemini candidate is not an object", body)
         finish.append(str(candidate.get("finishReason") or ""))
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, Mapping) else None
         for part in parts if isinstance(parts, list) else []:
             if not isinstance(part, Mapping):
-                raise _protocol("a Gemini content part is not an object", body)
+                raise protocol_error("a Gemini content part is not an object", body)
             inline = part.get("inlineData") or part.get("inline_data")
             # Gemini 3 may show interim "thought" images before the final one.
             if isinstance(inline, Mapping) and inline.get("data") and not part.get("thought"):
-                data = _decode(str(inline["data"]), body)
+                data = decode_media(str(inline["data"]), body)
                 artifacts.append(Artifact(data=data, content_type=_mime(inline)))
             elif isinstance(part.get("text"), str):
                 texts.append(part["text"])
@@ -248,70 +214,13 @@ def from_gemini(body: Any) -> Result:
         message = next(
             (str(c["finishMessage"]) for c in candidates if c.get("finishMessage")), refused
         )
-        raise _rejected(f"Gemini did not return an image ({refused}): {message}", refused, body)
+        raise rejected(f"Gemini did not return an image ({refused}): {message}", refused, body)
     raise UpstreamUnavailableError(
         "No image generated by Gemini. Text response: " + " ".join(texts)[:500],
         provider=PROVIDER_ID,
         body=body,
         code="no_image",
     )
-
-
-def operation_name(body: Any) -> str:
-    name = body.get("name") if isinstance(body, Mapping) else None
-    if not isinstance(name, str) or not name:
-        raise _protocol("no operation name returned from video generation request.", body)
-    return name
-
-
-def from_operation(body: Any) -> Result | None:
-    """The finished Veo operation's videos; None while it is still running."""
-    if not isinstance(body, Mapping):
-        raise _protocol("Vertex AI answered with a body that is not an object", body)
-    if not body.get("done"):
-        return None
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        raise operation_error(error, body, provider=PROVIDER_ID)
-    response = _field(body, "response", Mapping, "without the operation's response")
-    artifacts = []
-    for sample in response.get("videos") or []:
-        video = sample.get("video", sample) if isinstance(sample, Mapping) else None
-        if not isinstance(video, Mapping) or not isinstance(video.get("bytesBase64Encoded"), str):
-            raise _protocol("Vertex AI returned a video sample without its bytes", body)
-        data = _decode(video["bytesBase64Encoded"], body)
-        artifacts.append(Artifact(data=data, content_type=video.get("mimeType") or "video/mp4"))
-    if artifacts:
-        return Result(artifacts=tuple(artifacts), raw=redact(body))
-    reasons = response.get("raiMediaFilteredReasons") or []
-    if response.get("raiMediaFilteredCount") or reasons:
-        message = "Generated video rejected by Vertex content moderation: " + ", ".join(
-            str(reason) for reason in reasons
-        )
-        raise _rejected(message, "content_moderated", body)
-    raise _protocol("No video samples found in the Vertex AI response", body)
-
-
-def _rejected(message: str, code: str, body: Any = None) -> UpstreamRejectedError:
-    return UpstreamRejectedError(message, provider=PROVIDER_ID, body=body, code=code)
-
-
-def _protocol(message: str, body: Any) -> UpstreamProtocolError:
-    return UpstreamProtocolError(message, provider=PROVIDER_ID, body=body)
-
-
-def _field(body: Any, name: str, kind: type, missing: str) -> Any:
-    value = body.get(name) if isinstance(body, Mapping) else None
-    if not isinstance(value, kind) or not value:
-        raise _protocol(f"Vertex AI answered {missing}", body)
-    return value
-
-
-def _decode(encoded: str, body: Any) -> bytes:
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        raise _protocol("Vertex AI sent media that is not valid base64", body) from None
 
 
 def _mime(item: Mapping[str, Any]) -> str | None:
@@ -367,31 +276,15 @@ class VertexProvider(Provider):
 
     async def _wait(self, model: str, name: str) -> Result:
         url = self._model_url(model, "fetchPredictOperation")
-        failures = 0
-        while True:
-            # Also yields to the loop when poll_interval is 0.
-            await asyncio.sleep(self.poll_interval)
-            if name in self._cancelled:
-                raise UpstreamCancelledError(
-                    f"Vertex AI operation {name} was cancelled", provider=self.id
-                )
-            try:
-                async with translate_errors(self.id):
-                    body = await self._post(url, {"operationName": name})
-            except (UpstreamUnavailableError, UpstreamRateLimitedError):
-                failures += 1
-                if failures > MAX_POLL_FAILURES:
-                    raise
-                continue
-            failures = 0
-            # A failed job is final: its error is raised, never polled again.
-            async with translate_errors(self.id):
-                result = from_operation(body)
-            if result is not None:
-                return result
+        return await wait_for_operation(
+            lambda: self._post(url, {"operationName": name}),
+            name,
+            poll_interval=self.poll_interval,
+            cancelled=lambda: name in self._cancelled,
+        )
 
     async def _cancel_operation(self, name: str) -> None:
-        """Best effort, shielded from our own cancellation: stop a job nobody will collect."""
+        """Best effort (see `cancel_quietly`): stop a job nobody will collect."""
         url = f"{self._host()}/v1/{name}:cancel"
         self._cancelled.add(name)
 
@@ -399,11 +292,7 @@ class VertexProvider(Provider):
             async with translate_errors(self.id):
                 await self._post(url, {})
 
-        try:
-            await asyncio.shield(asyncio.wait_for(attempt(), CANCEL_TIMEOUT_S))
-        except (UpstreamError, TimeoutError) as exc:
-            # The job was abandoned either way; the log keeps the operation for follow-up.
-            log.warning("could not cancel Vertex AI operation %s: %s", name, exc)
+        await cancel_quietly(attempt(), vendor=f"Vertex AI (operation {name})")
 
     # ------------------------------------------------------------------ HTTP
 
@@ -419,11 +308,9 @@ class VertexProvider(Provider):
                 tokens.invalidate(token)
                 continue
             if response.is_error:
-                try:
-                    error: Any = response.json()
-                except ValueError:
-                    error = response.text[:500]
-                raise error_from_response(response.status_code, error, provider=self.id)
+                raise error_from_response(
+                    response.status_code, error_body(response), provider=self.id
+                )
             return response_json(self.id, response)
         raise AssertionError("unreachable: the second attempt returns or raises")
 

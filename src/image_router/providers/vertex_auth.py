@@ -36,6 +36,14 @@ from image_router.providers.base import (
     error_for_status,
     response_json,
 )
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    OUR_KEY_PHRASES,
+    RETRYABLE_PHRASES,
+    PhraseRules,
+    error_body,
+    first_match,
+)
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -176,11 +184,7 @@ class AccessTokens:
             headers={"Accept": "application/json"},
         )
         if response.is_error:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text[:500]
-            raise token_error(self._provider, response.status_code, body)
+            raise token_error(self._provider, response.status_code, error_body(response))
         body = response_json(self._provider, response)
         token = body.get("access_token") if isinstance(body, Mapping) else None
         lifetime = body.get("expires_in", ASSERTION_LIFETIME_S) if token else None
@@ -237,39 +241,23 @@ _BY_STATUS: Mapping[str, type[UpstreamError]] = {
     "INVALID_ARGUMENT": UpstreamRejectedError,
     "OUT_OF_RANGE": UpstreamRejectedError,
 }
-# Spec §7.2 as far as Google says those things, lower-cased; checked before the status.
-_MESSAGE_RULES: tuple[tuple[type[UpstreamError], tuple[str, ...]], ...] = (
+# Spec §7.2 as far as Google says those things; checked before the status, first match
+# wins (so Google's per-model quota is a rate limit, its deadline a timeout).
+_MESSAGE_RULES: PhraseRules = (
     (
         UpstreamRateLimitedError,
-        (
-            "quota",
-            "rate_limit_exceeded",
-            "usage_limit_exceeded",
-            "too many requests",
-            "online_prediction_requests_per_base_model",
-        ),
+        (*ACCOUNT_LIMIT_PHRASES, "online_prediction_requests_per_base_model"),
     ),
     (
         UpstreamMisconfiguredError,
         (
-            "requires billing to be enabled",
+            *OUR_KEY_PHRASES,
             "billing account",
-            "invalid api key",
             "invalid json payload received",  # our request shape, not the user's input
         ),
     ),
     (UpstreamTimeoutError, ("deadline expired before operation could complete",)),
-    (
-        UpstreamUnavailableError,
-        (
-            "internal error encountered",
-            "the model is overloaded",
-            "unknown error",
-            "the operation was cancelled",
-            "econnreset",
-            "504 gateway time-out",
-        ),
-    ),
+    (UpstreamUnavailableError, (*RETRYABLE_PHRASES, "the model is overloaded")),
 )
 
 
@@ -277,11 +265,10 @@ def google_error(
     message: str, status: str | None, http_status: int | None, body: Any, *, provider: str
 ) -> UpstreamError:
     """One Google error (an HTTP answer or a failed operation) as an `UpstreamError`."""
-    lowered = message.lower()
     args: dict[str, Any] = {"provider": provider, "status": http_status, "body": body}
-    for cls, needles in _MESSAGE_RULES:
-        if any(needle in lowered for needle in needles):
-            return cls(message, code=status, **args)
+    cls = first_match(message, _MESSAGE_RULES)
+    if cls is not None:
+        return cls(message, code=status, **args)
     if status is not None and status in _BY_STATUS:
         return _BY_STATUS[status](message, code=status, **args)
     if http_status is not None:

@@ -13,7 +13,6 @@ whose sync answer is still running) are polled at `data.urls.get` until `complet
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,17 +34,21 @@ from image_router.providers.base import (
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
+    cancel_quietly,
     error_for_status,
-    redact,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import (
+    ACCOUNT_LIMIT_PHRASES,
+    error_body,
+    loggable,
+    mentions,
+    scrub,
+)
 
 PROVIDER_ID = "wavespeed"
-log = logging.getLogger(__name__)
 
-#: How long an abandoned job may spend asking WaveSpeed to drop the task.
-CANCEL_TIMEOUT_S = 5.0
 #: WaveSpeed's task error code for content moderation.
 MODERATION_CODE = 1200
 #: The stable error code clients see when a model's safety checker refused the job.
@@ -53,16 +56,6 @@ REFUSAL_CODE = "content_moderation"
 
 _RUNNING = frozenset({"created", "processing"})
 
-# Spec §7.2 "switch provider" phrases: our WaveSpeed account is throttled or out of money.
-_ACCOUNT_LIMIT_PHRASES = (
-    "insufficient_quota",
-    "usage_limit_exceeded",
-    "rate_limit_exceeded",
-    "too many requests",
-    "credit",
-    "balance",
-    "quota",
-)
 # The model's safety checker refused the prompt, the input image or its own output.
 _REFUSAL_PHRASES = ("nsfw", "sensitive", "moderation", "safety", "content policy")
 
@@ -158,9 +151,9 @@ def task_error(prediction: Mapping[str, Any], body: Any = None) -> UpstreamError
         "provider": PROVIDER_ID,
         "body": loggable(body if body is not None else prediction),
     }
-    if prediction.get("code") == MODERATION_CODE or _mentions(message, _REFUSAL_PHRASES):
+    if prediction.get("code") == MODERATION_CODE or mentions(message, _REFUSAL_PHRASES):
         return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
-    if _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+    if mentions(message, ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(message, **args)
     return UpstreamUnavailableError(message, **args)
 
@@ -173,7 +166,7 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
     )
     args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": loggable(body)}
     # Checked first: an empty account may be refused with 403 and a "balance" message.
-    if status in (402, 429) or _mentions(message, _ACCOUNT_LIMIT_PHRASES):
+    if status in (402, 429) or mentions(message, ACCOUNT_LIMIT_PHRASES):
         return UpstreamRateLimitedError(message, **args)
     if status in (401, 403):
         return UpstreamMisconfiguredError(message, **args)
@@ -182,40 +175,9 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
         # task vanished; either way not the user's fault.
         cls = UpstreamUnavailableError if polling else UpstreamMisconfiguredError
         return cls(message, **args)
-    if _mentions(message, _REFUSAL_PHRASES):
+    if mentions(message, _REFUSAL_PHRASES):
         return UpstreamRejectedError(message, code=REFUSAL_CODE, **args)
     return error_for_status(PROVIDER_ID, status, message, args["body"])
-
-
-def _mentions(message: str, phrases: tuple[str, ...]) -> bool:
-    lowered = message.lower()
-    return any(phrase in lowered for phrase in phrases)
-
-
-def loggable(value: Any) -> Any:
-    """`redact` that also drops data URIs (our uploads, should WaveSpeed echo them)."""
-    return redact(_without_data_uris(value))
-
-
-def _without_data_uris(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("data:"):
-        return "[removed - data URI]"
-    if isinstance(value, Mapping):
-        return {k: _without_data_uris(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_data_uris(v) for v in value]
-    return value
-
-
-def _scrub(value: Any, secret: str) -> Any:
-    """Copy `value` with every occurrence of `secret` cut out of its strings."""
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, Mapping):
-        return {k: _scrub(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v, secret) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------- provider
@@ -235,8 +197,7 @@ class WavespeedProvider(Provider):
         self._abandoned: set[str] = set()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no WaveSpeed API key is configured", provider=self.id)
+        self.require_credential("WaveSpeed API key")
         request = to_request(job, target)
         async with translate_errors(self.id):
             body = await self._call("POST", f"{self.base_url}/{request.model}", json=request.body)
@@ -266,7 +227,7 @@ class WavespeedProvider(Provider):
                     body = await self._call("GET", result_url, polling=True)
                     prediction = prediction_of(body)
             except asyncio.CancelledError:
-                await self._cancel_abandoned(delete_url)
+                await cancel_quietly(self._call("DELETE", delete_url), vendor="WaveSpeed")
                 raise
             except UpstreamError:
                 # A deleted task is gone: its poll fails rather than saying "canceled".
@@ -312,38 +273,12 @@ class WavespeedProvider(Provider):
             )
         return f"{self.base_url}/predictions/{quote(task_id, safe='')}{suffix}"
 
-    async def _cancel_abandoned(self, url: str) -> None:
-        """Ask WaveSpeed to drop a task nobody waits for any more; never raises.
-
-        Shielded, so a second cancellation of the caller does not cut the request short.
-        """
-        request = asyncio.ensure_future(self._call("DELETE", url))
-        request.add_done_callback(_report_cancel)
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await asyncio.shield(request)
-        except TimeoutError:
-            request.cancel()
-        except (UpstreamError, httpx.HTTPError, ValueError):
-            pass  # `_report_cancel` logs it; the job is abandoned either way
-
     async def _call(self, method: str, url: str, *, json: Any = None, polling: bool = False) -> Any:
         assert self.credential is not None
         headers = {"Authorization": f"Bearer {self.credential}"}
         response = await self.http.request(method, url, headers=headers, json=json)
         if response.is_error:
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = response.text[:500]
             raise error_from_response(
-                response.status_code, _scrub(body, self.credential), polling=polling
+                response.status_code, error_body(response, self.credential), polling=polling
             )
-        return _scrub(response_json(self.id, response), self.credential)
-
-
-def _report_cancel(request: asyncio.Future[Any]) -> None:
-    if request.cancelled():
-        log.warning("WaveSpeed did not confirm a task deletion within %ss", CANCEL_TIMEOUT_S)
-    elif (exc := request.exception()) is not None:
-        log.warning("WaveSpeed refused to delete an abandoned task: %s", exc)
+        return scrub(response_json(self.id, response), self.credential)

@@ -27,9 +27,11 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
+    refuse_image_inputs,
     response_json,
     translate_errors,
 )
+from image_router.providers.upstream_text import error_body, expect_object
 
 PROVIDER_ID = "zai"
 #: What the reference sends when the size is "auto" (GLM-Image's own default).
@@ -50,12 +52,7 @@ _THEIR_FAULT = frozenset({"500", "1230", "1234"})
 
 def to_request(job: Job, target: Target) -> dict[str, Any]:
     """The JSON body of one generation (the reference's `generateZAI`)."""
-    if job.images or job.mask is not None:
-        raise UpstreamRejectedError(
-            "This model does not support image inputs",
-            provider=PROVIDER_ID,
-            code="image_not_supported",
-        )
+    refuse_image_inputs(job, PROVIDER_ID, code="image_not_supported")
     body: dict[str, Any] = {
         "model": target.upstream,
         "prompt": job.prompt,
@@ -71,10 +68,7 @@ def to_request(job: Job, target: Target) -> dict[str, Any]:
 
 
 def from_response(body: Any) -> Result:
-    if not isinstance(body, Mapping):
-        raise UpstreamProtocolError(
-            "Z.ai answered with a body that is not an object", provider=PROVIDER_ID, body=body
-        )
+    body = expect_object(body, vendor="Z.ai", provider=PROVIDER_ID)
     data = body.get("data")
     items = data if isinstance(data, list) else []
     urls = [i["url"] for i in items if isinstance(i, Mapping) and isinstance(i.get("url"), str)]
@@ -120,8 +114,7 @@ class ZaiProvider(Provider):
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        if not self.credential:
-            raise UpstreamMisconfiguredError("no Z.ai API key is configured", provider=self.id)
+        self.require_credential("Z.ai API key")
         body = to_request(job, target)
         async with translate_errors(self.id):
             response = await self.http.post(
@@ -130,9 +123,5 @@ class ZaiProvider(Provider):
                 json=body,
             )
             if response.is_error:
-                try:
-                    answer: Any = response.json()
-                except ValueError:
-                    answer = response.text[:500]
-                raise error_from_response(response.status_code, answer)
+                raise error_from_response(response.status_code, error_body(response))
             return from_response(response_json(self.id, response))

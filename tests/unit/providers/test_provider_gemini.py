@@ -25,16 +25,15 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from image_router.providers.gemini import (
-    GeminiProvider,
-    error_from_response,
-    first_key,
-    image_from_response,
-    image_request,
+from image_router.providers.gemini import GeminiProvider, image_from_response, image_request
+from image_router.providers.gemini_veo import (
+    is_api_host,
     operation_name,
     video_from_operation,
     video_request,
 )
+from image_router.providers.google_ai import error_from_response
+from image_router.providers.upstream_text import first_key
 from tests.fakes.gemini import (
     API_KEY_INVALID_BODY,
     DEFAULT_API_KEY,
@@ -364,7 +363,7 @@ async def test_unknown_model_is_our_misconfiguration(provider: GeminiProvider) -
 def test_google_errors_map_onto_the_error_tree(
     status: int, body: Any, expected: type[UpstreamError]
 ) -> None:
-    error = error_from_response(status, body)
+    error = error_from_response(status, body, provider="gemini")
 
     assert type(error) is expected
     assert error.provider == "gemini"
@@ -373,7 +372,7 @@ def test_google_errors_map_onto_the_error_tree(
 def test_quota_message_naming_the_key_is_still_a_rate_limit() -> None:
     body = google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for this API key.")
 
-    assert isinstance(error_from_response(429, body), UpstreamRateLimitedError)
+    assert isinstance(error_from_response(429, body, provider="gemini"), UpstreamRateLimitedError)
 
 
 def test_first_key_of_the_comma_list() -> None:
@@ -581,6 +580,4 @@ def test_operation_name_must_be_a_model_operation(name: Any) -> None:
     ],
 )
 def test_key_is_sent_only_to_the_api_host(url: str, trusted: bool) -> None:
-    provider = GeminiProvider(httpx.AsyncClient(), credential="k", base_url=BASE)
-
-    assert provider._is_api_host(url) is trusted
+    assert is_api_host(url, BASE) is trusted

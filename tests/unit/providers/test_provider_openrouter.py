@@ -27,10 +27,10 @@ from image_router.providers.openrouter import (
     OpenRouterProvider,
     aspect_ratio,
     error_from_response,
-    first_key,
     from_response,
     to_request,
 )
+from image_router.providers.upstream_text import first_key
 from tests.fakes.openai import image_bytes
 from tests.fakes.openrouter import (
     DEFAULT_API_KEY,

@@ -23,7 +23,8 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from image_router.providers.runware import RunwareProvider, error_from_response
+from image_router.providers.runware import RunwareProvider
+from image_router.providers.runware_errors import error_from_response
 from tests.fakes.runware import (
     DEFAULT_API_KEY,
     INSUFFICIENT_CREDIT_MESSAGE,

@@ -31,7 +31,6 @@ from image_router.providers.vertex import (
     VertexProvider,
     from_gemini,
     from_imagen,
-    from_operation,
     nearest_ratio,
     to_request,
 )
@@ -42,6 +41,7 @@ from image_router.providers.vertex_auth import (
     parse_service_account,
     sign_assertion,
 )
+from image_router.providers.vertex_veo import from_operation
 from tests.fakes.vertex import (
     CLIENT_EMAIL,
     DEFAULT_CREDENTIAL,
