@@ -14,6 +14,11 @@ well-formed.
 of exactly `--answer-bytes` bytes. `GET /_stats` reports what was received,
 answered and still pending, so the harness can compare upstream work with what
 the gateway charged.
+
+`--fail-model NAME --fail-rate R` makes requests naming upstream model NAME answer
+503 with an OpenAI-style `server_error` body (after the same delay) for a fraction R
+of them, spread evenly and deterministically: at 0.2 exactly every 5th one. The
+gateway should then fail over to the model's next route.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import asyncio
 import base64
 import json
 import random
+import re
 import signal
 import struct
 import time
 import zlib
 from collections.abc import Callable
+from fractions import Fraction
 from typing import cast
 
 DEFAULT_ANSWER_BYTES = 1024
@@ -37,6 +44,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Ancillary, private, safe-to-copy: decoders skip it, so the padding stays a valid PNG.
 _PADDING_CHUNK = b"bnCh"
 _CHUNK_OVERHEAD = 12
+# The first "model" key of a JSON body. An escaped quote inside a prompt (\"model\")
+# cannot match, so a full JSON parse per request is not needed.
+_MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -87,9 +97,25 @@ def _head(status: int, reason: str, length: int, *, close: bool = False) -> byte
     ).encode("ascii")
 
 
-def error_response(status: int, reason: str, message: str, *, close: bool = False) -> bytes:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
+def error_response(
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    close: bool = False,
+    kind: str = "invalid_request_error",
+) -> bytes:
+    body = json.dumps({"error": {"message": message, "type": kind, "code": None}}).encode()
     return _head(status, reason, len(body), close=close) + body
+
+
+# What OpenAI answers when it is overloaded: a 5xx the gateway must route around.
+_UNAVAILABLE = error_response(
+    503,
+    "Service Unavailable",
+    "The server is overloaded or not ready yet (bench fake upstream, deliberate failure)",
+    kind="server_error",
+)
 
 
 def json_response(payload: object) -> bytes:
@@ -103,24 +129,72 @@ class Stats:
         self.answered = 0
         self.rejected = 0
         self.abandoned = 0  # the client hung up before its answer was due
+        self.failed = 0  # deliberate 503s (--fail-rate)
+        # Requests per upstream model name; counted only with --fail-model, the one
+        # case where bodies are read at all.
+        self.models: dict[str, int] = {}
 
-    def as_dict(self) -> dict[str, int]:
-        pending = self.received - self.answered - self.rejected - self.abandoned
+    def as_dict(self) -> dict[str, int | dict[str, int]]:
+        pending = self.received - self.answered - self.rejected - self.abandoned - self.failed
         return {
             "received": self.received,
             "answered": self.answered,
             "rejected": self.rejected,
             "abandoned": self.abandoned,
+            "failed": self.failed,
             "pending": pending,
+            "models": dict(self.models),
         }
 
 
+class FailurePlan:
+    """Which requests for one upstream model fail: a fraction `rate`, evenly spread.
+
+    The n-th matching request (from 0) fails when floor((n + 1) * rate) passes an
+    integer, so any prefix of the run holds floor(count * rate) failures: no seeded
+    randomness to clump them, and the same sequence on every run.
+    """
+
+    def __init__(self, model: str, rate: Fraction) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError("--fail-rate must be between 0 and 1")
+        self.model = model.encode()
+        self.numerator = rate.numerator
+        self.denominator = rate.denominator
+        self.seen = 0
+
+    def should_fail(self, model: bytes) -> bool:
+        if model != self.model:
+            return False
+        n = self.seen
+        self.seen += 1
+        num, den = self.numerator, self.denominator
+        return (n + 1) * num // den > n * num // den
+
+
 class Upstream:
-    def __init__(self, answers: Answers, delay_s: float, api_key: str | None) -> None:
+    def __init__(
+        self,
+        answers: Answers,
+        delay_s: float,
+        api_key: str | None,
+        failures: FailurePlan | None = None,
+    ) -> None:
         self.answers = answers
         self.delay_s = delay_s
         self.auth = f"bearer {api_key}".encode() if api_key else None
+        self.failures = failures
         self.stats = Stats()
+
+    def should_fail(self, body: bytes) -> bool:
+        """Count the body's model; True if this request is to fail (--fail-rate)."""
+        if self.failures is None:
+            return False
+        found = _MODEL.search(body)
+        model = found.group(1) if found else b""
+        name = model.decode(errors="replace")
+        self.stats.models[name] = self.stats.models.get(name, 0) + 1
+        return self.failures.should_fail(model)
 
 
 class Connection(asyncio.Protocol):
@@ -185,12 +259,16 @@ class Connection(asyncio.Protocol):
             return
         if len(self.buffer) < end + 4 + length:
             return
+        # Only failure injection needs the body; otherwise it is never copied.
+        body = bytes(self.buffer[end + 4 : end + 4 + length]) if self.up.failures else b""
         del self.buffer[: end + 4 + length]
         keep_alive = headers.get(b"connection", b"").lower() != b"close" and version == b"HTTP/1.1"
         self.busy = True
-        self._route(method, target.split(b"?", 1)[0], headers, keep_alive)
+        self._route(method, target.split(b"?", 1)[0], headers, body, keep_alive)
 
-    def _route(self, method: bytes, path: bytes, headers: dict[bytes, bytes], keep: bool) -> None:
+    def _route(
+        self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes, keep: bool
+    ) -> None:
         stats = self.up.stats
         if method == b"POST" and path.endswith(b"/images/generations"):
             stats.received += 1
@@ -201,18 +279,24 @@ class Connection(asyncio.Protocol):
                     error_response(401, "Unauthorized", "Incorrect API key provided"),
                     keep,
                 )
-            elif self.up.delay_s > 0:
+                return
+            fail = self.up.should_fail(body)
+            if self.up.delay_s > 0:
                 loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(self.up.delay_s, self._answer, keep)
+                self.timer = loop.call_later(self.up.delay_s, self._answer, keep, fail)
             else:
-                self._answer(keep)
+                self._answer(keep, fail)
         elif method == b"GET" and path == b"/_stats":
             self._send(json_response(stats.as_dict()), keep)
         else:
             self._send(error_response(404, "Not Found", "no such route"), keep)
 
-    def _answer(self, keep: bool) -> None:
+    def _answer(self, keep: bool, fail: bool) -> None:
         self.timer = None
+        if fail:
+            self.up.stats.failed += 1
+            self._send(_UNAVAILABLE, keep)
+            return
         self.up.stats.answered += 1
         self._send(self.up.answers.ok(), keep)
 
@@ -259,12 +343,22 @@ def main(argv: list[str] | None = None) -> None:
         help="decoded PNG size",
     )
     parser.add_argument("--api-key", help="if set, answer 401 unless this bearer key is sent")
+    parser.add_argument("--fail-model", help="upstream model name whose requests may fail")
+    parser.add_argument(
+        "--fail-rate",
+        type=_fraction,
+        default=Fraction(0),
+        help="fraction of --fail-model requests answered 503, e.g. 0.2 (every 5th)",
+    )
     args = parser.parse_args(argv)
+    if args.fail_rate and not args.fail_model:
+        parser.error("--fail-rate needs --fail-model")
     try:
         answers = Answers(args.answer_bytes)
+        failures = FailurePlan(args.fail_model, args.fail_rate) if args.fail_model else None
     except ValueError as exc:
         parser.error(str(exc))
-    upstream = Upstream(answers, args.delay_ms / 1000, args.api_key)
+    upstream = Upstream(answers, args.delay_ms / 1000, args.api_key, failures)
     try:
         import uvloop
 
@@ -272,6 +366,14 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         runner = asyncio.run
     runner(serve(args.host, args.port, upstream))
+
+
+def _fraction(text: str) -> Fraction:
+    # Exact: 0.2 must mean one in five, not a float that drifts over a long run.
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
 
 
 if __name__ == "__main__":

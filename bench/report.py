@@ -20,6 +20,13 @@ class Row:
     result: LoadResult
     verdict: str = "—"
     notes: list[str] = field(default_factory=list)
+    gateway_cpu_s: float | None = None  # CPU the gateway used during the measurement
+
+    @property
+    def cpu_ms_per_ok(self) -> float | None:
+        if self.gateway_cpu_s is None or not self.result.ok:
+            return None
+        return 1000 * self.gateway_cpu_s / self.result.ok
 
     def line(self) -> str:
         r = self.result
@@ -46,6 +53,11 @@ class Row:
             f"- socket errors: connect {r.connect_errors}, read {r.read_errors}, "
             f"write {r.write_errors}, timeout {r.timeouts}",
         ]
+        if self.gateway_cpu_s is not None and self.cpu_ms_per_ok is not None:
+            share = self.gateway_cpu_s / r.duration_s if r.duration_s else 0.0
+            lines.append(
+                f"- gateway CPU: {share:.0%} of a core, {self.cpu_ms_per_ok:,.2f} ms per 200"
+            )
         if r.sample:
             lines.append(f"- first non-200 body: `{r.sample.strip()[:300]}`")
         lines += [f"- {note}" for note in self.notes]

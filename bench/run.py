@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+import failover
 from load import Load, LoadResult, WrkMissingError, wrk_binary
 from report import Row, render
 from services import (
@@ -36,10 +36,9 @@ from services import (
     free_port,
     prepare_database,
 )
+from settle import EMAIL, PRICE_USD, check_charges, quiesce, settled_balance
 
-SCENARIOS = ("overhead", "slow", "big", "inflight")
-PRICE_USD = Decimal("0.016")  # openai/dall-e-2 at 1024x1024
-EMAIL = "bench@example.com"
+SCENARIOS = ("overhead", "slow", "big", "inflight", "failover")
 SMALL = 1024
 BIG = 1_400_000
 # Enough for every scenario even against a gateway answering ~10k req/s.
@@ -58,6 +57,10 @@ class Scenario:
     budget: int | None = None
     bar: Bar | None = None
     bar_text: str = ""
+    body: str | None = None  # wrk's request body; None = post.lua's dall-e-2 default
+    # Failover: a budgeted run after the measurement checks every request is charged once.
+    charge_check: bool = False
+    baseline: str | None = None  # label of the run whose req/s this one must keep
 
 
 def plan(args: argparse.Namespace) -> list[Scenario]:
@@ -120,6 +123,24 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             budget=budget,
         )
     )
+    # Both failover runs have the fake read every body for its model name, so they
+    # differ only in the 503s.
+    for label, rate in ((failover.BASELINE, 0.0), ("failover-20", failover.RATE)):
+        plans.append(
+            Scenario(
+                group="failover",
+                label=label,
+                connections=failover.CONNECTIONS,
+                shape=UpstreamShape(
+                    delay_ms=0, answer_bytes=SMALL, fail_model=failover.FLAKY, fail_rate=rate
+                ),
+                duration_s=dur,
+                warmup_s=warm,
+                body=failover.BODY,
+                charge_check=True,
+                baseline=failover.BASELINE if rate else None,
+            )
+        )
     chosen = set(args.scenarios)
     return [s for s in plans if s.group in chosen]
 
@@ -137,65 +158,43 @@ def raise_open_files(needed: int) -> None:
         print(f"warning: open-file limit {target} < {needed}; raise the hard limit (ulimit -Hn)")
 
 
-def settled_balance(gateway: Gateway, upstream: FakeUpstream, timeout_s: float) -> Decimal:
-    """The balance once the upstream has nothing pending and two readings agree."""
-    deadline = time.monotonic() + timeout_s
-    previous: Decimal | None = None
-    while True:
-        pending = upstream.stats()["pending"]
-        balance, raw = gateway.balance_usd(EMAIL)
-        if pending == 0 and balance == previous:
-            return balance
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"balance still moving after {timeout_s:g} s:\n{raw}")
-        previous = balance if pending == 0 else None
-        time.sleep(1.0)
-
-
-def quiesce(upstream: FakeUpstream, timeout_s: float, quiet_s: float = 1.0) -> None:
-    """Wait until the gateway has stopped calling the upstream.
-
-    wrk hangs up on the requests still in flight when it stops, but the gateway may go on
-    serving them; left alone, that backlog would eat into the next measurement, or fail
-    against an upstream being restarted.
-    """
-    deadline = time.monotonic() + timeout_s
-    previous = upstream.stats()
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        current = upstream.stats()
-        if current == previous and current["pending"] == 0:
-            return
-        previous = current
-    raise RuntimeError(f"the gateway kept calling the upstream for {timeout_s:g} s: {previous}")
-
-
-def preflight(gateway: Gateway, key: str) -> None:
-    body = {
-        "model": "openai/dall-e-2",
-        "prompt": "preflight",
-        "size": "1024x1024",
-        "response_format": "url",
-    }
-    reply = httpx.post(
-        f"{gateway.url}/v1/openai/images/generations",
-        json=body,
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
-    if reply.status_code != 200:
-        raise RuntimeError(f"a single generation failed: {reply.status_code} {reply.text[:500]}")
-    print(f"preflight ok: {reply.text[:200]}")
+def preflight(gateway: Gateway, key: str, models: list[str]) -> None:
+    for model in models:
+        body = {
+            "model": model,
+            "prompt": "preflight",
+            "size": "1024x1024",
+            "response_format": "url",
+        }
+        reply = httpx.post(
+            f"{gateway.url}/v1/openai/images/generations",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        if reply.status_code != 200:
+            raise RuntimeError(
+                f"a single generation of {model} failed: {reply.status_code} {reply.text[:500]}"
+            )
+        print(f"preflight {model} ok: {reply.text[:200]}")
 
 
 def run_scenario(
-    s: Scenario, args: argparse.Namespace, gateway: Gateway, upstream: FakeUpstream, key: str
+    s: Scenario,
+    args: argparse.Namespace,
+    gateway: Gateway,
+    upstream: FakeUpstream,
+    key: str,
+    done: list[Row],
 ) -> Row:
     upstream.ensure(s.shape)
     gateway.check_alive()
     drain_s = 120 + 2 * s.shape.delay_ms / 1000
     if s.warmup_s:
-        Load(gateway.url, key, s.connections, s.warmup_s, threads=args.wrk_threads).run()
+        warmup = Load(
+            gateway.url, key, s.connections, s.warmup_s, threads=args.wrk_threads, body=s.body
+        )
+        warmup.run()
         quiesce(upstream, drain_s)
     before_usd = Decimal(0)
     if s.budget is not None:
@@ -203,44 +202,37 @@ def run_scenario(
     stats_before = upstream.stats()
     print(f"running {s.label} × {s.connections} for {s.duration_s:g} s …", flush=True)
     load = Load(
-        gateway.url, key, s.connections, s.duration_s, threads=args.wrk_threads, budget=s.budget
+        gateway.url,
+        key,
+        s.connections,
+        s.duration_s,
+        threads=args.wrk_threads,
+        body=s.body,
+        budget=s.budget,
     )
+    cpu_before = gateway.cpu_seconds()
     result = load.run()
+    cpu_after = gateway.cpu_seconds()
     quiesce(upstream, drain_s)
     row = Row(s.label, args.db, s.connections, result)
+    if cpu_before is not None and cpu_after is not None:
+        row.gateway_cpu_s = cpu_after - cpu_before
     if s.bar is not None:
         row.verdict = ("PASS " if s.bar(result) else "FAIL ") + s.bar_text
     if s.budget is not None:
         after_usd = settled_balance(gateway, upstream, drain_s)
-        row.verdict, notes = check_charges(s, result, before_usd - after_usd)
-        row.notes += notes
-    stats_after = upstream.stats()
-    delta = {k: stats_after[k] - stats_before[k] for k in ("received", "answered", "abandoned")}
-    row.notes.append(f"upstream during the run: {delta}")
+        sent = s.budget * s.connections
+        problems, note = check_charges(sent, s.budget, result, before_usd - after_usd)
+        row.verdict = ("FAIL: " + "; ".join(problems)) if problems else "PASS charged once"
+        row.notes += [note, *problems]
+    row.notes.append(
+        f"upstream during the run: {failover.int_delta(stats_before, upstream.stats())}"
+    )
+    if s.charge_check:
+        bench = failover.Bench(gateway, upstream, key, s.body, args.wrk_threads, args.quick)
+        failover.judge(bench, row, s.shape.fail_rate, s.baseline, done)
     print(row.line(), flush=True)
     return row
-
-
-def check_charges(s: Scenario, r: LoadResult, drop_usd: Decimal) -> tuple[str, list[str]]:
-    assert s.budget is not None
-    sent = s.budget * s.connections
-    charged = drop_usd / PRICE_USD
-    charged_text = f"{charged:.0f}" if charged == charged.to_integral_value() else f"{charged}"
-    problems = []
-    if r.completed != sent:
-        problems.append(f"{sent - r.completed} of {sent} budgeted requests never completed")
-    if r.non_2xx or r.socket_errors:
-        problems.append(f"{r.non_2xx} non-2xx and {r.socket_errors} socket errors")
-    if drop_usd != r.ok * PRICE_USD:
-        problems.append(
-            f"balance dropped ${drop_usd} (= {charged_text} charges) for {r.ok} successes"
-        )
-    notes = [
-        f"budget {sent} ({s.budget} per connection), 200s {r.ok}, "
-        f"balance drop ${drop_usd} = {charged_text} × ${PRICE_USD}",
-        *problems,
-    ]
-    return ("FAIL: " + "; ".join(problems)) if problems else "PASS charged once", notes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -308,6 +300,10 @@ def gateway_environment(
     for item in args.gateway_env:
         name, _, value = item.partition("=")
         env[name] = value
+    if "failover" in args.scenarios:
+        # Last, so that its bench/failover entry wins over any operator file passed in.
+        ours = str(failover.write_catalog(data_dir, PRICE_USD))
+        env["CATALOG_PATHS"] = ",".join(p for p in (env.get("CATALOG_PATHS", ""), ours) if p)
     return env
 
 
@@ -337,9 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         upstream.ensure(scenarios[0].shape)
         gateway.start()
         key = gateway.create_account(EMAIL, CREDIT_USD)
-        preflight(gateway, key)
+        models = ["openai/dall-e-2"]
+        if "failover" in args.scenarios:
+            models.append(failover.MODEL)
+        preflight(gateway, key, models)
         for scenario in scenarios:
-            rows.append(run_scenario(scenario, args, gateway, upstream, key))
+            rows.append(run_scenario(scenario, args, gateway, upstream, key, rows))
     except RuntimeError as exc:
         # Keep what was measured so far; the message says why the rest is missing.
         aborted = str(exc)

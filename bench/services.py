@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -103,6 +103,9 @@ def wait_until_ready(process: Process, url: str, timeout_s: float) -> None:
 class UpstreamShape:
     delay_ms: float
     answer_bytes: int
+    # Requests naming this upstream model answer 503 at `fail_rate` (fake --fail-*).
+    fail_model: str | None = None
+    fail_rate: float = 0.0
 
 
 class FakeUpstream:
@@ -131,15 +134,18 @@ class FakeUpstream:
             f"--answer-bytes={shape.answer_bytes}",
             f"--api-key={self.api_key}",
         ]
+        if shape.fail_model is not None:
+            argv += [f"--fail-model={shape.fail_model}", f"--fail-rate={shape.fail_rate!r}"]
         process = Process("fake upstream", argv, dict(os.environ), self.logs / "upstream.log")
         self._process = process
         wait_until_ready(process, f"http://127.0.0.1:{self.port}/_stats", 15)
         self.shape = shape
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        """Counters (ints) and, with failure injection, `models`: requests per model."""
         reply = httpx.get(f"http://127.0.0.1:{self.port}/_stats", timeout=10)
         reply.raise_for_status()
-        data: dict[str, int] = reply.json()
+        data: dict[str, Any] = reply.json()
         return data
 
     def stop(self) -> None:
@@ -186,6 +192,23 @@ class Gateway:
         process = Process("gateway", argv, self.env, self.logs / "gateway.log")
         self._process = process
         wait_until_ready(process, f"{self.url}/health", timeout_s)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the gateway has used (Linux /proc), or None where unavailable.
+
+        Unlike req/s it hardly depends on what else the machine runs, so it still
+        compares scenarios when other processes compete for the cores.
+        """
+        if self._process is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self._process.popen.pid}/stat").read_text()
+        except OSError:
+            return None
+        # Fields after the parenthesised command name: utime, stime, cutime, cstime.
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = sum(int(f) for f in fields[11:15])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def check_alive(self) -> None:
         if self._process is None or not self._process.alive():
