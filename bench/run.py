@@ -296,6 +296,9 @@ def gateway_environment(
         PUBLIC_URL=f"http://127.0.0.1:{port}",
         # Per-request log lines cost the single worker CPU that clients would not pay for.
         LOG_LEVEL="WARNING",
+        # One client IP and one account drive all the load: the per-IP and per-account
+        # limiters (20/s, 100/s) would turn it into 429s. Bans and free-tier caps stay on.
+        RATE_LIMITS_ENABLED="false",
     )
     for item in args.gateway_env:
         name, _, value = item.partition("=")

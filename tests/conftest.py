@@ -32,10 +32,11 @@ from image_router.ledger import service as ledger
 from image_router.resources import Resources, build_resources
 from tests.fakes.contract import discover_cases
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.stripe import FakeStripe
 from tests.fakes.upstream import FakeVendor
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("generations", "ledger_entries", "api_keys", "accounts")
+TABLES = ("generations", "ledger_entries", "api_keys", "topups", "stripe_events", "accounts")
 
 
 def _pg_url(name: str) -> str:
@@ -63,7 +64,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_database(worker_id: str) -> str:
     """One migrated PostgreSQL database per xdist worker."""
-    name = f"ir_test_{worker_id}"
+    # A prefix of its own keeps concurrent test runs on one machine from dropping each
+    # other's databases.
+    name = f"{os.environ.get('TEST_PG_DB_PREFIX', 'ir_test')}_{worker_id}"
     asyncio.run(_recreate_pg(name))
     upgrade_sync(_pg_url(name))
     return _pg_url(name)
@@ -162,13 +165,20 @@ def gateway_settings(db: str, data_dir: Path, **overrides: Any) -> Settings:
         "openai_base_url": "http://fakes/openai/v1",
         "heartbeat_after_s": 20.0,
         "storage_url": None,
+        # The per-account limiter would refuse the concurrency suites (6/s at $1); the
+        # limits tests opt in.
+        "rate_limits_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def fakes_transport(openai: FakeOpenAI) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=Starlette(routes=[Mount("/openai", app=openai.app)]))
+def fakes_transport(
+    openai: FakeOpenAI, others: dict[str, FakeVendor] | None = None
+) -> httpx.ASGITransport:
+    """OpenAI's fake under `/openai`, and each of `others` under `/<name>`."""
+    mounts = [Mount(f"/{name}", app=fake.app) for name, fake in (others or {}).items()]
+    return httpx.ASGITransport(app=Starlette(routes=[*mounts, Mount("/openai", app=openai.app)]))
 
 
 @pytest.fixture
@@ -177,10 +187,13 @@ def gateway_overrides() -> dict[str, Any]:
     return {}
 
 
-async def _gateway(db: str, tmp_path: Path, overrides: dict[str, Any]) -> AsyncIterator[Gateway]:
+async def _gateway(
+    db: str, tmp_path: Path, overrides: dict[str, Any], fakes: dict[str, FakeVendor] | None = None
+) -> AsyncIterator[Gateway]:
     openai = FakeOpenAI()
+    fakes = fakes or {}
     settings = gateway_settings(db, tmp_path / "data", **overrides)
-    res = build_resources(settings, http_transport=fakes_transport(openai))
+    res = build_resources(settings, http_transport=fakes_transport(openai, fakes))
     app = create_app(settings, resources=res)
     async with (
         app.router.lifespan_context(app),
@@ -188,7 +201,7 @@ async def _gateway(db: str, tmp_path: Path, overrides: dict[str, Any]) -> AsyncI
             transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
         ) as client,
     ):
-        yield Gateway(client=client, res=res, openai=openai)
+        yield Gateway(client=client, res=res, openai=openai, fakes=dict(fakes))
 
 
 @pytest.fixture
@@ -245,4 +258,28 @@ async def any_gateway(
 ) -> AsyncIterator[Gateway]:
     """The gateway on SQLite and on PostgreSQL."""
     async for gw in _gateway(any_db_url, tmp_path, gateway_overrides):
+        yield gw
+
+
+STRIPE_WEBHOOK_SECRET = "whsec_test_gateway_0123456789abcdef"
+
+
+def stripe_settings(root: str) -> dict[str, Any]:
+    """Settings for Stripe payments with the fake Stripe served under `root/stripe`."""
+    return {
+        "payments_provider": "stripe",
+        "stripe_secret_key": FakeStripe().secret_key,
+        "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET,
+        "stripe_api_base": f"{root}/stripe",
+        "site_url": "http://site.test",
+    }
+
+
+@pytest.fixture
+async def stripe_gateway(
+    any_db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
+    """The gateway on SQLite and on PostgreSQL with Stripe payments; `fakes["stripe"]`."""
+    overrides = stripe_settings("http://fakes") | gateway_overrides
+    async for gw in _gateway(any_db_url, tmp_path, overrides, {"stripe": FakeStripe()}):
         yield gw

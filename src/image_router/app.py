@@ -29,6 +29,11 @@ from image_router.files import router as files_router
 from image_router.generation.endpoints import router as generation_router
 from image_router.generation.openapi import document_generation_routes
 from image_router.generation.recovery import run_periodically
+from image_router.limits.asgi import RateLimitMiddleware
+from image_router.observability import metrics
+from image_router.observability.logging import ensure_logging
+from image_router.observability.middleware import RequestObservability
+from image_router.payment.endpoints import router as payment_router
 from image_router.resources import Resources, build_resources
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,13 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _Gateway(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost, outside even ServerErrorMiddleware: an unexpected 500 gets its
+        # X-Request-ID, and the traceback logged by `_render_unexpected` its request id.
+        return RequestObservability(super().build_middleware_stack())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -68,6 +80,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Tests pass `http_transport` to send every vendor call to fakes."""
     settings = settings or Settings()
+    # Here rather than in the lifespan: a uvicorn worker logs "Started server process"
+    # between building the app and starting it.
+    ensure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,7 +91,7 @@ def create_app(
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
         reconciler = asyncio.create_task(
-            run_periodically(res.engine, settings.hold_reconcile_interval_s)
+            run_periodically(res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s)
         )
         try:
             yield
@@ -85,13 +100,17 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
             await res.close()
+            metrics.worker_stopped()
 
-    app = FastAPI(
+    app = _Gateway(
         title="Image Router API",
         version=__version__,
         description="OpenAI-compatible image and video generation with prepaid credits.",
         lifespan=lifespan,
     )
+    if settings.rate_limits_enabled:
+        # Inside CORS, so a browser can read the 429 (spec §2.1: cors, then the limiter).
+        app.add_middleware(RateLimitMiddleware, limits_of=lambda: app.state.resources.limits)
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
@@ -100,6 +119,7 @@ def create_app(
     app.include_router(discovery_router)
     app.include_router(account_router)
     app.include_router(files_router)
+    app.include_router(payment_router)
     document_generation_routes(app)
 
     @app.get("/.well-known/openapi.yaml", include_in_schema=False)
@@ -108,6 +128,13 @@ def create_app(
             yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True),
             media_type="text/yaml; charset=utf-8",
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        # A plain `def`: FastAPI runs it in a thread, and merging the files of several
+        # workers is blocking I/O.
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     app.add_exception_handler(GatewayError, _render_gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]

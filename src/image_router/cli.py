@@ -7,7 +7,6 @@ bad input (unknown account, malformed amount...), never with a traceback.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,8 @@ from image_router.kit.money import (
     usd_to_credits,
 )
 from image_router.ledger import service as ledger
+from image_router.limits import bans
+from image_router.observability.logging import configure_logging
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem
 
@@ -41,11 +42,15 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 credits_app = typer.Typer(no_args_is_help=True, help="Credits (prepaid balance).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The model catalog.")
+providers_app = typer.Typer(no_args_is_help=True, help="Upstream vendors and route health.")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(providers_app, name="providers")
+bans_app = typer.Typer(no_args_is_help=True, help="Banned IP addresses and networks.")
+app.add_typer(bans_app, name="bans")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -91,9 +96,7 @@ def serve(
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     created = _run(_bootstrap_admin)
     if created is not None:
         email, secret = created
@@ -112,6 +115,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         access_log=False,
+        log_config=None,  # keep our handler: uvicorn's default config would replace it
         log_level=settings.log_level.lower(),
         timeout_keep_alive=30,
         backlog=4096,
@@ -304,6 +308,65 @@ def _route_reason(settings: Settings, provider_id: str) -> str | None:
     if cls.needs_credential and not settings.credential(provider_id):
         return f"no key configured ({provider_id.upper()}_API_KEY)"
     return None
+
+
+@providers_app.command("status")
+def providers_status(
+    url: Annotated[
+        str | None, typer.Option(help="The running server (default: PUBLIC_URL).")
+    ] = None,
+) -> None:
+    """Show every vendor (enabled or why not) and each route's learned health."""
+    import httpx
+
+    base = (url or Settings().public_url or "http://127.0.0.1:8000").rstrip("/")
+    try:
+        body = httpx.get(f"{base}/v1/providers/status", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise _fail(f"could not read {base}/v1/providers/status: {exc}") from None
+    for pid, state in body["providers"].items():
+        typer.echo(f"{pid:<14} {'enabled' if state['enabled'] else 'disabled: ' + state['reason']}")
+    shared = "shared through Redis" if body["policy"]["shared"] else "this worker only"
+    typer.echo(f"\nroutes ({shared}):")
+    if not body["routes"]:
+        typer.echo("  no route has been used yet")
+    for key, h in body["routes"].items():
+        latency = "-" if h["latency_ms"] is None else f"{h['latency_ms']} ms"
+        typer.echo(
+            f"  {key:<60} {h['state']:<9} errors {h['error_rate']:.0%}  latency {latency}"
+            f"  ({h['samples']} samples)"
+        )
+
+
+# ------------------------------------------------------------------------------- bans
+
+
+@bans_app.command("add")
+def bans_add(
+    network: str,
+    reason: Annotated[str, typer.Option(help="Why (kept with the ban).")],
+) -> None:
+    """Refuse an address or CIDR network (IPv4 or IPv6) on the generation routes."""
+    if not reason.strip():
+        raise _fail("--reason must not be empty")
+    ban = _run(lambda conn: bans.add_ban(conn, network, reason))
+    typer.echo(f"banned {ban.network} (running servers apply it within BANS_REFRESH_S)")
+
+
+@bans_app.command("list")
+def bans_list() -> None:
+    """List bans: the database's, then those of BANNED_NETWORKS."""
+    for ban in _run(bans.list_bans):
+        typer.echo(f"{ban.network}\t{ban.created_at.isoformat()}\t{ban.reason or ''}")
+    for network in Settings().banned_networks:
+        typer.echo(f"{network}\t(configuration)\tBANNED_NETWORKS")
+
+
+@bans_app.command("remove")
+def bans_remove(network: str) -> None:
+    """Lift a ban made with `bans add` (configured ones live in BANNED_NETWORKS)."""
+    removed = _run(lambda conn: bans.remove_ban(conn, network))
+    typer.echo(f"unbanned {removed}")
 
 
 def main() -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+import limits
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from image_router.limits.networks import canonical, parse_network
 
 
 class Settings(BaseSettings):
@@ -58,6 +62,35 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     bootstrap_admin_email: str = "admin@localhost"
 
+    # --- limits (spec §6; README "Limits")
+    rate_limits_enabled: bool = True
+    rate_limit_general: str = "20/second"  # per client IP, every route
+    rate_limit_generation_ip: str = "6000/minute"  # per client IP, generation routes
+    # Per account per second: one more request for every STEP_USD of balance, within MIN..MAX.
+    rate_limit_account_image_step_usd: Decimal = Decimal("0.25")
+    rate_limit_account_image_min: int = 6
+    rate_limit_account_image_max: int = 100
+    rate_limit_account_video_step_usd: Decimal = Decimal("6")
+    rate_limit_account_video_min: int = 1
+    rate_limit_account_video_max: int = 20
+    free_daily_limit_funded: int = 50
+    free_daily_limit_unfunded: int = 10
+    generate_url: str = "https://imagerouter.io/generate"  # named in the ":free" refusal
+    trusted_proxy_count: int = Field(default=0, ge=0)
+    client_ip_header: str | None = None  # e.g. CF-Connecting-IP; only with trusted proxies
+    banned_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    bans_refresh_s: float = 5.0
+
+    # --- payments (README "Payments")
+    payments_provider: Literal["none", "stripe"] = "none"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None  # comma-separated: each is tried (rotation)
+    stripe_api_base: str | None = None  # default https://api.stripe.com (tests: a fake)
+    billing_currency: Literal["usd"] = "usd"  # credits are dollars, so only usd for now
+    topup_min_cents: int = Field(default=500, ge=50)  # Stripe's smallest usd charge is $0.50
+    topup_max_cents: int = Field(default=100_000, ge=50)
+    site_url: str | None = None  # the website (Checkout returns there); default PUBLIC_URL
+
     # --- vendors: keys named as the reference names them; every host is configurable
     poll_interval_s: float = 2.0
     openai_api_key: SecretStr | None = None
@@ -99,6 +132,43 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(p) for p in value.replace(";", ",").split(",") if p.strip()]
         return value
+
+    @field_validator("rate_limit_general", "rate_limit_generation_ip")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        limits.parse(value)  # "20/second", "6000/minute", "100 per 10 seconds"
+        return value
+
+    @field_validator("banned_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [canonical(parse_network(str(part))) for part in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_payments(self) -> Settings:
+        if self.topup_min_cents > self.topup_max_cents:
+            raise ValueError("TOPUP_MIN_CENTS must not exceed TOPUP_MAX_CENTS")
+        if self.payments_provider == "stripe":
+            missing = [
+                name
+                for name, secret in (
+                    ("STRIPE_SECRET_KEY", self.stripe_secret_key),
+                    ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
+                )
+                if secret is None or not secret.get_secret_value().strip()
+            ]
+            if missing:
+                raise ValueError(f"PAYMENTS_PROVIDER=stripe needs {' and '.join(missing)}")
+        return self
+
+    def stripe_webhook_secrets(self) -> list[str]:
+        """The webhook signing secrets, old and new while an endpoint secret is rolled."""
+        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
 
     def resolved_database_url(self) -> str:
         if self.database_url:

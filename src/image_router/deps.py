@@ -61,4 +61,36 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address under TRUSTED_PROXY_COUNT / CLIENT_IP_HEADER (spec §1.1)."""
+    resources: Resources = request.app.state.resources
+    return resources.limits.client_ip(request.scope)
+
+
+# ----------------------------------------------------------------- generation limits (§6)
+
+
+async def guard_generation_ip(request: Request, res: ResourcesDep) -> None:
+    """Banned networks, then the per-IP generation limiter: before authentication."""
+    await res.limits.guard_generation_ip(request.scope)
+
+
+GenerationIpGuard = Annotated[None, Depends(guard_generation_ip)]
+
+
+async def get_image_caller(
+    request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
+) -> Caller:
+    """The caller, once the IP guards and then the account's image limiter let it through."""
+    await res.limits.guard_account(request.scope, "image", caller.account_id, caller.balance)
+    return caller
+
+
+async def get_video_caller(
+    request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
+) -> Caller:
+    await res.limits.guard_account(request.scope, "video", caller.account_id, caller.balance)
+    return caller
+
+
+ImageCallerDep = Annotated[Caller, Depends(get_image_caller)]
+VideoCallerDep = Annotated[Caller, Depends(get_video_caller)]

@@ -18,6 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from image_router.catalog.spec import Catalog, load_catalog
 from image_router.config import Settings, credential_field
 from image_router.db.session import make_engine
+from image_router.kit.money import usd_to_credits
+from image_router.limits.bans import BanList, load_networks
+from image_router.limits.client_ip import ClientIpPolicy
+from image_router.limits.free_tier import FreeTier
+from image_router.limits.guard import Limits, RatePolicy
+from image_router.limits.networks import parse_network
+from image_router.limits.rates import AccountScale, Rate, memory_counter, redis_counter
+from image_router.payment.stripe_api import StripeGateway
+from image_router.payment.topups import Payments, TopupPolicy
 from image_router.providers import PROVIDERS
 from image_router.providers.base import Provider
 from image_router.routing.health import HealthPolicy, HealthStore, MemoryHealthStore
@@ -38,7 +47,9 @@ class Resources:
     providers: Mapping[str, Provider]
     store: Store
     health: HealthStore
+    limits: Limits
     disabled: Mapping[str, str] = field(default_factory=dict)
+    payments: Payments | None = None  # None: PAYMENTS_PROVIDER=none
 
     @property
     def enabled(self) -> frozenset[str]:
@@ -46,6 +57,7 @@ class Resources:
 
     async def close(self) -> None:
         await self.health.close()
+        await self.limits.close()
         await self.http.aclose()
         await self.store.close()
         await self.engine.dispose()
@@ -138,6 +150,64 @@ def build_health(settings: Settings) -> HealthStore:
     return MemoryHealthStore(policy)
 
 
+def build_limits(settings: Settings, engine: AsyncEngine) -> Limits:
+    """Rate limits in Redis when configured (shared by all workers), else in process."""
+    rates = RatePolicy(
+        general=Rate.parse(settings.rate_limit_general),
+        generation_ip=Rate.parse(settings.rate_limit_generation_ip),
+        image=AccountScale(
+            usd_to_credits(settings.rate_limit_account_image_step_usd),
+            settings.rate_limit_account_image_min,
+            settings.rate_limit_account_image_max,
+        ),
+        video=AccountScale(
+            usd_to_credits(settings.rate_limit_account_video_step_usd),
+            settings.rate_limit_account_video_min,
+            settings.rate_limit_account_video_max,
+        ),
+    )
+    return Limits(
+        rates=rates if settings.rate_limits_enabled else None,
+        counter=(
+            redis_counter(settings.redis_url, settings.redis_namespace)
+            if settings.redis_url and settings.rate_limits_enabled
+            else memory_counter()
+        ),
+        bans=BanList(
+            [parse_network(n) for n in settings.banned_networks],
+            lambda: load_networks(engine),
+            refresh_s=settings.bans_refresh_s,
+        ),
+        free_tier=FreeTier(
+            engine,
+            funded_daily=settings.free_daily_limit_funded,
+            unfunded_daily=settings.free_daily_limit_unfunded,
+            generate_url=settings.generate_url,
+            pricing_url=settings.pricing_url,
+        ),
+        client_ip=ClientIpPolicy(settings.trusted_proxy_count, settings.client_ip_header),
+    )
+
+
+def build_payments(settings: Settings, http: httpx.AsyncClient) -> Payments | None:
+    """Stripe top-ups when configured; None means the operator grants credits by CLI."""
+    if settings.payments_provider != "stripe" or settings.stripe_secret_key is None:
+        return None
+    gateway = StripeGateway(
+        http,
+        secret_key=settings.stripe_secret_key.get_secret_value(),
+        webhook_secrets=settings.stripe_webhook_secrets(),
+        api_base=settings.stripe_api_base,
+    )
+    policy = TopupPolicy(
+        currency=settings.billing_currency,
+        min_cents=settings.topup_min_cents,
+        max_cents=settings.topup_max_cents,
+        site_url=(settings.site_url or public_url(settings)).rstrip("/"),
+    )
+    return Payments(gateway, policy)
+
+
 def build_resources(
     settings: Settings,
     *,
@@ -151,13 +221,16 @@ def build_resources(
         settings.catalog_paths,
         image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
     )
+    engine = make_engine(settings.resolved_database_url())
     return Resources(
         settings=settings,
-        engine=make_engine(settings.resolved_database_url()),
+        engine=engine,
         http=http,
         catalog=catalog,
         providers=providers,
         store=build_store(settings, url_prefix or public_url(settings)),
         health=build_health(settings),
+        limits=build_limits(settings, engine),
         disabled=disabled,
+        payments=build_payments(settings, http),
     )

@@ -50,6 +50,7 @@ def base_env(data_dir: Path, openai_url: str) -> dict[str, str]:
         OPENAI_API_KEY=FakeOpenAI().api_key,
         OPENAI_BASE_URL=f"{openai_url}/v1",
         LOG_LEVEL="WARNING",
+        RATE_LIMITS_ENABLED="false",  # bursts from one address; the limits tests opt in
     )
     env.pop("DATABASE_URL", None)
     env.pop("PUBLIC_URL", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +31,7 @@ from image_router.kit.money import usd_to_credits
 from image_router.providers import PROVIDERS
 from tests.e2e.conftest import BIN, base_env, free_port, start_server
 from tests.fakes.contract import ContractCase, discover_cases
-from tests.fakes.upstream import serve_in_thread
+from tests.fakes.upstream import FakeVendor, serve_in_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +136,7 @@ class Deployment:
     url: str
     data_dir: Path
     key: str
+    fakes: dict[str, FakeVendor]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         process, key = start_server(env, port)
         assert key is not None
         try:
-            yield Deployment(f"http://127.0.0.1:{port}", data_dir, key)
+            yield Deployment(f"http://127.0.0.1:{port}", data_dir, key, fakes)
         finally:
             process.terminate()
             process.wait(timeout=15)
@@ -234,3 +236,29 @@ def test_vendor_generates_through_the_public_api(deployment: Deployment, target:
         seconds=spec.default_seconds,
     )
     assert 0 < cost <= usd_to_credits(quote(spec.routes[0].price, facts))
+
+
+def test_a_client_that_hangs_up_gets_the_vendor_job_cancelled(deployment: Deployment) -> None:
+    """fal keeps the job queued; the client gives up; the gateway cancels it at fal and
+    releases the hold."""
+    _grant(deployment, "1")
+    before = _balance(deployment)
+    fal = deployment.fakes["fal"]
+    fal.polls_before_done = 1_000_000  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                deployment.url + "/v1/openai/images/generations",
+                headers={"Authorization": f"Bearer {deployment.key}"},
+                json={"model": "recraft-ai/recraft-v3", "prompt": "never finishes"},
+                timeout=1.0,
+            )
+        deadline = time.monotonic() + 5
+        while not fal.cancelled:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "fal never saw a cancel request"
+            time.sleep(0.05)
+        while _balance(deployment) != before:
+            assert time.monotonic() < deadline, "the hold was not released"
+            time.sleep(0.05)
+    finally:
+        fal.polls_before_done = 2  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -140,6 +141,15 @@ class Generation(Base):
     __table_args__ = (
         Index("ix_generations_account_id_created_at", "account_id", "created_at"),
         Index("ix_generations_status_deadline_at", "status", "deadline_at"),
+        # The free tier's per-IP daily count (limits/free_tier.py); partial, so paid
+        # generations pay nothing for it. (`\:` keeps `:free` from being a bind parameter.)
+        Index(
+            "ix_generations_free_ip_created_at",
+            "ip",
+            "created_at",
+            postgresql_where=text(r"model LIKE '%\:free%'"),
+            sqlite_where=text(r"model LIKE '%\:free%'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -23,6 +23,7 @@ from typing import Any
 from image_router.catalog.spec import Route
 from image_router.errors import GenerationUnavailable
 from image_router.kit.money import usd_to_credits
+from image_router.observability import metrics
 from image_router.providers.base import (
     Job,
     Provider,
@@ -182,10 +183,13 @@ async def _back_off(tried: int, policy: RoutingPolicy, deadline: float) -> None:
 async def _learn(
     health: HealthStore, plan: Plan, outcome: str, seconds: float, learn: bool
 ) -> None:
+    metrics.observe_attempt(plan.route.provider, plan.target.upstream, outcome, seconds)
     # A refused input says nothing about the route's health; a cancelled job neither.
     if not learn or outcome in ("rejected", "cancelled"):
         return
     try:
-        await health.record(plan.key, outcome == "success", seconds)
+        state = await health.record(plan.key, outcome == "success", seconds)
     except Exception:
         log.exception("could not record the health of %s", plan.key)
+        return
+    metrics.set_circuit(plan.key, state.state)

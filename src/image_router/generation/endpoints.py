@@ -17,18 +17,19 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from image_router.deps import CallerDep, ResourcesDep, client_ip
+from image_router.account.service import Caller
+from image_router.deps import ImageCallerDep, ResourcesDep, VideoCallerDep, client_ip
 from image_router.errors import GatewayError, InternalError
 from image_router.generation import service
 from image_router.generation.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
-from image_router.generation.validation import validate_image, validate_video
+from image_router.generation.validation import GenerationRequest, validate_image, validate_video
 
 router = APIRouter()
 
 
 @router.post("/v1/openai/images/generations")
 @router.post("/v1/openai/images/edits")
-async def generate_image(request: Request, res: ResourcesDep, caller: CallerDep) -> Response:
+async def generate_image(request: Request, res: ResourcesDep, caller: ImageCallerDep) -> Response:
     body = await read_body(request, IMAGE_LIMITS)
     validated = validate_image(
         body.fields,
@@ -37,17 +38,32 @@ async def generate_image(request: Request, res: ResourcesDep, caller: CallerDep)
         mask=body.mask,
         enabled=res.enabled,
     )
+    await _free_tier(request, res, caller, validated)
     return await _respond(
         request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
     )
 
 
 @router.post("/v1/openai/videos/generations")
-async def generate_video(request: Request, res: ResourcesDep, caller: CallerDep) -> Response:
+async def generate_video(request: Request, res: ResourcesDep, caller: VideoCallerDep) -> Response:
     body = await read_body(request, VIDEO_LIMITS)
     validated = validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
+    await _free_tier(request, res, caller, validated)
     return await _respond(
         request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
+    )
+
+
+async def _free_tier(
+    request: Request, res: ResourcesDep, caller: Caller, validated: GenerationRequest
+) -> None:
+    """The `:free` gate and daily caps (spec §6.3): after validation, before the hold."""
+    await res.limits.free_tier.check(
+        validated.requested_model,
+        account_id=caller.account_id,
+        funded=caller.balance > 0,
+        via_web_token=caller.via_web_token,
+        ip=client_ip(request),
     )
 
 

@@ -47,6 +47,7 @@ from image_router.kit.clock import utcnow
 from image_router.kit.ids import new_id
 from image_router.kit.money import usd_number, usd_to_credits
 from image_router.ledger import service as ledger
+from image_router.observability import metrics
 from image_router.providers.base import (
     Job,
     Result,
@@ -92,8 +93,10 @@ async def generate(
         else res.settings.image_deadline_s
     )
 
+    received = time.monotonic()
     async with unit_of_work(res.engine) as conn:
         if not await ledger.hold(conn, caller.account_id, held, generation_id=generation_id):
+            metrics.count_generation(request.model, request.modality, "insufficient_credits")
             raise InsufficientCredits(
                 f"Insufficient credits (this model needs minimum ${_js_number(first.quote_usd)} "
                 f"credits), please topup your ImageRouter account: {res.settings.pricing_url}"
@@ -119,6 +122,7 @@ async def generate(
             ),
         )
 
+    metrics.hold_taken()
     job = Job(
         modality=request.modality,
         model=request.model,
@@ -168,6 +172,8 @@ async def generate(
         await asyncio.shield(
             _release(res, caller, generation_id, held, attempts, _describe(exc), plans[0])
         )
+        metrics.hold_finished()
+        metrics.count_generation(request.model, request.modality, _outcome(exc))
         if isinstance(exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit):
             raise
         raise _client_error(exc) from exc
@@ -192,6 +198,9 @@ async def generate(
             cost = 0
             log.warning("generation %s finished after its hold was released", generation_id)
 
+    metrics.hold_finished()
+    metrics.count_generation(request.model, request.modality, "success")
+    metrics.observe_gateway_overhead(max(0.0, time.monotonic() - received - latency_ms / 1000))
     body: dict[str, Any] = {
         "created": int(time.time()),
         "data": [o.item for o in outputs],
@@ -334,6 +343,17 @@ def _client_error(exc: BaseException) -> GatewayError:
         )
     log.error("generation failed unexpectedly", exc_info=exc)
     return InternalError("Failed to generate. You were not charged.")
+
+
+def _outcome(exc: BaseException) -> str:
+    """The status label of a failed generation for the metrics."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, UpstreamRejectedError):
+        return "rejected"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError):
+        return "timeout"
+    return "error"
 
 
 def _js_number(value: Decimal) -> str:

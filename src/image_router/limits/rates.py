@@ -1,0 +1,147 @@
+"""Fixed-window request counters (spec §6.1) on a `limits` storage, with draft-6 headers.
+
+The storage is `limits`' in-process memory storage for the embedded default, or its Redis
+storage shared by every worker. The fixed-window strategy of `limits` is exactly
+`storage.incr(key, window) <= max`; calling the storage directly gets the count itself from
+that one atomic increment, which `RateLimit-Remaining` needs, instead of a second read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `amount` requests per fixed window of `window_s` seconds."""
+
+    amount: int
+    window_s: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`20/second`, `6000/minute`, `6000 per 60 seconds` (the `limits` notation)."""
+        item = limits.parse(text)
+        return cls(item.amount, item.get_expiry())
+
+
+@dataclass(frozen=True)
+class AccountScale:
+    """A per-account rate that grows with the balance: one more request per window for
+    every `step` credits, never below `minimum` nor above `maximum` (spec §6.1:
+    images `clamp(floor(USD × 4), 6, 100)` is a step of $0.25; videos
+    `clamp(floor(USD / 6), 1, 20)` a step of $6). Integer credits keep it exact."""
+
+    step: int
+    minimum: int
+    maximum: int
+    window_s: int = 1
+
+    def __post_init__(self) -> None:
+        if self.step <= 0 or not 0 < self.minimum <= self.maximum:
+            raise ValueError("an account rate needs step > 0 and 0 < minimum <= maximum")
+
+    def rate(self, balance: int) -> Rate:
+        steps = max(0, balance) // self.step
+        return Rate(max(self.minimum, min(self.maximum, steps)), self.window_s)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One counted request: within its rate or not, and what the headers say about it."""
+
+    rate: Rate
+    count: int
+    reset_s: int
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.rate.amount
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.rate.amount - self.count)
+
+    def headers(self) -> dict[str, str]:
+        """`RateLimit-*` of the IETF draft 6 (as express-rate-limit 7 sends them), plus
+        `Retry-After` when refused."""
+        headers = {
+            "RateLimit-Policy": f"{self.rate.amount};w={self.rate.window_s}",
+            "RateLimit-Limit": str(self.rate.amount),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, self.reset_s))
+        return headers
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(k.lower().encode(), v.encode()) for k, v in self.headers().items()]
+
+
+class WindowCounter:
+    """Counts requests per (limiter, identity) in fixed windows that start at the first
+    request, like express-rate-limit's memory store.
+
+    When the shared storage is unreachable the request is let through and a warning
+    logged: refusing every request because the limiter's store is down would turn a
+    Redis outage into a full outage.
+    """
+
+    def __init__(self, storage: Storage, *, shared: bool, pool: ConnectionPool | None = None):
+        self.storage = storage
+        self.shared = shared
+        self._pool = pool
+
+    async def hit(self, name: str, identity: str, rate: Rate) -> Decision | None:
+        # No amount in the key: an account whose rate changes with its balance keeps
+        # its count for the rest of the window.
+        key = f"{name}/{rate.window_s}/{identity}"
+        try:
+            count = await self.storage.incr(key, rate.window_s)
+            reset_at = await self.storage.get_expiry(key)
+        except StorageError as exc:
+            log.warning("rate limiter storage unavailable, request not limited: %s", exc)
+            return None
+        # The key was just counted, so its window is still open: at least 1 s to go, as a
+        # ceiling. (Redis reports the expiry in whole seconds, rounded.)
+        reset_s = min(rate.window_s, max(1, math.ceil(reset_at - time.time())))
+        return Decision(rate, count, reset_s)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+def memory_counter() -> WindowCounter:
+    """In this process only: right for one worker (the embedded default)."""
+    return WindowCounter(MemoryStorage(), shared=False)
+
+
+def redis_counter(url: str, namespace: str) -> WindowCounter:
+    """Shared by every worker on every machine; keys under `<namespace>:limits:`."""
+    pool = ConnectionPool.from_url(url)
+    scheme, _, rest = url.partition("://")
+    options: dict[str, Any] = {"connection_pool": pool}
+    storage = RedisStorage(
+        # `limits` selects its asyncio storage by an `async+` scheme; our pool does the
+        # connecting, so only the scheme matters here.
+        f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}",
+        implementation="redispy",
+        key_prefix=f"{namespace}:limits",
+        wrap_exceptions=True,
+        # Passed through to redis.asyncio.Redis, which `limits` types too narrowly.
+        **options,
+    )
+    return WindowCounter(storage, shared=True, pool=pool)
