@@ -17,21 +17,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
+        # Every use of the connection ends in a commit or rollback of its own transaction,
+        # so the pool's extra rollback on return would only cost a thread round trip.
         engine = create_async_engine(
             url,
             pool_size=1,
             max_overflow=0,
             pool_timeout=600,
+            pool_reset_on_return=None,
             connect_args={"timeout": 30},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    # No pre-ping: it costs a round trip per checkout; recycling bounds stale connections
+    # and a dropped connection fails one unit of work, which callers already handle.
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=600,
-        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 
@@ -55,5 +60,11 @@ async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection without a transaction, for single reads (and idempotent single writes):
     it saves the BEGIN and COMMIT round trips of a unit of work."""
+    if engine.dialect.name == "sqlite":
+        # Switching aiosqlite's isolation level costs more thread round trips than the
+        # BEGIN/COMMIT it saves (which are local calls for SQLite anyway).
+        async with engine.begin() as connection:
+            yield connection
+        return
     async with engine.connect() as connection:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
