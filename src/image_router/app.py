@@ -17,10 +17,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_router import __version__
 from image_router.account.endpoints import router as account_router
+from image_router.account.key_endpoints import router as api_keys_router
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
 from image_router.discovery.endpoints import router as discovery_router
@@ -35,6 +37,9 @@ from image_router.observability.logging import ensure_logging
 from image_router.observability.middleware import RequestObservability
 from image_router.payment.endpoints import router as payment_router
 from image_router.resources import Resources, build_resources
+from image_router.web.pages import router as web_pages_router
+from image_router.web.state import STATIC_DIR, build_web_state
+from image_router.web.tokens import router as web_token_router
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,7 @@ def create_app(
         if settings.auto_migrate:
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
+        app.state.web = build_web_state(res.settings)
         reconciler = asyncio.create_task(
             run_periodically(res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s)
         )
@@ -99,6 +105,7 @@ def create_app(
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
+            await app.state.web.close()
             await res.close()
             metrics.worker_stopped()
 
@@ -118,8 +125,12 @@ def create_app(
     app.include_router(generation_router)
     app.include_router(discovery_router)
     app.include_router(account_router)
+    app.include_router(api_keys_router)
     app.include_router(files_router)
     app.include_router(payment_router)
+    app.include_router(web_token_router)
+    app.include_router(web_pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_generation_routes(app)
 
     @app.get("/.well-known/openapi.yaml", include_in_schema=False)

@@ -10,18 +10,21 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account import managed_keys
 from image_router.account import service as accounts
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
 from image_router.db.session import make_engine, unit_of_work
 from image_router.db.tables import Account
 from image_router.errors import OperatorError
+from image_router.kit.clock import utcnow
 from image_router.kit.money import (
     MoneyFormatError,
     format_usd,
@@ -178,15 +181,43 @@ def users_list() -> None:
 def keys_create(
     email: str,
     name: Annotated[str, typer.Option(help="A name to recognise it by.")] = "default",
+    management: Annotated[
+        bool,
+        typer.Option("--management", help="A management key: manages keys, cannot generate."),
+    ] = False,
+    spend_limit: Annotated[
+        str | None, typer.Option("--spend-limit", help="Most USD the key may spend.")
+    ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(help="Window of --spend-limit: day, week or month (UTC); default lifetime."),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Expiry, ISO 8601 (UTC unless an offset is given).")
+    ] = None,
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line, once."""
+    if period is not None and spend_limit is None:
+        raise _fail("--period needs --spend-limit")
 
     async def work(conn: AsyncConnection) -> tuple[accounts.KeyView, str]:
+        # Parsed in here so a bad value is reported like every other bad input.
+        limit = managed_keys.parse_spend_limit(spend_limit)
+        expires_at = managed_keys.parse_expiry(expires, utcnow())
         account = await accounts.require_account(conn, email)
-        return await accounts.create_key(conn, account.id, name)
+        return await accounts.create_key(
+            conn,
+            account.id,
+            name,
+            management=management,
+            spend_limit=limit,
+            spend_limit_period=managed_keys.parse_period(period),
+            expires_at=expires_at,
+        )
 
     key, secret = _run(work)
-    typer.echo(f"created key {key.id} '{key.name}' for {email} (shown once):")
+    kind = "management key" if key.is_management else "key"
+    typer.echo(f"created {kind} {key.id} '{key.name}' for {email} (shown once):")
     typer.echo(secret)
 
 
@@ -198,10 +229,30 @@ def keys_list(email: str) -> None:
         account = await accounts.require_account(conn, email)
         return await accounts.list_keys(conn, account.id)
 
+    now = utcnow()
     for key in _run(work):
-        state = "active" if key.is_active else "revoked"
         used = key.last_used_at.isoformat() if key.last_used_at else "never used"
-        typer.echo(f"{key.id}\t{key.name}\t{key.prefix}…{key.last_four}\t{state}\t{used}")
+        typer.echo(
+            f"{key.id}\t{key.name}\t{key.prefix}…{key.last_four}\t{_key_state(key, now)}\t"
+            f"{used}\t{'management' if key.is_management else 'normal'}\t{_key_limit(key)}\t"
+            + (f"expires {key.expires_at.isoformat()}" if key.expires_at else "no expiry")
+        )
+
+
+def _key_state(key: accounts.KeyView, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if not key.is_active:
+        return "disabled"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _key_limit(key: accounts.KeyView) -> str:
+    if key.spend_limit is None:
+        return "no spend limit"
+    return f"limit ${format_usd(key.spend_limit)}/{key.spend_limit_period or 'lifetime'}"
 
 
 @keys_app.command("revoke")
@@ -253,11 +304,8 @@ def credits_show(email: str) -> None:
 
     async def work(conn: AsyncConnection) -> tuple[int, int, int]:
         account = await accounts.require_account(conn, email)
-        return (
-            await ledger.balance(conn, account.id),
-            await ledger.entries_sum(conn, account.id),
-            await ledger.deposits(conn, account.id),
-        )
+        balance, entries = await ledger.books(conn, account.id)
+        return balance, entries, await ledger.deposits(conn, account.id)
 
     balance, entries, deposits = _run(work)
     typer.echo(f"balance ${format_usd(balance)} (deposits ${format_usd(deposits)})")

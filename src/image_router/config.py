@@ -59,8 +59,14 @@ class Settings(BaseSettings):
     enable_test_models: bool = True
 
     # --- auth
-    jwt_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = None  # signs website tokens (spec §4); none: no tokens
     bootstrap_admin_email: str = "admin@localhost"
+    auth_provider: Literal["local"] = "local"  # website sign-in (README "Website and sign-in")
+    session_ttl_s: float = Field(default=14 * 24 * 3600, gt=0)
+    web_token_ttl_s: float = Field(default=60, gt=0)
+    signin_throttle: str = "5/minute"  # per e-mail and client IP (the `limits` notation)
+    smtp_url: str | None = None  # smtp://[user:pass@]host:port or smtps://; none: stderr
+    smtp_from: str = "Image Router <noreply@localhost>"
 
     # --- limits (spec §6; README "Limits")
     rate_limits_enabled: bool = True
@@ -133,10 +139,18 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.replace(";", ",").split(",") if p.strip()]
         return value
 
-    @field_validator("rate_limit_general", "rate_limit_generation_ip")
+    @field_validator("rate_limit_general", "rate_limit_generation_ip", "signin_throttle")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         limits.parse(value)  # "20/second", "6000/minute", "100 per 10 seconds"
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # HS256 with a short secret can be brute-forced offline from any one token.
+        if value is not None and 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters")
         return value
 
     @field_validator("banned_networks", mode="before")

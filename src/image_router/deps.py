@@ -8,15 +8,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
+from image_router.account import web_tokens
 from image_router.account.service import Caller, authenticate_key
-from image_router.db.session import autocommit
-from image_router.errors import InternalError, Unauthenticated
+from image_router.db.session import autocommit, unit_of_work
+from image_router.errors import Forbidden, InternalError, Unauthenticated
 from image_router.kit.ids import API_KEY_LENGTH
 from image_router.resources import Resources
 
 log = logging.getLogger(__name__)
 
-JWT_MIN_LENGTH = 100
+JWT_MIN_LENGTH = web_tokens.MIN_TOKEN_LENGTH
 
 
 async def get_resources(request: Request) -> Resources:
@@ -49,12 +50,25 @@ async def get_caller(request: Request, res: ResourcesDep) -> Caller:
             raise Unauthenticated("Invalid API key")
         return caller
     if len(token) >= JWT_MIN_LENGTH:
-        # Website tokens are minted by the accounts feature; until a secret is configured
-        # no JWT can be valid.
-        raise Unauthenticated("Invalid or expired JWT token", code="invalid_token")
+        return await _web_token_caller(request, res, token)
     raise Unauthenticated(
         f"Invalid authorization token length: {len(token)}", code="invalid_token_length"
     )
+
+
+async def _web_token_caller(request: Request, res: Resources, token: str) -> Caller:
+    secret = res.settings.jwt_secret.get_secret_value() if res.settings.jwt_secret else ""
+    if not secret:
+        # Without a secret no website token was ever minted here, so none can be valid.
+        raise Unauthenticated(web_tokens.INVALID_MESSAGE, code="invalid_token")
+    claims = web_tokens.verify(secret, token)
+    try:
+        # A unit of work: the first guest token creates the shared guest account.
+        async with unit_of_work(res.engine) as conn:
+            return await web_tokens.caller_for(conn, claims, client_ip(request))
+    except SQLAlchemyError as exc:
+        log.exception("database error while validating a website token")
+        raise InternalError("Error validating API key") from exc
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -81,6 +95,7 @@ async def get_image_caller(
     request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
 ) -> Caller:
     """The caller, once the IP guards and then the account's image limiter let it through."""
+    _refuse_management_key(caller)
     await res.limits.guard_account(request.scope, "image", caller.account_id, caller.balance)
     return caller
 
@@ -88,8 +103,20 @@ async def get_image_caller(
 async def get_video_caller(
     request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
 ) -> Caller:
+    _refuse_management_key(caller)
     await res.limits.guard_account(request.scope, "video", caller.account_id, caller.balance)
     return caller
+
+
+def _refuse_management_key(caller: Caller) -> None:
+    # A management key mints keys; keeping it out of generation means it never needs to
+    # sit in an application's configuration, where it would be easier to leak.
+    if caller.is_management:
+        raise Forbidden(
+            "Management API keys cannot generate. Create a normal key with "
+            "POST /v1/api-keys and use that one",
+            code="management_key",
+        )
 
 
 ImageCallerDep = Annotated[Caller, Depends(get_image_caller)]

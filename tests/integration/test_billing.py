@@ -6,6 +6,8 @@ Runs on SQLite and on the real PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 
 import pytest
 
@@ -143,3 +145,28 @@ async def test_zero_balance_key_may_use_the_free_test_model(any_gateway: Gateway
     assert response.status_code == 200
     assert response.json()["cost"] == 0
     assert await any_gateway.ledger_sum(account) == 0
+
+
+async def test_clients_vanishing_at_any_moment_never_unbalance_the_books(
+    any_gateway: Gateway,
+) -> None:
+    """In process, cancelling the client cancels the request wherever it is — inside the
+    hold's or the settle's transaction too. Nothing may be half-written or left held."""
+    account, key = await any_gateway.account("10")
+    any_gateway.openai.delay = 0.01
+    rng = random.Random(7)
+
+    async def impatient(wait: float) -> None:
+        task = asyncio.ensure_future(any_gateway.post(IMAGE, key, json=DALLE2))
+        await asyncio.sleep(wait)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    await asyncio.gather(*(impatient(rng.uniform(0, 0.04)) for _ in range(60)))
+    await asyncio.sleep(0.3)  # shielded releases finish on their own
+    rows = await any_gateway.generations()
+    assert [r for r in rows if r["status"] == "processing"] == []
+    charged = sum(r["cost"] for r in rows)
+    assert await any_gateway.balance(account) == usd_to_credits("10") - charged
+    await _assert_books_balance(any_gateway, account)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account import spend_limits
 from image_router.db.session import unit_of_work
 from image_router.deps import CallerDep, ResourcesDep
 from image_router.errors import InternalError
+from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
@@ -40,6 +44,7 @@ async def credits(request: Request, caller: CallerDep, res: ResourcesDep) -> Res
                 if request.query_params.get("by_api_key") == "true"
                 else None
             )
+            windows = await _limit_windows(conn, by_key or [])
     except SQLAlchemyError as exc:
         raise InternalError("Failed to fetch credit information") from exc
     body: dict[str, Any] = {
@@ -48,17 +53,32 @@ async def credits(request: Request, caller: CallerDep, res: ResourcesDep) -> Res
         "total_deposits": format_usd(deposits),
     }
     if by_key is not None:
-        body["usage_by_api_key"] = [_key_usage(k) for k in by_key]
+        body["usage_by_api_key"] = [_key_usage(k, windows) for k in by_key]
     return _json(body)
 
 
-def _key_usage(k: usage.KeyUsage) -> dict[str, Any]:
+async def _limit_windows(
+    conn: AsyncConnection, keys: list[usage.KeyUsage]
+) -> dict[str, tuple[int, datetime | None]]:
+    """(spend in the current window, its start) of each listed key that has a spend limit."""
+    now = utcnow()
+    return {
+        k.api_key_id: await spend_limits.period_spend(conn, k.api_key_id, k.spend_limit_period, now)
+        for k in keys
+        if k.api_key_id is not None and k.spend_limit is not None
+    }
+
+
+def _key_usage(
+    k: usage.KeyUsage, windows: dict[str, tuple[int, datetime | None]]
+) -> dict[str, Any]:
     if k.api_key_id is not None:
         key_id, name = k.api_key_id, k.key_name or "Deleted Key"
     elif k.via_web_token:
         key_id, name = "temp_jwt", "Temporary web token (imagerouter.io)"
     else:
         key_id, name = "unknown", "Unknown Key"
+    window = windows.get(k.api_key_id) if k.api_key_id else None
     return {
         "api_key_id": key_id,
         "api_key_name": name,
@@ -70,4 +90,9 @@ def _key_usage(k: usage.KeyUsage) -> dict[str, Any]:
             else None
         ),
         "is_active": True if k.key_active is None else k.key_active,
+        "spend_limit": None if k.spend_limit is None else format_usd(k.spend_limit),
+        "spend_limit_period": k.spend_limit_period,
+        "period_spend": format_usd(window[0]) if window else None,
+        "period_start": spend_limits.iso(window[1]) if window and window[1] else None,
+        "expires_at": spend_limits.iso(k.expires_at) if k.expires_at else None,
     }

@@ -1,8 +1,10 @@
 """Accounts and API keys.
 
 Keys are shown once and stored as a SHA-256 hash with a display prefix and last four
-characters. A revoked or disabled key stops working at the next request: authentication
-reads the key row every time. `last_used_at` is written at most once a minute per key.
+characters. A revoked, disabled or expired key stops working at the next request:
+authentication reads the key row every time. `last_used_at` is written at most once a
+minute per key. Management keys manage an account's keys (`/v1/api-keys`) and cannot
+generate; any key may carry a spend limit (`spend_limits.py`) and an expiry.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account.spend_limits import PERIODS
 from image_router.db.tables import API_KEYS, Account, ApiKey
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret, new_api_key, new_id
@@ -36,6 +39,9 @@ class Caller:
     api_key_id: str | None
     via_web_token: bool = False
     allow_routing_improvement: bool = True
+    is_management: bool = False
+    # Credits per period; the period and the spend are read when a request is held.
+    spend_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class KeyView:
     is_active: bool
     created_at: datetime
     last_used_at: datetime | None
+    is_management: bool = False
+    spend_limit: int | None = None  # credits
+    spend_limit_period: str | None = None  # day | week | month | None (lifetime)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 async def create_account(
@@ -128,11 +139,24 @@ async def list_accounts(conn: AsyncConnection) -> list[AccountView]:
     ]
 
 
-async def create_key(conn: AsyncConnection, account_id: str, name: str) -> tuple[KeyView, str]:
-    """Create a key; returns its view and the secret, which is never stored or shown again."""
+async def create_key(
+    conn: AsyncConnection,
+    account_id: str,
+    name: str,
+    *,
+    management: bool = False,
+    spend_limit: int | None = None,
+    spend_limit_period: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[KeyView, str]:
+    """Create a key; returns its view and the secret, which is never stored or shown again.
+
+    `spend_limit` is in credits per `spend_limit_period` (None: over the key's lifetime).
+    """
     name = name.strip()
     if not name or len(name) > 200:
         raise AccountError("a key name must be 1 to 200 characters")
+    check_limit(spend_limit, spend_limit_period)
     secret = new_api_key()
     view = KeyView(
         id=new_id(),
@@ -142,6 +166,10 @@ async def create_key(conn: AsyncConnection, account_id: str, name: str) -> tuple
         is_active=True,
         created_at=utcnow(),
         last_used_at=None,
+        is_management=management,
+        spend_limit=spend_limit,
+        spend_limit_period=spend_limit_period,
+        expires_at=expires_at,
     )
     await conn.execute(
         insert(ApiKey).values(
@@ -153,9 +181,27 @@ async def create_key(conn: AsyncConnection, account_id: str, name: str) -> tuple
             last_four=view.last_four,
             is_active=True,
             created_at=view.created_at,
+            is_management=management,
+            spend_limit=spend_limit,
+            spend_limit_period=spend_limit_period,
+            expires_at=expires_at,
         )
     )
     return view, secret
+
+
+def check_limit(spend_limit: int | None, period: str | None) -> None:
+    """A limit is whole credits, not negative; a period only qualifies a limit."""
+    if period is not None and period not in PERIODS:
+        raise AccountError(
+            f"spend_limit_period must be one of {', '.join(PERIODS)} or null (lifetime)"
+        )
+    if spend_limit is None:
+        if period is not None:
+            raise AccountError("spend_limit_period needs a spend_limit")
+        return
+    if spend_limit < 0:
+        raise AccountError("spend_limit must not be negative")
 
 
 async def list_keys(conn: AsyncConnection, account_id: str) -> list[KeyView]:
@@ -173,6 +219,11 @@ async def list_keys(conn: AsyncConnection, account_id: str) -> list[KeyView]:
             is_active=r.is_active and r.revoked_at is None,
             created_at=r.created_at,
             last_used_at=r.last_used_at,
+            is_management=r.is_management,
+            spend_limit=r.spend_limit,
+            spend_limit_period=r.spend_limit_period,
+            expires_at=r.expires_at,
+            revoked_at=r.revoked_at,
         )
         for r in rows
     ]
@@ -196,6 +247,8 @@ _AUTHENTICATE = (
         ApiKey.id,
         ApiKey.account_id,
         ApiKey.last_used_at,
+        ApiKey.is_management,
+        ApiKey.spend_limit,
         Account.balance,
         Account.allow_routing_improvement,
     )
@@ -204,6 +257,10 @@ _AUTHENTICATE = (
         ApiKey.key_hash == bindparam("key_hash"),
         ApiKey.is_active.is_(True),
         ApiKey.revoked_at.is_(None),
+        or_(
+            ApiKey.expires_at.is_(None),
+            ApiKey.expires_at > bindparam("now", type_=API_KEYS.c.expires_at.type),
+        ),
     )
 )
 _TOUCH = (
@@ -214,11 +271,14 @@ _TOUCH = (
 
 
 async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
-    """The caller owning an active key, or None. Touches `last_used_at` at most once a minute."""
-    row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_secret(secret)})).first()
+    """The caller owning an active, unexpired key, or None.
+
+    Touches `last_used_at` at most once a minute.
+    """
+    now = utcnow()
+    row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_secret(secret), "now": now})).first()
     if row is None:
         return None
-    now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
     return Caller(
@@ -226,4 +286,6 @@ async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
         balance=int(row.balance),
         api_key_id=row.id,
         allow_routing_improvement=bool(row.allow_routing_improvement),
+        is_management=bool(row.is_management),
+        spend_limit=None if row.spend_limit is None else int(row.spend_limit),
     )

@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
-        # Every use of the connection ends in a commit or rollback of its own transaction,
-        # so the pool's extra rollback on return would only cost a thread round trip.
+        # The pool's rollback on return stays: should a unit of work ever be interrupted, it
+        # must not leave half a transaction on the one shared connection for the next.
         engine = create_async_engine(
             url,
             pool_size=1,
             max_overflow=0,
             pool_timeout=600,
-            pool_reset_on_return=None,
             connect_args={"timeout": 30},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

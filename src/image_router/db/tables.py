@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -46,6 +47,8 @@ class Account(Base):
         Boolean, default=True, server_default=true()
     )
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # Local sign-in (AUTH_PROVIDER=local): an argon2 hash; None for accounts without one.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     # Credits frozen by open payment disputes (not spendable, not in `balance`).
     billing_hold: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -63,6 +66,40 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Management keys may create keys through POST /v1/api-keys but not generate.
+    is_management: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)  # credits per period
+    spend_limit_period: Mapped[str | None] = mapped_column(String(10))  # day|week|month|None
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the token
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reauthenticated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PasswordReset(Base):
+    """A single-use password reset link (only the token's hash is stored)."""
+
+    __tablename__ = "password_resets"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class LedgerEntry(Base):

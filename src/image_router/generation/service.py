@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from image_router.account import spend_limits
 from image_router.account.service import Caller
 from image_router.catalog.pricing import (
     PriceFacts,
@@ -94,33 +95,53 @@ async def generate(
     )
 
     received = time.monotonic()
-    async with unit_of_work(res.engine) as conn:
-        if not await ledger.hold(conn, caller.account_id, held, generation_id=generation_id):
-            metrics.count_generation(request.model, request.modality, "insufficient_credits")
-            raise InsufficientCredits(
-                f"Insufficient credits (this model needs minimum ${_js_number(first.quote_usd)} "
-                f"credits), please topup your ImageRouter account: {res.settings.pricing_url}"
+
+    async def take_hold() -> None:
+        async with unit_of_work(res.engine) as conn:
+            if not await ledger.hold(conn, caller.account_id, held, generation_id=generation_id):
+                metrics.count_generation(request.model, request.modality, "insufficient_credits")
+                minimum = _js_number(first.quote_usd)
+                raise InsufficientCredits(
+                    f"Insufficient credits (this model needs minimum ${minimum} credits), "
+                    f"please topup your ImageRouter account: {res.settings.pricing_url}"
+                )
+            if caller.spend_limit is not None and caller.api_key_id is not None:
+                # After the hold, in its transaction: raising here rolls the hold back.
+                refusal = await spend_limits.check(conn, caller.api_key_id, held)
+                if refusal is not None:
+                    metrics.count_generation(request.model, request.modality, "key_spend_limit")
+                    raise refusal
+            await usage.start(
+                conn,
+                usage.NewGeneration(
+                    id=generation_id,
+                    account_id=caller.account_id,
+                    api_key_id=caller.api_key_id,
+                    via_web_token=caller.via_web_token,
+                    modality=request.modality,
+                    model=request.model,
+                    provider=first.route.provider,
+                    prompt=request.prompt or "",
+                    size=request.size,
+                    quality=request.quality,
+                    seconds=None
+                    if request.seconds is None
+                    else _js_number(Decimal(request.seconds)),
+                    input_types=request.input_types,
+                    held=held,
+                    ip=client_ip,
+                    deadline_at=utcnow() + timedelta(seconds=deadline_s),
+                ),
             )
-        await usage.start(
-            conn,
-            usage.NewGeneration(
-                id=generation_id,
-                account_id=caller.account_id,
-                api_key_id=caller.api_key_id,
-                via_web_token=caller.via_web_token,
-                modality=request.modality,
-                model=request.model,
-                provider=first.route.provider,
-                prompt=request.prompt or "",
-                size=request.size,
-                quality=request.quality,
-                seconds=None if request.seconds is None else _js_number(Decimal(request.seconds)),
-                input_types=request.input_types,
-                held=held,
-                ip=client_ip,
-                deadline_at=utcnow() + timedelta(seconds=deadline_s),
-            ),
-        )
+
+    # A client that disconnects cancels this task; the hold's transaction must neither be
+    # cut in half nor leave credit held, so it runs shielded and is given back after.
+    holding = asyncio.ensure_future(take_hold())
+    try:
+        await asyncio.shield(holding)
+    except asyncio.CancelledError:
+        await _give_back_after_cancel(res, caller, generation_id, held, holding, first)
+        raise
 
     metrics.hold_taken()
     job = Job(
@@ -178,25 +199,31 @@ async def generate(
             raise
         raise _client_error(exc) from exc
 
-    async with unit_of_work(res.engine) as conn:
-        if await usage.finish(
-            conn,
-            generation_id,
-            "success",
-            usage.Finish(
-                provider=plan.route.provider,
-                cost=cost,
-                latency_ms=latency_ms,
-                output_urls=[o.url for o in outputs if o.url],
-                attempts=attempts.records,
-            ),
-        ):
-            await ledger.release(conn, caller.account_id, held - cost, generation_id=generation_id)
-        else:
-            # The reconciler released this hold already (we outlived the deadline): the
-            # client still gets its images, and is not charged twice or at all.
-            cost = 0
-            log.warning("generation %s finished after its hold was released", generation_id)
+    async def settle_charge() -> int:
+        async with unit_of_work(res.engine) as conn:
+            if await usage.finish(
+                conn,
+                generation_id,
+                "success",
+                usage.Finish(
+                    provider=plan.route.provider,
+                    cost=cost,
+                    latency_ms=latency_ms,
+                    output_urls=[o.url for o in outputs if o.url],
+                    attempts=attempts.records,
+                ),
+            ):
+                await ledger.release(
+                    conn, caller.account_id, held - cost, generation_id=generation_id
+                )
+                return cost
+        # The reconciler released this hold already (we outlived the deadline): the
+        # client still gets its images, and is not charged twice or at all.
+        log.warning("generation %s finished after its hold was released", generation_id)
+        return 0
+
+    # Shielded like the hold: a disconnect now must not cut the settle transaction in half.
+    cost = await asyncio.shield(asyncio.ensure_future(settle_charge()))
 
     metrics.hold_finished()
     metrics.count_generation(request.model, request.modality, "success")
@@ -274,6 +301,28 @@ def _route_problem(route: Route, request: GenerationRequest) -> GatewayError | N
     if refusal is not None:
         return InvalidRequest(refusal, param="quality", code="quality_not_supported")
     return None
+
+
+async def _give_back_after_cancel(
+    res: Resources,
+    caller: Caller,
+    generation_id: str,
+    held: int,
+    holding: asyncio.Future[None],
+    plan: Plan,
+) -> None:
+    try:
+        await holding
+    except GatewayError:
+        return  # refused (no credit, key limit): nothing was held
+    except Exception:
+        log.exception("taking the hold of generation %s failed", generation_id)
+        return
+    await asyncio.shield(
+        _release(
+            res, caller, generation_id, held, Attempts(), _describe(asyncio.CancelledError()), plan
+        )
+    )
 
 
 def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:

@@ -207,6 +207,26 @@ async def balance(conn: AsyncConnection, account_id: str) -> int:
     return int(value)
 
 
+async def books(conn: AsyncConnection, account_id: str) -> tuple[int, int]:
+    """(balance, sum of entries) read in ONE statement, hence from one snapshot.
+
+    Two separate reads may straddle a concurrent commit (SQLite runs plain SELECTs outside
+    a transaction; PostgreSQL's READ COMMITTED gives every statement its own snapshot), and
+    would then disagree although the books balance at every commit.
+    """
+    entries = (
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .where(LedgerEntry.account_id == account_id)
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(select(Account.balance, entries).where(Account.id == account_id))
+    ).first()
+    if row is None:
+        raise UnknownAccount(account_id)
+    return int(row[0]), int(row[1])
+
+
 async def entries_sum(conn: AsyncConnection, account_id: str) -> int:
     total = await conn.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(

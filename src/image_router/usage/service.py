@@ -114,6 +114,9 @@ class KeyUsage:
     key_name: str | None
     key_created_at: datetime | None
     key_active: bool | None
+    spend_limit: int | None = None
+    spend_limit_period: str | None = None
+    expires_at: datetime | None = None
 
 
 async def usage_by_key(conn: AsyncConnection, account_id: str) -> list[KeyUsage]:
@@ -141,6 +144,9 @@ async def usage_by_key(conn: AsyncConnection, account_id: str) -> list[KeyUsage]
                     ApiKey.created_at,
                     ApiKey.is_active,
                     ApiKey.revoked_at,
+                    ApiKey.spend_limit,
+                    ApiKey.spend_limit_period,
+                    ApiKey.expires_at,
                 ).where(ApiKey.account_id == account_id)
             )
         ).all()
@@ -157,6 +163,9 @@ async def usage_by_key(conn: AsyncConnection, account_id: str) -> list[KeyUsage]
                 key_name=key.name if key else None,
                 key_created_at=key.created_at if key else None,
                 key_active=(key.is_active and key.revoked_at is None) if key else None,
+                spend_limit=key.spend_limit if key else None,
+                spend_limit_period=key.spend_limit_period if key else None,
+                expires_at=key.expires_at if key else None,
             )
         )
     return out

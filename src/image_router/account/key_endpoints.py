@@ -1,0 +1,225 @@
+"""`/v1/api-keys`: key management with a management key (spec §4 [docs]).
+
+Only a management API key (`Authorization: Bearer <management key>`) is accepted here.
+Normal keys, website tokens, and unknown, revoked, disabled or expired keys get 401
+`invalid_management_key`; a valid normal key gets 401 `not_management_key`, which says
+what is needed instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from image_router.account import managed_keys
+from image_router.account.service import (
+    AccountError,
+    Caller,
+    KeyView,
+    authenticate_key,
+    create_key,
+)
+from image_router.account.spend_limits import iso
+from image_router.db.session import autocommit, unit_of_work
+from image_router.deps import ResourcesDep
+from image_router.errors import InternalError, InvalidRequest, PayloadTooLarge, Unauthenticated
+from image_router.kit.clock import utcnow
+from image_router.kit.ids import API_KEY_LENGTH
+from image_router.kit.money import format_usd
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["API keys"])
+
+INVALID_MANAGEMENT_KEY = "Invalid management API key"
+NOT_MANAGEMENT_KEY = (
+    "This API key is not a management key. Key management needs a management key "
+    "(operator: image-router keys create EMAIL --management)"
+)
+MAX_BODY_BYTES = 10_000
+
+# The bodies are parsed by hand (exact decimals, field-named errors); documented here.
+_SETTINGS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "spend_limit": {
+        "type": ["number", "string", "null"],
+        "description": "USD per period (a multiple of 0.0001); null: no limit",
+    },
+    "spend_limit_period": {
+        "enum": ["day", "week", "month", None],
+        "description": "UTC day, ISO week or calendar month; null: the key's lifetime",
+    },
+    "expires_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "ISO 8601, UTC when no offset is given; null: never",
+    },
+}
+
+
+def _documented_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+async def get_manager(request: Request, res: ResourcesDep) -> Caller:
+    header = request.headers.get("authorization")
+    if header is None or not header.startswith("Bearer "):
+        raise Unauthenticated(
+            "Authorization header must be provided as Bearer token",
+            code="missing_authorization",
+        )
+    token = header[7:].strip()
+    caller = None
+    if len(token) == API_KEY_LENGTH:  # website tokens are longer and never manage keys
+        try:
+            async with autocommit(res.engine) as conn:
+                caller = await authenticate_key(conn, token)
+        except SQLAlchemyError as exc:
+            log.exception("database error while validating a management key")
+            raise InternalError("Error validating API key") from exc
+    if caller is None:
+        raise Unauthenticated(INVALID_MANAGEMENT_KEY, code="invalid_management_key")
+    if not caller.is_management:
+        raise Unauthenticated(NOT_MANAGEMENT_KEY, code="not_management_key")
+    return caller
+
+
+ManagerDep = Annotated[Caller, Depends(get_manager)]
+
+
+@router.post(
+    "/v1/api-keys",
+    status_code=201,
+    openapi_extra=_documented_body(
+        {"type": "object", "required": ["name"], "properties": _SETTINGS}
+    ),
+)
+async def create_api_key(request: Request, manager: ManagerDep, res: ResourcesDep) -> Response:
+    """Create a normal key; the response is the only time its secret is shown."""
+    body = await _body(request)
+    values = _settings(body, allowed=managed_keys.FIELDS)
+    if "name" not in values:
+        raise InvalidRequest("name is required (1 to 200 characters)", param="name")
+    try:
+        async with unit_of_work(res.engine) as conn:
+            view, secret = await create_key(
+                conn,
+                manager.account_id,
+                values["name"],
+                spend_limit=values.get("spend_limit"),
+                spend_limit_period=values.get("spend_limit_period"),
+                expires_at=values.get("expires_at"),
+            )
+    except AccountError as exc:
+        # The fields were parsed already: what is left is a period without a limit.
+        raise InvalidRequest(str(exc), param="spend_limit_period") from None
+    return _json(_created(view, secret), status=201)
+
+
+@router.get("/v1/api-keys")
+async def list_api_keys(manager: ManagerDep, res: ResourcesDep) -> Response:
+    """The account's unrevoked keys (never their secrets), oldest first."""
+    async with unit_of_work(res.engine) as conn:
+        keys = await managed_keys.list_keys(conn, manager.account_id)
+    return _json({"data": [_managed(k) for k in keys]})
+
+
+@router.patch(
+    "/v1/api-keys/{key_id}",
+    openapi_extra=_documented_body(
+        {"type": "object", "properties": {**_SETTINGS, "disabled": {"type": "boolean"}}}
+    ),
+)
+async def update_api_key(
+    key_id: str, request: Request, manager: ManagerDep, res: ResourcesDep
+) -> Response:
+    """Rename, change the limit or expiry, or disable (`disabled: true`) a normal key."""
+    values = _settings(await _body(request), allowed=managed_keys.PATCH_FIELDS)
+    try:
+        async with unit_of_work(res.engine) as conn:
+            key = await managed_keys.update_key(conn, manager.account_id, key_id, values)
+    except managed_keys.KeySettingError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from None
+    return _json(_managed(key))
+
+
+@router.delete("/v1/api-keys/{key_id}")
+async def revoke_api_key(key_id: str, manager: ManagerDep, res: ResourcesDep) -> Response:
+    """Revoke a normal key for good; it is refused from its next request on."""
+    async with unit_of_work(res.engine) as conn:
+        await managed_keys.revoke(conn, manager.account_id, key_id)
+    return _json({"id": key_id, "deleted": True})
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        # Decimals, not floats: a limit of 0.1 must be exactly $0.1.
+        body = json.loads(raw or b"null", parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    return body
+
+
+def _settings(body: dict[str, Any], *, allowed: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return managed_keys.parse_settings(body, utcnow(), allowed=allowed)
+    except managed_keys.KeySettingError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from None
+
+
+def _usd(credits: int | None) -> str | None:
+    return None if credits is None else format_usd(credits)
+
+
+def _created(view: KeyView, secret: str) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "name": view.name,
+        "key": secret,
+        "prefix": view.prefix,
+        "last_four": view.last_four,
+        "is_management": view.is_management,
+        "disabled": False,
+        "spend_limit": _usd(view.spend_limit),
+        "spend_limit_period": view.spend_limit_period,
+        "expires_at": iso(view.expires_at) if view.expires_at else None,
+        "created_at": iso(view.created_at),
+    }
+
+
+def _managed(key: managed_keys.ManagedKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "last_four": key.last_four,
+        "is_management": key.is_management,
+        "disabled": key.disabled,
+        "spend_limit": _usd(key.spend_limit),
+        "spend_limit_period": key.spend_limit_period,
+        "period_spend": _usd(key.period_spend),
+        "period_start": iso(key.period_start) if key.period_start else None,
+        "expires_at": iso(key.expires_at) if key.expires_at else None,
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at) if key.last_used_at else None,
+    }
+
+
+def _json(body: object, *, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

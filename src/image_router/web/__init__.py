@@ -1,0 +1,1 @@
+"""The website: server-rendered pages (sign-in for now) and the website-token endpoint."""

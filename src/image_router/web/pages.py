@@ -1,0 +1,245 @@
+"""The first pages of the website: sign-up, sign-in, sign-out, password reset, account."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from image_router.account import local_auth
+from image_router.account.mailer import MailError
+from image_router.account.service import AccountError
+from image_router.account.sessions import SessionView, revoke_session, start_session
+from image_router.db.session import unit_of_work
+from image_router.deps import client_ip
+from image_router.kit.money import format_usd
+from image_router.web.common import (
+    SESSION_COOKIE,
+    clear_session_cookie,
+    csrf_ok,
+    csrf_refused,
+    current_session,
+    field,
+    redirect,
+    render,
+    resources_of,
+    set_session_cookie,
+    web_state,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+INVALID_CREDENTIALS = "Invalid e-mail or password."
+RESET_SENT = (
+    "If an account exists for that e-mail, we have sent it a link to choose a new password. "
+    "The link works once, within an hour."
+)
+RESET_INVALID = "This password reset link is invalid, already used or expired."
+
+
+async def _throttled(
+    request: Request, action: str, identity: str, template: str, session: SessionView | None
+) -> Response | None:
+    """A 429 page when `identity` has used up its attempts at `action`, else None."""
+    decision = await web_state(request).hit(action, identity)
+    if decision is None or decision.allowed:
+        return None
+    wait = decision.reset_s
+    message = f"Too many attempts. Please wait {wait} seconds and try again."
+    return render(
+        request,
+        template,
+        session,
+        status=429,
+        headers={"Retry-After": str(max(1, wait))},
+        error=message,
+    )
+
+
+@router.get("/")
+async def landing(request: Request) -> Response:
+    return render(request, "index.html", await current_session(request))
+
+
+@router.get("/signup")
+async def signup_form(request: Request) -> Response:
+    if await current_session(request) is not None:
+        return redirect(request, "/account")
+    return render(request, "signup.html", None)
+
+
+@router.post("/signup")
+async def signup(request: Request) -> Response:
+    session = await current_session(request)
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    email = field(form, "email")
+    ip = client_ip(request) or "-"
+    limited = await _throttled(request, "signup", ip, "signup.html", None)
+    if limited is not None:
+        return limited
+    res = resources_of(request)
+    try:
+        async with unit_of_work(res.engine) as conn:
+            account = await local_auth.sign_up(conn, email, field(form, "password"))
+            if session is not None:
+                await revoke_session(conn, session.id)
+            token = await start_session(
+                conn,
+                account.account_id,
+                ttl_s=res.settings.session_ttl_s,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+    except AccountError as exc:
+        return render(request, "signup.html", None, status=400, error=str(exc), email=email)
+    response = redirect(request, "/account", "welcome")
+    set_session_cookie(request, response, token)
+    return response
+
+
+@router.get("/signin")
+async def signin_form(request: Request) -> Response:
+    if await current_session(request) is not None:
+        return redirect(request, "/account")
+    return render(request, "signin.html", None)
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    session = await current_session(request)
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    email = field(form, "email")
+    ip = client_ip(request) or "-"
+    limited = await _throttled(
+        request, "signin", f"{email.strip().lower()}|{ip}", "signin.html", None
+    )
+    if limited is not None:
+        return limited
+    res = resources_of(request)
+    async with unit_of_work(res.engine) as conn:
+        account = await local_auth.sign_in(conn, email, field(form, "password"))
+        if account is None:
+            token = None
+        else:
+            if session is not None:
+                await revoke_session(conn, session.id)
+            token = await start_session(
+                conn,
+                account.account_id,
+                ttl_s=res.settings.session_ttl_s,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+    if token is None:
+        return render(
+            request, "signin.html", None, status=401, error=INVALID_CREDENTIALS, email=email
+        )
+    response = redirect(request, "/account", "signed_in")
+    set_session_cookie(request, response, token)
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    session = await current_session(request)
+    form = await request.form()
+    if session is None:
+        # Already signed out (expired or revoked): nothing to protect, just tidy up.
+        response = redirect(request, "/", "signed_out")
+        clear_session_cookie(request, response)
+        return response
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    async with unit_of_work(resources_of(request).engine) as conn:
+        await revoke_session(conn, session.id)
+    response = redirect(request, "/", "signed_out")
+    clear_session_cookie(request, response)
+    return response
+
+
+@router.get("/password/forgot")
+async def forgot_form(request: Request) -> Response:
+    return render(request, "forgot.html", await current_session(request))
+
+
+@router.post("/password/forgot")
+async def forgot(request: Request) -> Response:
+    session = await current_session(request)
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    email = field(form, "email")
+    ip = client_ip(request) or "-"
+    limited = await _throttled(
+        request, "reset", f"{email.strip().lower()}|{ip}", "forgot.html", session
+    )
+    if limited is not None:
+        return limited
+    res = resources_of(request)
+    async with unit_of_work(res.engine) as conn:
+        found = await local_auth.request_reset(conn, email)
+    if found is not None:
+        to, token = found
+        site = (res.settings.site_url or res.settings.public_url or str(request.base_url)).rstrip(
+            "/"
+        )
+        body = (
+            web_state(request)
+            .templates.get_template("email_reset.txt")
+            .render(link=f"{site}/password/reset?token={token}", hours=1)
+        )
+        try:
+            await web_state(request).mailer.send(to, "Reset your Image Router password", body)
+        except MailError as exc:
+            # The page still answers as for any e-mail, so a mail outage does not reveal
+            # which accounts exist; the operator sees the failure in the log.
+            log.error("could not send a password reset e-mail: %s", exc)
+    return render(request, "forgot.html", session, notice=RESET_SENT)
+
+
+@router.get("/password/reset")
+async def reset_form(request: Request, token: str = "") -> Response:
+    session = await current_session(request)
+    async with unit_of_work(resources_of(request).engine) as conn:
+        valid = bool(token) and await local_auth.reset_is_valid(conn, token)
+    if not valid:
+        return render(request, "reset.html", session, status=400, invalid=RESET_INVALID)
+    return render(request, "reset.html", session, token=token)
+
+
+@router.post("/password/reset")
+async def reset(request: Request) -> Response:
+    session = await current_session(request)
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    token = field(form, "token")
+    try:
+        async with unit_of_work(resources_of(request).engine) as conn:
+            account_id = await local_auth.reset_password(conn, token, field(form, "password"))
+    except AccountError as exc:
+        return render(request, "reset.html", session, status=400, token=token, error=str(exc))
+    if account_id is None:
+        return render(request, "reset.html", session, status=400, invalid=RESET_INVALID)
+    # Every session of the account was revoked, this browser's included.
+    response = redirect(request, "/signin", "password_changed")
+    clear_session_cookie(request, response)
+    return response
+
+
+@router.get("/account")
+async def account(request: Request) -> Response:
+    session = await current_session(request)
+    if session is None:
+        flash = "session_ended" if request.cookies.get(SESSION_COOKIE) else None
+        response = redirect(request, "/signin", flash)
+        if flash:
+            clear_session_cookie(request, response)
+        return response
+    return render(request, "account.html", session, balance=format_usd(session.balance))
