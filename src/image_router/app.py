@@ -96,15 +96,22 @@ def create_app(
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
         app.state.web = build_web_state(res.settings)
+        stop = asyncio.Event()
         reconciler = asyncio.create_task(
-            run_periodically(res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s)
+            run_periodically(
+                res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s, stop
+            )
         )
         try:
             yield
         finally:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(reconciler), timeout=30)
+            except TimeoutError:
+                reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler
             await app.state.web.close()
             await res.close()
             metrics.worker_stopped()

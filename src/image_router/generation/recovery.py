@@ -11,6 +11,7 @@ many workers race for the same row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -60,13 +61,16 @@ async def release_expired_holds(
     return released
 
 
-async def run_periodically(engine: AsyncEngine, interval_s: float, grace_s: float) -> None:
-    """The background loop a server runs; errors are logged and the loop goes on."""
-    while True:
+async def run_periodically(
+    engine: AsyncEngine, interval_s: float, grace_s: float, stop: asyncio.Event
+) -> None:
+    """The background loop a server runs until `stop` is set; errors are logged and the loop
+    goes on. Stopping waits for the current pass instead of cancelling it, so a database
+    call is never cut off half-way at shutdown."""
+    while not stop.is_set():
         try:
             await release_expired_holds(engine, grace=timedelta(seconds=grace_s))
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("releasing expired holds failed; will retry")
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
