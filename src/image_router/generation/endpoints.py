@@ -9,7 +9,7 @@ error) follows the spaces. JSON parsers ignore the leading whitespace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -25,6 +25,7 @@ from image_router.generation.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_bod
 from image_router.generation.validation import GenerationRequest, validate_image, validate_video
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.post("/v1/openai/images/generations")
@@ -118,8 +119,12 @@ async def _heartbeat(task: asyncio.Future[dict[str, Any]], interval: float) -> A
         # The client went away mid-stream: abandon the generation (its hold is released).
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except (asyncio.CancelledError, GatewayError):
+                pass  # expected: the cancelled generation released its hold itself
+            except Exception:
+                log.exception("an abandoned generation failed while stopping")
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
