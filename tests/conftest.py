@@ -22,11 +22,14 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from image_router.account import service as accounts
+from image_router.account.personal_data import Vault
 from image_router.app import create_app
 from image_router.config import PROVIDER_SETTINGS, Settings, credential_field
+from image_router.db.key_store import KeyStore
 from image_router.db.migrate import upgrade_sync
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Generation
+from image_router.kit.crypto import new_key
 from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
 from image_router.resources import Resources, build_resources
@@ -36,7 +39,23 @@ from tests.fakes.stripe import FakeStripe
 from tests.fakes.upstream import FakeVendor
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = ("generations", "ledger_entries", "api_keys", "topups", "stripe_events", "accounts")
+TABLES = (
+    "generations",
+    "ledger_entries",
+    "api_keys",
+    "topups",
+    "stripe_events",
+    "web_sessions",
+    "password_resets",
+    "banned_networks",
+    "consents",
+    "webhook_messages",
+    "audit_log",
+    "jobs",
+    "export_archives",
+    "data_subject_requests",
+    "accounts",
+)
 
 
 def _pg_url(name: str) -> str:
@@ -119,7 +138,7 @@ class Gateway:
         """A new account with `usd` of credit; returns (account id, API key)."""
         async with unit_of_work(self.res.engine) as conn:
             account = await accounts.create_account(
-                conn, email or f"user-{os.urandom(4).hex()}@example.com"
+                conn, self.res.vault, email or f"user-{os.urandom(4).hex()}@example.com"
             )
             _, key = await accounts.create_key(conn, account.id, key_name)
             if usd != "0":
@@ -143,16 +162,26 @@ class Gateway:
             await conn.execute(text(sql), params)
 
     async def generations(self) -> list[dict[str, Any]]:
-        """Usage rows, oldest first, with JSON columns decoded."""
+        """Usage rows, oldest first, with JSON columns decoded and the sealed prompt opened
+        (as "prompt"; None when it was not stored)."""
         async with unit_of_work(self.res.engine) as conn:
             result = await conn.execute(select(Generation).order_by(Generation.created_at))
-            return [dict(r._mapping) for r in result.all()]
+            rows = [dict(r._mapping) for r in result.all()]
+            for row in rows:
+                row["prompt"] = await self.res.vault.open(row["account_id"], row["prompt_enc"])
+            return rows
 
     async def post(self, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         return await self.client.post(path, headers=headers, **kwargs)
+
+
+def vault_for_tests(folder: Path) -> Vault:
+    """A vault with fresh keys and its own key store (a SQLite file in `folder`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Vault(new_key(), new_key(), KeyStore(f"sqlite+aiosqlite:///{folder / 'keys.db'}"))
 
 
 def gateway_settings(db: str, data_dir: Path, **overrides: Any) -> Settings:

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_router import __version__
+from image_router.account.clerk_endpoints import clerk_routes
 from image_router.account.endpoints import router as account_router
 from image_router.account.key_endpoints import router as api_keys_router
 from image_router.config import Settings
@@ -36,8 +37,18 @@ from image_router.observability import metrics
 from image_router.observability.logging import ensure_logging
 from image_router.observability.middleware import RequestObservability
 from image_router.payment.endpoints import router as payment_router
+from image_router.privacy import jobs, retention
+from image_router.privacy.account_endpoints import router as privacy_account_router
+from image_router.privacy.erasure import queue_erasure
+from image_router.privacy.erasure_endpoints import router as erasure_router
+from image_router.privacy.export_endpoints import router as export_router
 from image_router.resources import Resources, build_resources
+from image_router.web.billing import router as web_billing_router
+from image_router.web.keys import router as web_keys_router
+from image_router.web.legal import router as web_legal_router
+from image_router.web.legal_site import LEGAL_UI, build_legal_site
 from image_router.web.pages import router as web_pages_router
+from image_router.web.settings import router as web_settings_router
 from image_router.web.state import STATIC_DIR, build_web_state
 from image_router.web.tokens import router as web_token_router
 
@@ -88,6 +99,8 @@ def create_app(
     # Here rather than in the lifespan: a uvicorn worker logs "Started server process"
     # between building the app and starting it.
     ensure_logging(settings.log_level, settings.log_format)
+    # The policy documents, rendered once: a malformed one stops the start, naming the file.
+    legal = build_legal_site(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,16 +115,29 @@ def create_app(
                 res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s, stop
             )
         )
+        purger = asyncio.create_task(  # RET-1: the retention purge
+            retention.run_periodically(
+                res.engine,
+                res.store,
+                retention.RetentionPolicy.from_settings(settings),
+                settings.purge_interval_s,
+                stop,
+                exports=retention.export_purger(res),
+            )
+        )
+        # Erasures and exports; every worker runs the loop, the claim keeps each job to one.
+        job_runner = asyncio.create_task(jobs.run_periodically(res, settings.jobs_interval_s, stop))
         try:
             yield
         finally:
             stop.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(reconciler), timeout=30)
-            except TimeoutError:
-                reconciler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reconciler
+            for task in (reconciler, purger, job_runner):
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), timeout=30)
+                except TimeoutError:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await app.state.web.close()
             await res.close()
             metrics.worker_stopped()
@@ -122,6 +148,7 @@ def create_app(
         description="OpenAI-compatible image and video generation with prepaid credits.",
         lifespan=lifespan,
     )
+    app.state.legal = legal
     if settings.rate_limits_enabled:
         # Inside CORS, so a browser can read the 429 (spec §2.1: cors, then the limiter).
         app.add_middleware(RateLimitMiddleware, limits_of=lambda: app.state.resources.limits)
@@ -133,10 +160,19 @@ def create_app(
     app.include_router(discovery_router)
     app.include_router(account_router)
     app.include_router(api_keys_router)
+    app.include_router(privacy_account_router)
+    app.include_router(erasure_router)  # also registers the erasure job
+    app.include_router(export_router)  # also registers the export job
     app.include_router(files_router)
     app.include_router(payment_router)
     app.include_router(web_token_router)
-    app.include_router(web_pages_router)
+    app.include_router(clerk_routes(settings, queue_erasure))  # before the pages (redirects)
+    # LEGAL_UI: the policy banners and the analytics script (after consent) on every page.
+    app.include_router(web_pages_router, dependencies=[LEGAL_UI])
+    app.include_router(web_keys_router, dependencies=[LEGAL_UI])
+    app.include_router(web_billing_router, dependencies=[LEGAL_UI])
+    app.include_router(web_settings_router, dependencies=[LEGAL_UI])
+    app.include_router(web_legal_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_generation_routes(app)
 

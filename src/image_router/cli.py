@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
@@ -19,11 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import managed_keys
 from image_router.account import service as accounts
+from image_router.commands import erasure as erasure_commands
+from image_router.commands import export as export_command
+from image_router.commands import privacy_admin
+from image_router.commands.common import fail, run_db, vault
+from image_router.commands.retention import retention_app
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
-from image_router.db.session import make_engine, unit_of_work
 from image_router.db.tables import Account
-from image_router.errors import OperatorError
 from image_router.kit.clock import utcnow
 from image_router.kit.money import (
     MoneyFormatError,
@@ -34,6 +36,7 @@ from image_router.kit.money import (
 from image_router.ledger import service as ledger
 from image_router.limits import bans
 from image_router.observability.logging import configure_logging
+from image_router.privacy import audit
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem
 
@@ -54,33 +57,16 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(providers_app, name="providers")
 bans_app = typer.Typer(no_args_is_help=True, help="Banned IP addresses and networks.")
 app.add_typer(bans_app, name="bans")
+app.add_typer(privacy_admin.audit_app, name="audit")
+app.add_typer(privacy_admin.dsr_app, name="dsr")
+app.add_typer(retention_app, name="retention")
+privacy_admin.add_user_commands(users_app)  # users show | restrict | unrestrict
+users_app.command("export")(export_command.users_export)
+erasure_commands.add_user_commands(users_app)  # users delete
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
-def _run(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Run one database unit of work with the configured database."""
-    settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-
-    async def main() -> T:
-        url = settings.resolved_database_url()
-        if migrate and settings.auto_migrate:
-            await upgrade(url)
-        engine = make_engine(url)
-        try:
-            async with unit_of_work(engine) as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except (accounts.AccountError, OperatorError, MoneyFormatError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+_fail = fail
+_run = run_db
 
 
 # ------------------------------------------------------------------------------- serve
@@ -130,7 +116,9 @@ async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str] | None:
     if await conn.scalar(select(func.count()).select_from(Account)):
         return None
     settings = Settings()
-    admin = await accounts.create_account(conn, settings.bootstrap_admin_email, role="admin")
+    admin = await accounts.create_account(
+        conn, vault(), settings.bootstrap_admin_email, role="admin"
+    )
     _, secret = await accounts.create_key(conn, admin.id, "bootstrap")
     return admin.email, secret
 
@@ -160,7 +148,7 @@ def users_create(
 
     async def work(conn: AsyncConnection) -> accounts.AccountView:
         return await accounts.create_account(
-            conn, email, name=name, role="admin" if admin else "user"
+            conn, vault(), email, name=name, role="admin" if admin else "user"
         )
 
     account = _run(work)
@@ -168,10 +156,39 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list() -> None:
-    """List accounts with their balances."""
-    for account in _run(accounts.list_accounts):
-        typer.echo(f"{account.email}\t{account.role}\t${format_usd(account.balance)}\t{account.id}")
+def users_list(
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Show e-mails in full; kept in the audit log (no personal data)."),
+    ] = None,
+) -> None:
+    """List accounts with their balances. E-mails are masked unless a --reason is given."""
+
+    async def work(conn: AsyncConnection) -> list[accounts.AccountView]:
+        found = await accounts.list_accounts(conn, vault())
+        if reason is not None:
+            await audit.record(
+                conn,
+                actor_type="operator",
+                actor_id=privacy_admin.operator(),
+                subject_account_id=None,
+                action="operator_list",
+                fields=("email",),
+                reason=reason,
+            )
+        return found
+
+    if reason is not None and not reason.strip():
+        raise _fail("--reason must say why")
+    for account in _run(work):
+        email = account.email if reason is not None else _masked(account.email)
+        typer.echo(f"{email}\t{account.role}\t${format_usd(account.balance)}\t{account.id}")
+
+
+def _masked(email: str) -> str:
+    """`a***@example.com`: enough to recognise an account, not to read the address."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else ("***" if email else "(erased)")
 
 
 # ------------------------------------------------------------------------------- keys
@@ -204,7 +221,7 @@ def keys_create(
         # Parsed in here so a bad value is reported like every other bad input.
         limit = managed_keys.parse_spend_limit(spend_limit)
         expires_at = managed_keys.parse_expiry(expires, utcnow())
-        account = await accounts.require_account(conn, email)
+        account = await accounts.require_account(conn, vault(), email)
         return await accounts.create_key(
             conn,
             account.id,
@@ -226,7 +243,7 @@ def keys_list(email: str) -> None:
     """List an account's keys (never the secrets)."""
 
     async def work(conn: AsyncConnection) -> list[accounts.KeyView]:
-        account = await accounts.require_account(conn, email)
+        account = await accounts.require_account(conn, vault(), email)
         return await accounts.list_keys(conn, account.id)
 
     now = utcnow()
@@ -281,7 +298,7 @@ def credits_grant(
         raise _fail("--reason must not be empty")
 
     async def work(conn: AsyncConnection) -> int:
-        account = await accounts.require_account(conn, email)
+        account = await accounts.require_account(conn, vault(), email)
         return await ledger.grant(conn, account.id, amount, reason=reason.strip())
 
     balance = _run(work)
@@ -303,7 +320,7 @@ def credits_show(email: str) -> None:
     """Show an account's balance and check it against its ledger."""
 
     async def work(conn: AsyncConnection) -> tuple[int, int, int]:
-        account = await accounts.require_account(conn, email)
+        account = await accounts.require_account(conn, vault(), email)
         balance, entries = await ledger.books(conn, account.id)
         return balance, entries, await ledger.deposits(conn, account.id)
 

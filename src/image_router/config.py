@@ -61,12 +61,56 @@ class Settings(BaseSettings):
     # --- auth
     jwt_secret: SecretStr | None = None  # signs website tokens (spec §4); none: no tokens
     bootstrap_admin_email: str = "admin@localhost"
-    auth_provider: Literal["local"] = "local"  # website sign-in (README "Website and sign-in")
+    auth_provider: Literal["local", "clerk"] = "local"  # README "Website and sign-in"
+    # Clerk (AUTH_PROVIDER=clerk): session tokens verified with the PEM (networkless) or
+    # the JWKS; the Backend API only to fetch a user just in time and delete one on erasure.
+    clerk_issuer: str | None = None  # the Frontend API URL, e.g. https://clerk.example.com
+    clerk_authorized_parties: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    clerk_jwt_key: str | None = None  # PEM public key ("JWT public key" in the dashboard)
+    clerk_jwks_url: str | None = None
+    clerk_jwks_cache_s: float = 300.0
+    clerk_secret_key: SecretStr | None = None
+    clerk_api_url: str = "https://api.clerk.com"
+    clerk_webhook_signing_secret: SecretStr | None = None  # whsec_... (Svix)
+    clerk_sign_in_url: str | None = None  # Clerk's hosted sign-in page (Account Portal)
+    clerk_publishable_key: str | None = None  # pk_... for Clerk's browser script
+    reverify_max_minutes: int = Field(default=10, ge=0)  # erasure/export need a fresh sign-in
     session_ttl_s: float = Field(default=14 * 24 * 3600, gt=0)
     web_token_ttl_s: float = Field(default=60, gt=0)
     signin_throttle: str = "5/minute"  # per e-mail and client IP (the `limits` notation)
     smtp_url: str | None = None  # smtp://[user:pass@]host:port or smtps://; none: stderr
     smtp_from: str = "Image Router <noreply@localhost>"
+
+    # --- privacy (README "Privacy"; docs/privacy.md)
+    # Key-encryption key for per-account data keys: 32 bytes, base64. None: a key file
+    # under DATA_DIR is created on first start (fine for one machine; set it for several).
+    pii_kek: SecretStr | None = None
+    pii_kek_file: Path | None = None
+    blind_index_key: SecretStr | None = None  # HMAC key for e-mail look-up (32 bytes, base64)
+    # The per-account data keys live apart from the main database, so its backups cannot
+    # open erased accounts' data. None: SQLite under DATA_DIR/keys (db/key_store.py).
+    data_keys_url: str | None = None
+    default_store_prompts: bool = True  # the policy says prompts are stored
+    retention_prompts_days: int = Field(default=30, ge=0)
+    retention_outputs_hours: int = Field(default=24, ge=0)
+    retention_usage_meta_days: int = Field(default=730, ge=1)
+    retention_security_log_days: int = Field(default=30, ge=1)  # client IPs on usage rows
+    retention_accounting_years: int = Field(default=10, ge=1)
+    retention_webhook_ids_days: int = Field(default=90, ge=1)
+    retention_audit_days: int = Field(default=730, ge=1)
+    retention_consent_proof_days: int = Field(default=1095, ge=1)  # after the account ends
+    purge_interval_s: float = Field(default=3600.0, gt=0)
+    purge_batch_size: int = Field(default=500, ge=1)
+    jobs_interval_s: float = Field(default=2.0, gt=0)
+    export_ttl_hours: int = Field(default=24, ge=1)
+    export_sync_max_mb: float = Field(default=20.0, ge=0)
+    privacy_contact_email: str = "privacy@localhost"
+    security_contact: str | None = None  # default: mailto:PRIVACY_CONTACT_EMAIL
+    security_policy_url: str | None = None
+    legal_dir: Path | None = None  # operator's policy documents; default: the shipped ones
+    legal_grace_days: int = Field(default=30, ge=0)
+    analytics_script_url: str | None = None  # none: no analytics, no cookie banner
+    consent_reask_days: int = Field(default=180, ge=1)
 
     # --- limits (spec §6; README "Limits")
     rate_limits_enabled: bool = True
@@ -139,6 +183,13 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.replace(";", ",").split(",") if p.strip()]
         return value
 
+    @field_validator("clerk_authorized_parties", mode="before")
+    @classmethod
+    def _split_parties(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("rate_limit_general", "rate_limit_generation_ip", "signin_throttle")
     @classmethod
     def _check_rate(cls, value: str) -> str:
@@ -163,6 +214,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_clerk(self) -> Settings:
+        if self.auth_provider == "clerk":
+            missing = [
+                name
+                for name, value in (
+                    ("CLERK_ISSUER", self.clerk_issuer),
+                    ("CLERK_AUTHORIZED_PARTIES", self.clerk_authorized_parties),
+                    ("CLERK_JWT_KEY or CLERK_JWKS_URL", self.clerk_jwt_key or self.clerk_jwks_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"AUTH_PROVIDER=clerk needs {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
     def _check_payments(self) -> Settings:
         if self.topup_min_cents > self.topup_max_cents:
             raise ValueError("TOPUP_MIN_CENTS must not exceed TOPUP_MAX_CENTS")
@@ -183,6 +250,11 @@ class Settings(BaseSettings):
         """The webhook signing secrets, old and new while an endpoint secret is rolled."""
         raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
         return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def resolved_data_keys_url(self) -> str:
+        if self.data_keys_url:
+            return self.data_keys_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'keys' / 'data-keys.db').resolve()}"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

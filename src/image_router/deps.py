@@ -12,7 +12,9 @@ from image_router.account import web_tokens
 from image_router.account.service import Caller, authenticate_key
 from image_router.db.session import autocommit, unit_of_work
 from image_router.errors import Forbidden, InternalError, Unauthenticated
+from image_router.kit.clock import utcnow
 from image_router.kit.ids import API_KEY_LENGTH
+from image_router.privacy import policy
 from image_router.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ async def _web_token_caller(request: Request, res: Resources, token: str) -> Cal
     try:
         # A unit of work: the first guest token creates the shared guest account.
         async with unit_of_work(res.engine) as conn:
-            return await web_tokens.caller_for(conn, claims, client_ip(request))
+            return await web_tokens.caller_for(conn, res.vault, claims, client_ip(request))
     except SQLAlchemyError as exc:
         log.exception("database error while validating a website token")
         raise InternalError("Error validating API key") from exc
@@ -96,6 +98,7 @@ async def get_image_caller(
 ) -> Caller:
     """The caller, once the IP guards and then the account's image limiter let it through."""
     _refuse_management_key(caller)
+    await _refuse_outdated_terms(request, res, caller)
     await res.limits.guard_account(request.scope, "image", caller.account_id, caller.balance)
     return caller
 
@@ -104,11 +107,37 @@ async def get_video_caller(
     request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
 ) -> Caller:
     _refuse_management_key(caller)
+    await _refuse_outdated_terms(request, res, caller)
     await res.limits.guard_account(request.scope, "video", caller.account_id, caller.balance)
     return caller
 
 
+async def _refuse_outdated_terms(request: Request, res: Resources, caller: Caller) -> None:
+    """LEG-3: past the grace period of a material terms change, only accepters generate."""
+    documents = request.app.state.legal.documents
+    now = utcnow()
+    terms = documents.terms
+    if terms.material_version is None or now < policy.terms_deadline(
+        terms, res.settings.legal_grace_days
+    ):
+        return  # the usual case: no connection needed
+    async with autocommit(res.engine) as conn:
+        message = await policy.terms_block(
+            conn, caller.account_id, documents, now, res.settings.legal_grace_days
+        )
+    if message is not None:
+        raise Forbidden(message, code=policy.TERMS_REQUIRED_CODE)
+
+
 def _refuse_management_key(caller: Caller) -> None:
+    if caller.restricted:
+        # Restriction of processing (GDPR Art. 18), asked for by the person: nothing of
+        # theirs is processed until an operator lifts it.
+        raise Forbidden(
+            "Processing is restricted for this account at your request; contact support "
+            "to lift the restriction",
+            code="account_restricted",
+        )
     # A management key mints keys; keeping it out of generation means it never needs to
     # sit in an application's configuration, where it would be easier to leak.
     if caller.is_management:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from image_router.deps import ResourcesDep
 from image_router.errors import NotFound
+from image_router.privacy.export import EXPORT_PREFIX
 from image_router.storage.base import StorageError
 
 router = APIRouter()
@@ -18,6 +19,10 @@ router = APIRouter()
 
 @router.get("/files/{name}", include_in_schema=False)
 async def get_file(name: str, res: ResourcesDep) -> Response:
+    if name.startswith(EXPORT_PREFIX):
+        # Data exports share the store but are personal: only their owner downloads them,
+        # through /v1/account/exports/{id}/download, and only until they expire.
+        raise NotFound("No such file")
     try:
         found = await res.store.get(name)
     except StorageError as exc:

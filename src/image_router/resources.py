@@ -16,9 +16,19 @@ from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from image_router.account.clerk import (
+    ClerkAuth,
+    ClerkBackend,
+    ClerkVerifier,
+    csrf_key,
+    webhook_verifier,
+)
+from image_router.account.personal_data import Vault
 from image_router.catalog.spec import Catalog, load_catalog
 from image_router.config import Settings, credential_field
+from image_router.db.key_store import KeyStore
 from image_router.db.session import make_engine
+from image_router.kit.crypto import decode_key, load_or_create_key
 from image_router.kit.money import usd_to_credits
 from image_router.limits.bans import BanList, load_networks
 from image_router.limits.client_ip import ClientIpPolicy
@@ -49,8 +59,10 @@ class Resources:
     store: Store
     health: HealthStore
     limits: Limits
+    vault: Vault  # seals personal data and prompts (`build_vault`)
     disabled: Mapping[str, str] = field(default_factory=dict)
     payments: Payments | None = None  # None: PAYMENTS_PROVIDER=none
+    clerk: ClerkAuth | None = None  # None: AUTH_PROVIDER=local
 
     @property
     def enabled(self) -> frozenset[str]:
@@ -61,11 +73,37 @@ class Resources:
         await self.limits.close()
         await self.http.aclose()
         await self.store.close()
+        await self.vault.close()
         await self.engine.dispose()
 
 
 def public_url(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> str:
     return (settings.public_url or f"http://{host}:{port}").rstrip("/")
+
+
+def build_vault(settings: Settings) -> Vault:
+    """The keys protecting personal data: from the settings, else key files in DATA_DIR.
+
+    Several machines sharing one database must share these keys (set PII_KEK and
+    BLIND_INDEX_KEY): a data key wrapped by another KEK does not open.
+    """
+    keys_dir = settings.data_dir / "keys"
+    if settings.pii_kek is not None:
+        kek = decode_key(settings.pii_kek.get_secret_value(), "PII_KEK")
+    else:
+        kek = load_or_create_key(settings.pii_kek_file or keys_dir / "pii-kek.key", "PII_KEK")
+    if settings.blind_index_key is not None:
+        index_key = decode_key(settings.blind_index_key.get_secret_value(), "BLIND_INDEX_KEY")
+    else:
+        index_key = load_or_create_key(keys_dir / "blind-index.key", "BLIND_INDEX_KEY")
+    if index_key == kek:
+        raise ValueError("BLIND_INDEX_KEY must differ from PII_KEK")
+    keys_url = settings.resolved_data_keys_url()
+    if keys_url == settings.resolved_database_url():
+        raise ValueError("DATA_KEYS_URL must name another database than DATABASE_URL")
+    if settings.data_keys_url is None:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+    return Vault(kek, index_key, KeyStore(keys_url))
 
 
 def build_http_client(
@@ -213,6 +251,38 @@ def build_payments(settings: Settings, http: httpx.AsyncClient) -> Payments | No
     return Payments(gateway, policy)
 
 
+def build_clerk(settings: Settings, http: httpx.AsyncClient, vault: Vault) -> ClerkAuth | None:
+    """Clerk session verification, Backend API and webhook secret (AUTH_PROVIDER=clerk)."""
+    if settings.auth_provider != "clerk" or settings.clerk_issuer is None:
+        return None
+    secret = settings.clerk_secret_key.get_secret_value() if settings.clerk_secret_key else None
+    jwks_url = None if settings.clerk_jwt_key else settings.clerk_jwks_url
+    # The Backend API's JWKS (CLERK_API_URL/v1/jwks) needs the secret key; the Frontend
+    # API's /.well-known/jwks.json is public and gets no credentials.
+    on_backend = jwks_url == settings.clerk_api_url.rstrip("/") + "/v1/jwks"
+    verifier = ClerkVerifier(
+        issuer=settings.clerk_issuer,
+        authorized_parties=settings.clerk_authorized_parties,
+        jwt_key=settings.clerk_jwt_key,
+        jwks_url=jwks_url,
+        http=http,
+        jwks_headers={"Authorization": f"Bearer {secret}"} if secret and on_backend else None,
+        jwks_cache_s=settings.clerk_jwks_cache_s,
+    )
+    signing = settings.clerk_webhook_signing_secret
+    return ClerkAuth(
+        verifier=verifier,
+        backend=(
+            ClerkBackend(http, secret_key=secret, api_url=settings.clerk_api_url)
+            if secret
+            else None
+        ),
+        webhook=webhook_verifier(signing.get_secret_value() if signing else None),
+        csrf_key=csrf_key(vault.index_key),
+        sign_in_url=settings.clerk_sign_in_url,
+    )
+
+
 def build_resources(
     settings: Settings,
     *,
@@ -227,6 +297,7 @@ def build_resources(
         image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
     )
     engine = make_engine(settings.resolved_database_url())
+    vault = build_vault(settings)
     return Resources(
         settings=settings,
         engine=engine,
@@ -238,4 +309,6 @@ def build_resources(
         limits=build_limits(settings, engine),
         disabled=disabled,
         payments=build_payments(settings, http),
+        vault=vault,
+        clerk=build_clerk(settings, http, vault),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,11 +91,12 @@ def start_server(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str],
     raise AssertionError("server did not become healthy:\n" + "".join(lines))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def running_server(data_dir: Path, **env_overrides: str) -> Iterator[Server]:
+    """A real server process on a free port, its vendor a fake OpenAI in this process."""
     openai = FakeOpenAI()
     with serve_in_thread(openai.app) as openai_url:
-        env = base_env(tmp_path_factory.mktemp("server-data"), openai_url)
+        env = base_env(data_dir, openai_url) | env_overrides
         port = free_port()
         process, key = start_server(env, port)
         try:
@@ -106,3 +109,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 process.kill()
             if process.stdout:
                 process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("server-data")) as started:
+        yield started
+
+
+def fill_and_submit(page: Any, email: str, password: str) -> None:
+    """Fill a sign-up or sign-in form in the browser and send it (ticking the terms box)."""
+    page.fill('main input[name="email"]', email)
+    page.fill('main input[name="password"]', password)
+    if page.locator('main input[name="accept_terms"]').count():  # the sign-up form
+        page.check('main input[name="accept_terms"]')
+    page.click('main button[type="submit"]')

@@ -1,11 +1,10 @@
 """The website in a real browser: Debian's chromium driven by Playwright, against a real
 server process. Sign up, sign out, sign in, see the account; call the API from the page
-with a website token; then an API key (created and revoked with the CLI, as the key pages
-do not exist yet) used with the `openai` SDK and refused once revoked."""
+with a website token; then create an API key on the keys page, copy its shown-once secret
+from the page, use it with the `openai` SDK, revoke it on the page and see the SDK refused."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.conftest import Server, base_env, free_port, start_server
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.upstream import serve_in_thread
+from tests.e2e.conftest import Server, fill_and_submit, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,31 +47,45 @@ CALL_API_FROM_PAGE = """async () => {
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    fake = FakeOpenAI()
-    with serve_in_thread(fake.app) as openai_url:
-        env = base_env(tmp_path_factory.mktemp("site-data"), openai_url)
-        env["JWT_SECRET"] = "browser-test-secret-0123456789abcdef"
-        port = free_port()
-        process, key = start_server(env, port)
-        try:
-            yield Server(f"http://127.0.0.1:{port}", env, process, key, fake)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            if process.stdout:
-                process.stdout.close()
+    with running_server(
+        tmp_path_factory.mktemp("site-data"), JWT_SECRET="browser-test-secret-0123456789abcdef"
+    ) as started:
+        yield started
 
 
-def _fill_and_submit(page: Any, email: str, password: str) -> None:
-    page.fill('main input[name="email"]', email)
-    page.fill('main input[name="password"]', password)
-    page.click('main button[type="submit"]')
+def _create_key(page: Any, site: Server, name: str) -> str:
+    """Create a key on the keys page; the secret as the page shows it, copied with its button."""
+    page.click("header a:has-text('API keys')")
+    page.wait_for_url(f"{site.url}/account/keys")
+    assert "You have no API keys yet" in page.content()
+    page.fill('#create-key input[name="name"]', name)
+    page.fill('#create-key input[name="spend_limit"]', "0.50")
+    page.select_option('#create-key select[name="spend_limit_period"]', "day")
+    page.click("#create-key button[type='submit']")
+    page.wait_for_selector("#new-key-secret")
+    assert "this is the only time it is shown" in page.content()
+    page.click("#copy-key")
+    page.wait_for_selector("#copy-result:has-text('Copied.')")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied == page.text_content("#new-key-secret")
+    return str(copied)
 
 
-def test_sign_up_sign_in_and_use_the_api(site: Server) -> None:
+def _revoke_key(page: Any, site: Server, name: str, secret: str) -> None:
+    page.goto(f"{site.url}/account/keys")
+    assert secret not in page.content()  # shown once, never again
+    row = page.locator("tr[data-key-id]")
+    assert row.locator(".key-masked").text_content() == f"{secret[:8]}…{secret[-4:]}"
+    assert row.locator(".key-limit").text_content().startswith("$0.5000 per UTC day")
+    row.locator("a.revoke").click()
+    assert page.text_content("h1") == f"Revoke “{name}”?"
+    page.click("#revoke-key button[type='submit']")
+    page.wait_for_url(f"{site.url}/account/keys?done=revoked")
+    assert "The key has been revoked" in page.content()
+    assert page.locator("tr[data-key-id]").count() == 0
+
+
+def test_sign_up_sign_in_and_manage_keys(site: Server) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -82,9 +93,11 @@ def test_sign_up_sign_in_and_use_the_api(site: Server) -> None:
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
         try:
-            page = browser.new_page()
+            context = browser.new_context()
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+            page = context.new_page()
             page.goto(f"{site.url}/signup")
-            _fill_and_submit(page, EMAIL, PASSWORD)
+            fill_and_submit(page, EMAIL, PASSWORD)
             page.wait_for_url(f"{site.url}/account")
             assert page.text_content("#account-email") == EMAIL
             assert "Welcome!" in page.content()
@@ -94,9 +107,9 @@ def test_sign_up_sign_in_and_use_the_api(site: Server) -> None:
             assert "You have been signed out." in page.content()
 
             page.goto(f"{site.url}/signin")
-            _fill_and_submit(page, EMAIL, "not the password")
+            fill_and_submit(page, EMAIL, "not the password")
             assert "Invalid e-mail or password." in page.content()
-            _fill_and_submit(page, EMAIL, PASSWORD)
+            fill_and_submit(page, EMAIL, PASSWORD)
             page.wait_for_url(f"{site.url}/account")
             assert page.text_content("#account-balance") == "$0.0000"
 
@@ -104,18 +117,19 @@ def test_sign_up_sign_in_and_use_the_api(site: Server) -> None:
             assert called["minted"] == 200 and called["length"] >= 100
             assert called["used"] == 200 and called["body"] == {"success": True, "credits": 0}
 
-            created = site.cli("keys", "create", EMAIL, "--name", "browser test")
-            key = created.stdout.strip().splitlines()[-1]
             site.cli("credits", "grant", EMAIL, "1", "--reason", "browser test")
             page.reload()
             assert page.text_content("#account-balance") == "$1.0000"
+
+            key = _create_key(page, site, "browser test")
+            sdk = openai.OpenAI(api_key=key, base_url=f"{site.url}/v1/openai", max_retries=0)
+            result = sdk.images.generate(model="test/test", prompt="a kite")
+            assert result.data and result.data[0].url
+
+            _revoke_key(page, site, "browser test", key)
         finally:
             browser.close()
 
-    sdk = openai.OpenAI(api_key=key, base_url=f"{site.url}/v1/openai", max_retries=0)
-    result = sdk.images.generate(model="test/test", prompt="a kite")
-    assert result.data
-    key_id = site.cli("keys", "list", EMAIL).stdout.split("\t")[0]
-    site.cli("keys", "revoke", key_id)
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as refused:
         sdk.images.generate(model="test/test", prompt="a kite")
+    assert refused.value.status_code == 401

@@ -15,7 +15,11 @@ def test_account_key_and_credit_life_cycle(server: Server) -> None:
     assert (
         "created account operator.test@example.com" in server.cli("users", "create", email).stdout
     )
-    assert "operator.test@example.com" in server.cli("users", "list").stdout
+    masked = server.cli("users", "list").stdout
+    assert "o***@example.com" in masked and "operator.test@" not in masked
+    full = server.cli("users", "list", "--reason", "support ticket 7").stdout
+    assert "operator.test@example.com" in full
+    assert "operator_list" in server.cli("audit", "list", "--action", "operator_list").stdout
     granted = server.cli("credits", "grant", email, "12.5", "--reason", "welcome").stdout
     assert "balance $12.5000" in granted
     created = server.cli("keys", "create", email, "--name", "ci").stdout.strip().splitlines()

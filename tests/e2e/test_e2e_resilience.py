@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from image_router.account.personal_data import email_index as blind_email_index
+from image_router.kit.crypto import load_or_create_key
 from tests.conftest import _recreate_pg
 from tests.e2e.conftest import BIN, base_env, free_port, start_server
 from tests.fakes.openai import FakeOpenAI
@@ -31,10 +33,17 @@ def cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def email_index(data_dir: Path, email: str) -> str:
+    """The blind index the server (with its key files under DATA_DIR) stores for `email`."""
+    key = load_or_create_key(data_dir / "keys" / "blind-index.key", "BLIND_INDEX_KEY")
+    return blind_email_index(key, email)
+
+
 def sqlite_balance(data_dir: Path, email: str) -> tuple[int, int, int]:
     with sqlite3.connect(data_dir / "image-router.db") as db:
         (account_id, balance) = db.execute(
-            "SELECT id, balance FROM accounts WHERE email = ?", (email,)
+            "SELECT id, balance FROM accounts WHERE email_bidx = ?",
+            (email_index(data_dir, email),),
         ).fetchone()
         (entries,) = db.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger_entries WHERE account_id = ?",

@@ -181,9 +181,7 @@ def _grant(deployment: Deployment, usd: str) -> None:
 
 def _balance(deployment: Deployment) -> int:
     with sqlite3.connect(deployment.data_dir / "image-router.db") as db:
-        return int(
-            db.execute("SELECT balance FROM accounts WHERE email='admin@localhost'").fetchone()[0]
-        )
+        return int(db.execute("SELECT balance FROM accounts WHERE role = 'admin'").fetchone()[0])
 
 
 def _row(deployment: Deployment, gid_hint: str) -> tuple[str, str, int, str]:

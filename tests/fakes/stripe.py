@@ -11,7 +11,9 @@ It speaks Stripe's wire format, so the official `stripe` package talks to it unc
   unknown `customer` → 400 `resource_missing`) and answers a session with `id` and `url`;
 - `Idempotency-Key`: a repeat with the same parameters replays the first answer; with other
   parameters → 400 `idempotency_error`, as Stripe does;
-- `GET /v1/checkout/sessions/{id}`, `POST …/{id}/expire`, `DELETE /v1/customers/{id}`.
+- `GET /v1/checkout/sessions/{id}`; `POST …/{id}/expire` (only an open session, else 400,
+  as Stripe does; recorded in `expired_sessions`); `DELETE /v1/customers/{id}` (an unknown
+  or deleted customer → 404 `resource_missing`; recorded in `deleted_customers`).
 
 Stripe's side of a payment is simulated by the event builders (`completed`, `refunded`,
 `dispute_created`…): they move the stored session along and return the event object Stripe
@@ -74,6 +76,7 @@ class FakeStripe(FakeVendor):
         self.sessions: dict[str, dict[str, Any]] = {}
         self.customers: set[str] = set()
         self.deleted_customers: list[str] = []
+        self.expired_sessions: list[str] = []  # expired through the API (not by Stripe)
         self._replays: dict[str, tuple[dict[str, str], int, bytes]] = {}
         self._charges: dict[str, dict[str, Any]] = {}
         self._disputes: dict[str, dict[str, Any]] = {}
@@ -175,7 +178,15 @@ class FakeStripe(FakeVendor):
         session = self.sessions.get(request.path_params["id"])
         if session is None:
             return _error(404, "No such checkout.session", code="resource_missing", param="id")
+        if session["status"] != "open":
+            # Stripe's answer for a completed or already expired session.
+            return _error(
+                400,
+                'Only Checkout Sessions with a status in ["open"] can be expired.',
+                param="session",
+            )
         session["status"] = "expired"
+        self.expired_sessions.append(session["id"])
         return JSONResponse(self._public(session))
 
     async def _delete_customer(self, request: Request, recorded: Recorded) -> Response:

@@ -49,7 +49,10 @@ async def test_sign_up_starts_a_session_and_shows_the_account(gateway: Gateway) 
     assert EMAIL in page.text and "$0.0000" in page.text
     assert "Welcome! Your account is ready." in page.text
 
-    [row] = await gateway.rows("SELECT password_hash FROM accounts WHERE email = :e", e=EMAIL)
+    [row] = await gateway.rows(
+        "SELECT password_hash FROM accounts WHERE email_bidx = :e",
+        e=gateway.res.vault.email_index(EMAIL),
+    )
     assert row["password_hash"].startswith("$argon2id$")
     assert PASSWORD not in row["password_hash"]
     token = client.cookies["ir_session"]
@@ -108,7 +111,12 @@ async def test_short_password_is_refused(gateway: Gateway) -> None:
     response = await sign_up(gateway.client, EMAIL, "short")
     assert response.status_code == 400
     assert "at least 10 characters" in response.text
-    assert await gateway.rows("SELECT id FROM accounts WHERE email = :e", e=EMAIL) == []
+    assert (
+        await gateway.rows(
+            "SELECT id FROM accounts WHERE email_bidx = :e", e=gateway.res.vault.email_index(EMAIL)
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("change", ["expire", "revoke"])
@@ -173,7 +181,10 @@ async def test_outdated_hash_is_upgraded_at_sign_in(gateway: Gateway) -> None:
     await gateway.execute("UPDATE accounts SET password_hash = :h", h=weak)
     gateway.client.cookies.clear()
     assert (await sign_in(gateway.client, EMAIL)).status_code == 303
-    [row] = await gateway.rows("SELECT password_hash FROM accounts WHERE email = :e", e=EMAIL)
+    [row] = await gateway.rows(
+        "SELECT password_hash FROM accounts WHERE email_bidx = :e",
+        e=gateway.res.vault.email_index(EMAIL),
+    )
     assert row["password_hash"] != weak and verify_password(row["password_hash"], PASSWORD)
 
 
@@ -183,3 +194,28 @@ async def test_landing_page_and_stylesheet(gateway: Gateway) -> None:
     assert 'href="/signup"' in landing.text and 'href="/signin"' in landing.text
     css = await gateway.client.get("/static/site.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+async def test_sign_up_needs_the_terms_accepted_and_records_what_was_accepted(
+    gateway: Gateway,
+) -> None:
+    client = gateway.client
+    token = await form_token(client, "/signup")
+    refused = await client.post(
+        "/signup", data={"csrf_token": token, "email": EMAIL, "password": PASSWORD}
+    )
+    assert refused.status_code == 400 and "accept the Terms of Service" in refused.text
+    assert await gateway.rows("SELECT id FROM accounts") == []
+
+    assert (await sign_up(client, EMAIL)).status_code == 303
+    [account] = await gateway.rows("SELECT id, terms_version_accepted FROM accounts")
+    assert account["terms_version_accepted"] is not None
+    proofs = await gateway.rows(
+        "SELECT purpose, granted, document_version, source FROM consents WHERE account_id = :a"
+        " ORDER BY id",
+        a=account["id"],
+    )
+    assert [(p["purpose"], p["granted"], p["source"]) for p in proofs] == [
+        ("terms", True, "signup"),
+        ("privacy_notice", True, "signup"),
+    ]

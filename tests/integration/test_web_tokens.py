@@ -36,7 +36,9 @@ async def _signed_in(gateway: Gateway, email: str = "web@example.com") -> tuple[
     page = await gateway.client.get("/account")
     found = META_CSRF.search(page.text)
     assert found is not None
-    [row] = await gateway.rows("SELECT id FROM accounts WHERE email = :e", e=email)
+    [row] = await gateway.rows(
+        "SELECT id FROM accounts WHERE email_bidx = :e", e=gateway.res.vault.email_index(email)
+    )
     return row["id"], found.group(1)
 
 
@@ -101,8 +103,9 @@ async def test_guests_share_one_guest_account(any_gateway: Gateway) -> None:
     for token in (first["token"], second["token"]):
         response = await any_gateway.post("/v1/auth/test", token)
         assert response.json() == {"success": True, "credits": 0}
-    guests = await any_gateway.rows("SELECT email, role, balance FROM accounts")
-    assert guests == [{"email": "guest@localhost", "role": "guest", "balance": 0}]
+    guests = await any_gateway.rows("SELECT email_bidx, role, balance FROM accounts")
+    index = any_gateway.res.vault.email_index("guest@localhost")
+    assert guests == [{"email_bidx": index, "role": "guest", "balance": 0}]
 
 
 async def test_unfunded_tokens_are_bound_to_their_address(any_gateway: Gateway) -> None:

@@ -27,7 +27,8 @@ async def sign_up(
 ) -> httpx.Response:
     token = await form_token(client, "/signup")
     return await client.post(
-        "/signup", data={"csrf_token": token, "email": email, "password": password}
+        "/signup",
+        data={"csrf_token": token, "email": email, "password": password, "accept_terms": "on"},
     )
 
 

@@ -1,4 +1,5 @@
-"""`/v1/api-keys`: key management with a management key (spec §4 [docs]).
+"""API key management: `/v1/api-keys` with a management key (spec §4 [docs]), and
+`/v1/account/api-keys` for the signed-in owner (website session or Clerk session token).
 
 Only a management API key (`Authorization: Bearer <management key>`) is accepted here.
 Normal keys, website tokens, and unknown, revoked, disabled or expired keys get 401
@@ -29,10 +30,18 @@ from image_router.account.service import (
 from image_router.account.spend_limits import iso
 from image_router.db.session import autocommit, unit_of_work
 from image_router.deps import ResourcesDep
-from image_router.errors import InternalError, InvalidRequest, PayloadTooLarge, Unauthenticated
+from image_router.errors import (
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import API_KEY_LENGTH
 from image_router.kit.money import format_usd
+from image_router.principal import Principal, PrincipalDep, require_recent_sign_in
+from image_router.resources import Resources
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["API keys"])
@@ -107,24 +116,7 @@ ManagerDep = Annotated[Caller, Depends(get_manager)]
 )
 async def create_api_key(request: Request, manager: ManagerDep, res: ResourcesDep) -> Response:
     """Create a normal key; the response is the only time its secret is shown."""
-    body = await _body(request)
-    values = _settings(body, allowed=managed_keys.FIELDS)
-    if "name" not in values:
-        raise InvalidRequest("name is required (1 to 200 characters)", param="name")
-    try:
-        async with unit_of_work(res.engine) as conn:
-            view, secret = await create_key(
-                conn,
-                manager.account_id,
-                values["name"],
-                spend_limit=values.get("spend_limit"),
-                spend_limit_period=values.get("spend_limit_period"),
-                expires_at=values.get("expires_at"),
-            )
-    except AccountError as exc:
-        # The fields were parsed already: what is left is a period without a limit.
-        raise InvalidRequest(str(exc), param="spend_limit_period") from None
-    return _json(_created(view, secret), status=201)
+    return await _create(res, manager.account_id, await _body(request), management=False)
 
 
 @router.get("/v1/api-keys")
@@ -160,6 +152,101 @@ async def revoke_api_key(key_id: str, manager: ManagerDep, res: ResourcesDep) ->
     async with unit_of_work(res.engine) as conn:
         await managed_keys.revoke(conn, manager.account_id, key_id)
     return _json({"id": key_id, "deleted": True})
+
+
+# ------------------------------------------------------------ the signed-in owner's keys
+
+OWNER_FIELDS = (*managed_keys.FIELDS, "management")
+
+
+async def get_owner(principal: PrincipalDep) -> Principal:
+    """A person signed in: an API key (even a management one) never manages keys here."""
+    if principal.via == "api_key":
+        raise Forbidden(
+            "Sign in to manage your keys here (or use a management key with /v1/api-keys)",
+            code="sign_in_required",
+        )
+    return principal
+
+
+OwnerDep = Annotated[Principal, Depends(get_owner)]
+
+
+@router.get("/v1/account/api-keys")
+async def list_own_keys(owner: OwnerDep, res: ResourcesDep) -> Response:
+    """Every unrevoked key of the signed-in account, management keys included."""
+    async with unit_of_work(res.engine) as conn:
+        keys = await managed_keys.list_keys(conn, owner.account_id)
+    return _json({"data": [_managed(k) for k in keys]})
+
+
+@router.post(
+    "/v1/account/api-keys",
+    status_code=201,
+    openapi_extra=_documented_body(
+        {
+            "type": "object",
+            "required": ["name"],
+            "properties": {**_SETTINGS, "management": {"type": "boolean"}},
+        }
+    ),
+)
+async def create_own_key(request: Request, owner: OwnerDep, res: ResourcesDep) -> Response:
+    """Create a key (shown once). Needs a recent sign-in, like every credential change."""
+    require_recent_sign_in(owner, res)
+    body = await _body(request)
+    management = body.pop("management", False)
+    if not isinstance(management, bool):
+        raise InvalidRequest("management must be true or false", param="management")
+    return await _create(res, owner.account_id, body, management=management)
+
+
+@router.patch("/v1/account/api-keys/{key_id}")
+async def update_own_key(
+    key_id: str, request: Request, owner: OwnerDep, res: ResourcesDep
+) -> Response:
+    """Rename any key; change limits, expiry or `disabled` of a normal key."""
+    values = _settings(await _body(request), allowed=managed_keys.PATCH_FIELDS)
+    try:
+        async with unit_of_work(res.engine) as conn:
+            if set(values) == {"name"}:
+                key = await managed_keys.rename_key(conn, owner.account_id, key_id, values["name"])
+            else:
+                key = await managed_keys.update_key(conn, owner.account_id, key_id, values)
+    except managed_keys.KeySettingError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from None
+    return _json(_managed(key))
+
+
+@router.delete("/v1/account/api-keys/{key_id}")
+async def revoke_own_key(key_id: str, owner: OwnerDep, res: ResourcesDep) -> Response:
+    """Revoke any key of the account, management keys included."""
+    async with unit_of_work(res.engine) as conn:
+        await managed_keys.revoke_owned(conn, owner.account_id, key_id)
+    return _json({"id": key_id, "deleted": True})
+
+
+async def _create(
+    res: Resources, account_id: str, body: dict[str, Any], *, management: bool
+) -> Response:
+    values = _settings(body, allowed=managed_keys.FIELDS)
+    if "name" not in values:
+        raise InvalidRequest("name is required (1 to 200 characters)", param="name")
+    try:
+        async with unit_of_work(res.engine) as conn:
+            view, secret = await create_key(
+                conn,
+                account_id,
+                values["name"],
+                management=management,
+                spend_limit=values.get("spend_limit"),
+                spend_limit_period=values.get("spend_limit_period"),
+                expires_at=values.get("expires_at"),
+            )
+    except AccountError as exc:
+        # The fields were parsed already: what is left is a period without a limit.
+        raise InvalidRequest(str(exc), param="spend_limit_period") from None
+    return _json(_created(view, secret), status=201)
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import passwords
+from image_router.account.personal_data import Vault
 from image_router.account.service import AccountError, create_account, normalise_email
 from image_router.account.sessions import revoke_account_sessions
 from image_router.db.tables import Account, PasswordReset
@@ -39,13 +40,15 @@ class SignedIn:
     email: str
 
 
-async def sign_up(conn: AsyncConnection, email: str, password: str) -> SignedIn:
+async def sign_up(
+    conn: AsyncConnection, vault: Vault, email: str, password: str, *, store_prompts: bool = True
+) -> SignedIn:
     """Create an account with a password. Raises AccountError with a message for the person."""
     passwords.check_password_rules(password)
     email = normalise_email(email)
     password_hash = await passwords.hash_password_async(password)
     try:
-        account = await create_account(conn, email)
+        account = await create_account(conn, vault, email, store_prompts=store_prompts)
     except AccountError:
         raise SignUpRefused(SIGNUP_REFUSED) from None
     await conn.execute(
@@ -54,7 +57,9 @@ async def sign_up(conn: AsyncConnection, email: str, password: str) -> SignedIn:
     return SignedIn(account.id, account.email)
 
 
-async def sign_in(conn: AsyncConnection, email: str, password: str) -> SignedIn | None:
+async def sign_in(
+    conn: AsyncConnection, vault: Vault, email: str, password: str
+) -> SignedIn | None:
     """The account when the password matches, else None. Upgrades outdated hashes."""
     try:
         email = normalise_email(email)
@@ -62,8 +67,8 @@ async def sign_in(conn: AsyncConnection, email: str, password: str) -> SignedIn 
         email = ""
     row = (
         await conn.execute(
-            select(Account.id, Account.email, Account.password_hash, Account.role).where(
-                Account.email == email
+            select(Account.id, Account.password_hash, Account.role).where(
+                Account.email_bidx == vault.email_index(email), Account.status == "active"
             )
         )
     ).first()
@@ -77,10 +82,10 @@ async def sign_in(conn: AsyncConnection, email: str, password: str) -> SignedIn 
             .where(Account.id == row.id)
             .values(password_hash=await passwords.hash_password_async(password))
         )
-    return SignedIn(row.id, row.email)
+    return SignedIn(row.id, email)
 
 
-async def request_reset(conn: AsyncConnection, email: str) -> tuple[str, str] | None:
+async def request_reset(conn: AsyncConnection, vault: Vault, email: str) -> tuple[str, str] | None:
     """A reset token for the account of `email` as (e-mail, token), or None when there is no
     such account. Only the token's hash is stored; it works once, within RESET_TTL."""
     try:
@@ -89,8 +94,10 @@ async def request_reset(conn: AsyncConnection, email: str) -> tuple[str, str] | 
         return None
     row = (
         await conn.execute(
-            select(Account.id, Account.email).where(
-                Account.email == email, Account.role != GUEST_ROLE
+            select(Account.id).where(
+                Account.email_bidx == vault.email_index(email),
+                Account.role != GUEST_ROLE,
+                Account.status == "active",
             )
         )
     ).first()
@@ -106,7 +113,7 @@ async def request_reset(conn: AsyncConnection, email: str) -> tuple[str, str] | 
             expires_at=now + RESET_TTL,
         )
     )
-    return row.email, token
+    return email, token
 
 
 def _usable(token: str) -> list[ColumnElement[bool]]:

@@ -4,7 +4,8 @@ key settings shared by that API and the CLI.
 A management key lists every unrevoked key of its account, and creates, changes and
 revokes normal keys. It cannot create, change or revoke management keys: a leaked
 management key must not be able to mint a successor that outlives it, nor lock the owner
-out. Those are the owner's (website) and the operator's (CLI).
+out. Those are the owner's (the website's keys page: `rename_key`, `revoke_owned`) and the
+operator's (CLI).
 """
 
 from __future__ import annotations
@@ -195,7 +196,37 @@ async def revoke(conn: AsyncConnection, account_id: str, key_id: str) -> None:
     await revoke_key(conn, key_id)
 
 
-async def _normal_key(conn: AsyncConnection, account_id: str, key_id: str) -> Any:
+# The owner, signed in on the website, may also rename and revoke management keys.
+
+
+async def get_key(
+    conn: AsyncConnection, account_id: str, key_id: str, *, clock: Callable[[], datetime] = utcnow
+) -> ManagedKey:
+    """One unrevoked key of the account; NotFound also when it belongs to another account."""
+    return await _view(conn, await _owned_key(conn, account_id, key_id), clock())
+
+
+async def rename_key(
+    conn: AsyncConnection,
+    account_id: str,
+    key_id: str,
+    name: str,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> ManagedKey:
+    """Rename any unrevoked key of the account, management keys included."""
+    await _owned_key(conn, account_id, key_id)
+    await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(name=parse_name(name)))
+    return await get_key(conn, account_id, key_id, clock=clock)
+
+
+async def revoke_owned(conn: AsyncConnection, account_id: str, key_id: str) -> None:
+    """Revoke any unrevoked key of the account, management keys included."""
+    await _owned_key(conn, account_id, key_id)
+    await revoke_key(conn, key_id)
+
+
+async def _owned_key(conn: AsyncConnection, account_id: str, key_id: str) -> Any:
     # Locked so a concurrent change of the same key applies its rules to fresh values.
     row = (
         await conn.execute(
@@ -210,6 +241,11 @@ async def _normal_key(conn: AsyncConnection, account_id: str, key_id: str) -> An
     ).first()
     if row is None:
         raise NotFound(f"No API key with id '{key_id}'", code="api_key_not_found")
+    return row
+
+
+async def _normal_key(conn: AsyncConnection, account_id: str, key_id: str) -> Any:
+    row = await _owned_key(conn, account_id, key_id)
     if row.is_management:
         raise Forbidden(
             "Management keys cannot be changed or revoked with a management key; use the "

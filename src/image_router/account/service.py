@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account.personal_data import Vault
 from image_router.account.spend_limits import PERIODS
 from image_router.db.tables import API_KEYS, Account, ApiKey
 from image_router.kit.clock import utcnow
@@ -42,6 +44,8 @@ class Caller:
     is_management: bool = False
     # Credits per period; the period and the spend are read when a request is held.
     spend_limit: int | None = None
+    store_prompts: bool = True  # may this account's prompts be stored (sealed)?
+    restricted: bool = False  # processing restricted (Art. 18): no generation
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class AccountView:
     role: str
     balance: int
     created_at: datetime
+    status: str = "active"
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,15 @@ class KeyView:
 
 
 async def create_account(
-    conn: AsyncConnection, email: str, *, name: str | None = None, role: str = "user"
+    conn: AsyncConnection,
+    vault: Vault,
+    email: str,
+    *,
+    name: str | None = None,
+    role: str = "user",
+    store_prompts: bool = True,
 ) -> AccountView:
+    """Create an account with its own data key; e-mail and name are stored sealed."""
     email = normalise_email(email)
     account = AccountView(
         id=new_id(), email=email, name=name, role=role, balance=0, created_at=utcnow()
@@ -82,15 +94,24 @@ async def create_account(
             await conn.execute(
                 insert(Account).values(
                     id=account.id,
-                    email=account.email,
-                    name=name,
+                    email_bidx=vault.email_index(email),
                     role=role,
                     balance=0,
                     created_at=account.created_at,
+                    store_prompts=store_prompts,
                 )
             )
     except IntegrityError as exc:
         raise AccountError(f"an account with e-mail {email} already exists") from exc
+    await vault.create_key(account.id)
+    await conn.execute(
+        update(Account)
+        .where(Account.id == account.id)
+        .values(
+            email_enc=await vault.seal(account.id, email),
+            name_enc=await vault.seal(account.id, name),
+        )
+    )
     return account
 
 
@@ -101,42 +122,48 @@ def normalise_email(email: str) -> str:
     return email
 
 
-async def find_account(conn: AsyncConnection, email: str) -> AccountView | None:
-    row = (
-        await conn.execute(select(Account).where(Account.email == normalise_email(email)))
-    ).first()
+async def find_account_id(conn: AsyncConnection, vault: Vault, email: str) -> str | None:
+    """The id of the live account with this e-mail (looked up by its blind index)."""
+    found: str | None = await conn.scalar(
+        select(Account.id).where(Account.email_bidx == vault.email_index(normalise_email(email)))
+    )
+    return found
+
+
+async def find_account(conn: AsyncConnection, vault: Vault, email: str) -> AccountView | None:
+    account_id = await find_account_id(conn, vault, email)
+    return None if account_id is None else await get_account(conn, vault, account_id)
+
+
+async def get_account(conn: AsyncConnection, vault: Vault, account_id: str) -> AccountView | None:
+    row = (await conn.execute(select(Account).where(Account.id == account_id))).first()
     if row is None:
         return None
+    return await _view(conn, vault, row)
+
+
+async def _view(conn: AsyncConnection, vault: Vault, row: Any) -> AccountView:
     return AccountView(
         id=row.id,
-        email=row.email,
-        name=row.name,
+        email=await vault.open(row.id, row.email_enc) or "",
+        name=await vault.open(row.id, row.name_enc),
         role=row.role,
         balance=row.balance,
         created_at=row.created_at,
+        status=row.status,
     )
 
 
-async def require_account(conn: AsyncConnection, email: str) -> AccountView:
-    account = await find_account(conn, email)
+async def require_account(conn: AsyncConnection, vault: Vault, email: str) -> AccountView:
+    account = await find_account(conn, vault, email)
     if account is None:
         raise AccountError(f"no account with e-mail {normalise_email(email)}")
     return account
 
 
-async def list_accounts(conn: AsyncConnection) -> list[AccountView]:
+async def list_accounts(conn: AsyncConnection, vault: Vault) -> list[AccountView]:
     rows = (await conn.execute(select(Account).order_by(Account.created_at))).all()
-    return [
-        AccountView(
-            id=r.id,
-            email=r.email,
-            name=r.name,
-            role=r.role,
-            balance=r.balance,
-            created_at=r.created_at,
-        )
-        for r in rows
-    ]
+    return [await _view(conn, vault, r) for r in rows]
 
 
 async def create_key(
@@ -251,10 +278,13 @@ _AUTHENTICATE = (
         ApiKey.spend_limit,
         Account.balance,
         Account.allow_routing_improvement,
+        Account.store_prompts,
+        Account.processing_restricted,
     )
     .join(Account, Account.id == ApiKey.account_id)
     .where(
         ApiKey.key_hash == bindparam("key_hash"),
+        Account.status == "active",
         ApiKey.is_active.is_(True),
         ApiKey.revoked_at.is_(None),
         or_(
@@ -288,4 +318,6 @@ async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
         allow_routing_improvement=bool(row.allow_routing_improvement),
         is_management=bool(row.is_management),
         spend_limit=None if row.spend_limit is None else int(row.spend_limit),
+        store_prompts=bool(row.store_prompts),
+        restricted=bool(row.processing_restricted),
     )

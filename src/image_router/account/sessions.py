@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account.personal_data import Vault
 from image_router.db.tables import Account, WebSession
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret
@@ -32,6 +33,8 @@ class SessionView:
     balance: int
     csrf_token: str
     expires_at: datetime
+    # When the person last proved who they are (sign-in); erasure and export need it recent.
+    authenticated_at: datetime | None = None
 
 
 async def start_session(
@@ -67,13 +70,14 @@ _LOAD = select(
     WebSession.csrf_token,
     WebSession.expires_at,
     WebSession.last_seen_at,
-    Account.email,
+    WebSession.reauthenticated_at,
+    Account.email_enc,
     Account.role,
     Account.balance,
 ).join(Account, Account.id == WebSession.account_id)
 
 
-async def load_session(conn: AsyncConnection, token: str) -> SessionView | None:
+async def load_session(conn: AsyncConnection, vault: Vault, token: str) -> SessionView | None:
     """The live session of a cookie token, or None (unknown, expired or revoked)."""
     now = utcnow()
     row = (
@@ -82,6 +86,7 @@ async def load_session(conn: AsyncConnection, token: str) -> SessionView | None:
                 WebSession.id == hash_secret(token),
                 WebSession.revoked_at.is_(None),
                 WebSession.expires_at > now,
+                Account.status == "active",
             )
         )
     ).first()
@@ -94,11 +99,12 @@ async def load_session(conn: AsyncConnection, token: str) -> SessionView | None:
     return SessionView(
         id=row.id,
         account_id=row.account_id,
-        email=row.email,
+        email=await vault.open(row.account_id, row.email_enc) or "",
         role=row.role,
         balance=int(row.balance),
         csrf_token=row.csrf_token,
         expires_at=row.expires_at,
+        authenticated_at=row.reauthenticated_at,
     )
 
 

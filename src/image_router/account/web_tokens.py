@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account.local_auth import GUEST_ROLE
+from image_router.account.personal_data import Vault
 from image_router.account.service import AccountError, Caller, create_account
 from image_router.db.tables import Account
 from image_router.errors import GatewayError, Unauthenticated
@@ -67,42 +68,51 @@ def verify(secret: str, token: str) -> WebTokenClaims:
     )
 
 
-async def guest_account_id(conn: AsyncConnection) -> str:
+async def guest_account_id(conn: AsyncConnection, vault: Vault) -> str:
     """The shared guest account, created on first use (concurrent first uses agree)."""
-    found = await conn.scalar(select(Account.id).where(Account.email == GUEST_EMAIL))
+    found = await conn.scalar(
+        select(Account.id).where(Account.email_bidx == vault.email_index(GUEST_EMAIL))
+    )
     if found is not None:
         return str(found)
     try:
-        return (await create_account(conn, GUEST_EMAIL, name="Guest", role=GUEST_ROLE)).id
+        return (await create_account(conn, vault, GUEST_EMAIL, name="Guest", role=GUEST_ROLE)).id
     except AccountError:
         # Another request created it between the read and the insert.
-        found = await conn.scalar(select(Account.id).where(Account.email == GUEST_EMAIL))
+        found = await conn.scalar(
+            select(Account.id).where(Account.email_bidx == vault.email_index(GUEST_EMAIL))
+        )
         if found is None:
             raise
         return str(found)
 
 
 async def caller_for(
-    conn: AsyncConnection, claims: WebTokenClaims, client_ip: str | None
+    conn: AsyncConnection, vault: Vault, claims: WebTokenClaims, client_ip: str | None
 ) -> Caller:
     """The caller a verified token stands for (spec §4 step 3)."""
     if claims.user_id and claims.user_id != GUEST_USER_ID:
         row = (
             await conn.execute(
-                select(Account.id, Account.balance, Account.allow_routing_improvement).where(
-                    Account.id == claims.user_id
-                )
+                select(
+                    Account.id,
+                    Account.balance,
+                    Account.allow_routing_improvement,
+                    Account.store_prompts,
+                    Account.processing_restricted,
+                ).where(Account.id == claims.user_id, Account.status == "active")
             )
         ).first()
         if row is None:
             raise Unauthenticated("User not found for this JWT token", code="invalid_token")
         account_id, balance, allow = row.id, int(row.balance), bool(row.allow_routing_improvement)
+        store_prompts, restricted = bool(row.store_prompts), bool(row.processing_restricted)
     else:
-        account_id = await guest_account_id(conn)
+        account_id = await guest_account_id(conn, vault)
         balance = int(
             await conn.scalar(select(Account.balance).where(Account.id == account_id)) or 0
         )
-        allow = True
+        allow, store_prompts, restricted = True, True, False
     if balance <= 0 and client_ip != claims.ip:
         raise GuestIpMismatch(f"Guest token IP mismatch: {client_ip} !== {claims.ip}")
     return Caller(
@@ -111,4 +121,6 @@ async def caller_for(
         api_key_id=None,
         via_web_token=True,
         allow_routing_improvement=allow,
+        store_prompts=store_prompts,
+        restricted=restricted,
     )

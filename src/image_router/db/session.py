@@ -45,6 +45,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Erased personal data and purged prompts are overwritten, not left in free pages of
+    # the database file (PostgreSQL's VACUUM does the same for its tables).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

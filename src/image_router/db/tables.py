@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -36,9 +37,37 @@ class Account(Base):
     __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    # Personal data is sealed under the account's data key (account/personal_data.py): a
+    # backup without that key reveals nothing. E-mail is found through its blind index.
+    email_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email_bidx: Mapped[str | None] = mapped_column(String(64), unique=True)
+    name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    image_url_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     role: Mapped[str] = mapped_column(String(20), default="user")
+    # active | deletion_pending | deleted (a tombstone keeping only accounting rows)
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    # Who vouches for the person: "local" (our passwords) or "clerk" (`auth_subject` = sub).
+    auth_provider: Mapped[str] = mapped_column(String(20), default="local", server_default="local")
+    auth_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Kept after erasure (the subject itself is not), so a late webhook cannot resurrect it.
+    auth_subject_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
+    auth_updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # Privacy choices (privacy/preferences.py); every change appends a `consents` row.
+    store_prompts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    marketing_emails: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Restriction of processing (GDPR Art. 18): no generation, skipped by purge jobs.
+    processing_restricted: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    restricted_reason: Mapped[str | None] = mapped_column(Text)
+    restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    restriction_lift_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The policy versions this person has seen (banner) and accepted.
+    privacy_version_notified: Mapped[str | None] = mapped_column(String(40))
+    terms_version_accepted: Mapped[str | None] = mapped_column(String(40))
+    terms_accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deletion_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Privacy choice (legitimate interest, on by default): may this account's requests
@@ -196,7 +225,14 @@ class Generation(Base):
     modality: Mapped[str] = mapped_column(String(10))
     model: Mapped[str] = mapped_column(String(200))
     provider: Mapped[str] = mapped_column(String(50))
-    prompt: Mapped[str | None] = mapped_column(Text)
+    # Sealed under the account's data key; None when the account or the request chose
+    # not to store prompts, after the retention period, or after the person deleted it.
+    prompt_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    content_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Storage names of the stored outputs, deleted when `outputs_expire_at` passes.
+    output_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    outputs_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     size: Mapped[str] = mapped_column(String(40))
     quality: Mapped[str | None] = mapped_column(String(10))
     seconds: Mapped[str | None] = mapped_column(String(20))
@@ -212,6 +248,116 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Consent(Base):
+    """Append-only proof of each choice: who, what, when, under which policy version."""
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_account_id_id", "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(36))
+    # An anonymous visitor's id (the `ir_consent` cookie) for cookie-banner choices.
+    consent_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # terms | privacy_notice | marketing_emails | analytics_cookies | store_prompts |
+    # routing_improvement
+    purpose: Mapped[str] = mapped_column(String(40))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    document_version: Mapped[str | None] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(20))  # signup|settings|banner|api|admin|clerk
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookMessage(Base):
+    """A webhook message already handled (Clerk/Svix), so a redelivery does nothing."""
+
+    __tablename__ = "webhook_messages"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained log of access to personal data (never the data itself).
+
+    `hash` = SHA-256 over `prev_hash` and this entry's fields, so changing, removing or
+    reordering any entry breaks every later link (`image-router audit verify`).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    actor_type: Mapped[str] = mapped_column(String(20))  # user|operator|system|webhook
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    subject_account_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    action: Mapped[str] = mapped_column(String(40))
+    fields: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Job(Base):
+    """Background work queued in the transaction that asked for it (erasure, exports).
+
+    Claimed by one worker at a time: `status` moves queued → running → done | failed with
+    conditional updates; a running job whose `locked_until` passed is claimed again.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    account_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ExportArchive(Base):
+    """A data export built in the background, downloadable until `expires_at`."""
+
+    __tablename__ = "export_archives"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # pending | ready | failed | expired
+    storage_key: Mapped[str | None] = mapped_column(String(200))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    downloaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DataSubjectRequest(Base):
+    """A privacy request (access, erasure, restriction...), self-service or recorded by an
+    operator, with its legal due date (one month from receipt)."""
+
+    __tablename__ = "data_subject_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    type: Mapped[str] = mapped_column(String(20))  # access|export|rectification|erasure|...
+    channel: Mapped[str] = mapped_column(String(20))  # api|web|clerk|email|cli
+    status: Mapped[str] = mapped_column(String(20))  # open | completed
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    handled_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 # Core views of the tables, for statements built once at import time (typed as Table).

@@ -53,16 +53,38 @@ class Plan:
         return route_key(self.route.provider, self.route.upstream)
 
 
+PROMPT_PLACEHOLDER = "[prompt]"
+
+
 @dataclass
 class Attempts:
-    """What was tried for one request, for the usage log."""
+    """What was tried for one request, for the usage log.
 
+    Vendors often quote the prompt in their refusals; the usage log and the application
+    log must not keep it that way (prompts are stored only sealed, and only by choice), so
+    every recorded message and body has the prompt replaced by a placeholder.
+    """
+
+    prompt: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     last_error: UpstreamError | None = None
 
     def add(self, plan: Plan, error: UpstreamError) -> None:
-        self.records.append({**error.record(), "upstream": plan.target.upstream})
+        record = {**error.record(), "upstream": plan.target.upstream}
+        record["message"] = self.scrub(record["message"])
+        if isinstance(record["body"], str):
+            record["body"] = self.scrub(record["body"])
+        elif record["body"] is not None and self.prompt and self.prompt in repr(record["body"]):
+            record["body"] = PROMPT_PLACEHOLDER  # a structure quoting the prompt: drop it
+        self.records.append(record)
         self.last_error = error
+
+    def scrub(self, text: str) -> str:
+        """`text` without the prompt (vendors quote it in refusals)."""
+        prompt = self.prompt.strip()
+        if len(prompt) < 4 or prompt not in text:  # a word or two matches by chance
+            return text
+        return text.replace(prompt, PROMPT_PLACEHOLDER)
 
 
 @dataclass(frozen=True)
@@ -122,7 +144,7 @@ async def call_routes(
         except UpstreamError as exc:
             attempts.add(plan, exc)
             await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
-            log.info("route %s failed: %s (%s)", plan.key, exc.kind, exc.message)
+            log.info("route %s failed: %s (%s)", plan.key, exc.kind, attempts.scrub(exc.message))
             if not exc.retry_elsewhere:
                 raise
             continue

@@ -39,20 +39,37 @@ async def generate_image(request: Request, res: ResourcesDep, caller: ImageCalle
         mask=body.mask,
         enabled=res.enabled,
     )
-    await _free_tier(request, res, caller, validated)
-    return await _respond(
-        request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
-    )
+    return await _generate(request, res, caller, validated)
 
 
 @router.post("/v1/openai/videos/generations")
 async def generate_video(request: Request, res: ResourcesDep, caller: VideoCallerDep) -> Response:
     body = await read_body(request, VIDEO_LIMITS)
     validated = validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
+    return await _generate(request, res, caller, validated)
+
+
+async def _generate(
+    request: Request, res: ResourcesDep, caller: Caller, validated: GenerationRequest
+) -> Response:
     await _free_tier(request, res, caller, validated)
-    return await _respond(
-        request, service.generate(res, caller, validated, client_ip=client_ip(request)), res
+    run = service.generate(
+        res,
+        caller,
+        validated,
+        client_ip=client_ip(request),
+        store_prompt=store_prompt_allowed(request),
     )
+    return await _respond(request, run, res)
+
+
+def store_prompt_allowed(request: Request) -> bool:
+    """`X-Store-Prompt: false` keeps this request's prompt out of the usage log (DSR-6).
+
+    Any other value changes nothing: the header can narrow storage, never widen it.
+    """
+    value = request.headers.get("x-store-prompt", "").strip().lower()
+    return value not in ("false", "0", "no", "off")
 
 
 async def _free_tier(

@@ -26,6 +26,7 @@ _CONVERT_IN_THREAD_ABOVE = 64 * 1024
 class StoredOutput:
     item: dict[str, Any]
     url: str | None
+    name: str | None = None  # the storage name, so retention and erasure can delete it
 
 
 async def store_outputs(
@@ -50,7 +51,7 @@ async def store_outputs(
             else:
                 data, content_type = images.convert_image(data, content_type, output_format)
         item: dict[str, Any] = {}
-        url = None
+        url = name = None
         if response_format != "b64_ephemeral":
             name = (
                 f"{generation_id}{f'-{index}' if many else ''}{images.extension_for(content_type)}"
@@ -61,7 +62,7 @@ async def store_outputs(
         else:
             item["b64_json"] = base64.b64encode(data).decode("ascii")
         item["revised_prompt"] = artifact.revised_prompt
-        outputs.append(StoredOutput(item=item, url=url))
+        outputs.append(StoredOutput(item=item, url=url, name=name))
     return outputs
 
 

@@ -64,9 +64,18 @@ log = logging.getLogger(__name__)
 
 
 async def generate(
-    res: Resources, caller: Caller, request: GenerationRequest, *, client_ip: str | None
+    res: Resources,
+    caller: Caller,
+    request: GenerationRequest,
+    *,
+    client_ip: str | None,
+    store_prompt: bool = True,
 ) -> dict[str, Any]:
-    """Run one generation and return the response body. Raises `GatewayError`s only."""
+    """Run one generation and return the response body. Raises `GatewayError`s only.
+
+    `store_prompt=False` (the X-Store-Prompt header) keeps this request's prompt out of
+    the usage log; it can only narrow what the account's `store_prompts` allows.
+    """
     spec = res.catalog.get(request.model)
     if spec is None:  # validation guarantees a model; keep the type checker honest
         raise InvalidRequest(f"model '{request.model}' is not available", param="model")
@@ -96,6 +105,13 @@ async def generate(
 
     received = time.monotonic()
 
+    keep_prompt = (
+        store_prompt
+        and caller.store_prompts
+        and res.settings.retention_prompts_days > 0
+        and bool(request.prompt)
+    )
+
     async def take_hold() -> None:
         async with unit_of_work(res.engine) as conn:
             if not await ledger.hold(conn, caller.account_id, held, generation_id=generation_id):
@@ -121,7 +137,13 @@ async def generate(
                     modality=request.modality,
                     model=request.model,
                     provider=first.route.provider,
-                    prompt=request.prompt or "",
+                    prompt_enc=await res.vault.seal(caller.account_id, request.prompt)
+                    if keep_prompt
+                    else None,
+                    content_expires_at=utcnow()
+                    + timedelta(days=res.settings.retention_prompts_days)
+                    if keep_prompt
+                    else None,
                     size=request.size,
                     quality=request.quality,
                     seconds=None
@@ -157,7 +179,7 @@ async def generate(
         user_ref=caller.account_id,
         job_id=generation_id,
     )
-    attempts = Attempts()
+    attempts = Attempts(prompt=request.prompt or "")
     try:
         started = time.monotonic()
         plan, result = await asyncio.wait_for(
@@ -211,6 +233,11 @@ async def generate(
                     latency_ms=latency_ms,
                     output_urls=[o.url for o in outputs if o.url],
                     attempts=attempts.records,
+                    output_keys=[o.name for o in outputs if o.name],
+                    outputs_expire_at=utcnow()
+                    + timedelta(hours=res.settings.retention_outputs_hours)
+                    if any(o.name for o in outputs)
+                    else None,
                 ),
             ):
                 await ledger.release(
@@ -361,7 +388,7 @@ async def _release(
                         attempts.last_error.provider if attempts.last_error else plan.route.provider
                     ),
                     attempts=attempts.records,
-                    error=error,
+                    error=attempts.scrub(error),
                 ),
             ):
                 await ledger.release(conn, caller.account_id, held, generation_id=generation_id)

@@ -25,9 +25,17 @@ from image_router.kit.clock import utcnow
 
 #: Entry kinds that move money into or out of an account, as opposed to spending it: what
 #: `/v1/credits` calls deposits is their sum (grants and top-ups, net of refunds and of
-#: credits frozen or lost by payment disputes), so `credit_usage = deposits - balance`
-#: stays the amount spent on generations.
-DEPOSIT_KINDS = ("grant", "topup", "refund", "dispute_hold", "dispute_won", "dispute_lost")
+#: credits frozen or lost by payment disputes or forfeited at erasure), so
+#: `credit_usage = deposits - balance` stays the amount spent on generations.
+DEPOSIT_KINDS = (
+    "grant",
+    "topup",
+    "refund",
+    "dispute_hold",
+    "dispute_won",
+    "dispute_lost",
+    "forfeit",
+)
 
 # The hot statements are built once, with bound parameters: building a SQLAlchemy
 # statement per request cost more CPU than running it.
@@ -182,6 +190,28 @@ async def settle_frozen_once(
     except IntegrityError:
         return None
     return change
+
+
+async def forfeit_once(conn: AsyncConnection, account_id: str, *, reason: str) -> int | None:
+    """Close an erased account's books: its whole remaining balance is forfeited.
+
+    One entry of kind `forfeit` (ref = the account id, so at most one ever) takes the
+    balance to zero; the ledger still sums to the balance. Returns the credits forfeited
+    (possibly 0); None if the account was already closed. Credits frozen by an open dispute
+    (`billing_hold`) are not touched: the dispute's outcome still settles them.
+    """
+    try:
+        async with conn.begin_nested():
+            current = await _locked_balance(conn, account_id)
+            await _append(conn, account_id, -current, "forfeit", reason=reason, ref=account_id)
+            await conn.execute(
+                update(_accounts)
+                .where(_accounts.c.id == account_id)
+                .values(balance=_accounts.c.balance - current)
+            )
+    except IntegrityError:
+        return None
+    return current
 
 
 async def frozen_by(conn: AsyncConnection, *, ref: str) -> int:

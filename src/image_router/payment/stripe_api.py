@@ -133,6 +133,34 @@ class StripeGateway:
             raise StripeUnavailable(f"Stripe returned checkout session {session.id} without a URL")
         return CheckoutSession(session.id, session.url)
 
+    async def expire_checkout_session(self, session_id: str) -> bool:
+        """Close an open Checkout Session so it can no longer be paid (STR-8).
+
+        False when it was not open any more (completed, already expired, unknown): Stripe
+        refuses to expire those, and for erasure that is just as good.
+        """
+        try:
+            await self._client.v1.checkout.sessions.expire_async(
+                session_id, options={"idempotency_key": f"expire:{session_id}"}
+            )
+        except stripe.InvalidRequestError:
+            return False
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(_describe(exc)) from exc
+        return True
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        """Delete a customer (its saved cards go with it); False when it was already gone."""
+        try:
+            await self._client.v1.customers.delete_async(customer_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing":
+                return False
+            raise StripeUnavailable(_describe(exc)) from exc
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(_describe(exc)) from exc
+        return True
+
     def verify_event(self, payload: bytes, header: str | None) -> dict[str, Any]:
         """The event in a webhook body, once its signature is proven; else `InvalidSignature`.
 

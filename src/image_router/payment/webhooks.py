@@ -199,9 +199,15 @@ async def _fulfil(
         problem = f"currency {currency!r}, expected {topup.currency!r}"
     elif not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         problem = f"amount_total {amount!r} is not a positive number of cents"
+    if problem is None and await _account_closed(conn, topup.account_id):
+        # Erased (or being erased) between checkout and payment: crediting a tombstone
+        # would resurrect a balance nobody can use. The operator refunds it in Stripe.
+        problem = "the account was deleted; refund the payment in Stripe"
     if problem is not None:
         log.error("top-up %s paid but not credited: %s", topup.id, problem)
-        await _move(conn, topup.id, "flagged", only_from=("pending", "processing", "failed"))
+        await _move(
+            conn, topup.id, "flagged", only_from=("pending", "processing", "failed", "expired")
+        )
         return f"flagged: {problem}; nothing credited"
     assert isinstance(amount, int)
     credits = cents_to_credits(amount)
@@ -224,6 +230,11 @@ async def _fulfil(
         .values(status="paid", amount_cents=amount, credits=credits, paid_at=now, updated_at=now)
     )
     return f"credited {credits} credits"
+
+
+async def _account_closed(conn: AsyncConnection, account_id: str) -> bool:
+    status = await conn.scalar(select(Account.status).where(Account.id == account_id))
+    return status != "active"
 
 
 async def _topup_for_session(conn: AsyncConnection, session: dict[str, Any]) -> Row[Any] | None:
@@ -265,7 +276,11 @@ async def _link(conn: AsyncConnection, topup: Row[Any], session: dict[str, Any])
     if customer:
         await conn.execute(
             update(Account)
-            .where(Account.id == topup.account_id, Account.stripe_customer_id.is_(None))
+            .where(
+                Account.id == topup.account_id,
+                Account.stripe_customer_id.is_(None),
+                Account.status == "active",  # never re-link an erased account
+            )
             .values(stripe_customer_id=customer)
         )
 

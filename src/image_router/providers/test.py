@@ -290,8 +290,9 @@ class TestProvider(Provider):
         if faults.sleep > 0:
             await asyncio.sleep(faults.sleep)
         if faults.reject:
+            # Quoting the prompt, as real vendors' refusals often do.
             raise UpstreamRejectedError(
-                "Request was rejected by the test provider's content filter",
+                f"Request was rejected by the test provider's content filter: {job.prompt}",
                 provider=PROVIDER_ID,
             )
         if faults.unavailable:

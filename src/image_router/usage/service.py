@@ -22,7 +22,8 @@ class NewGeneration:
     modality: str
     model: str
     provider: str
-    prompt: str | None
+    prompt_enc: bytes | None  # sealed under the account's data key; None: not stored
+    content_expires_at: datetime | None
     size: str
     quality: str | None
     seconds: str | None
@@ -40,6 +41,8 @@ class Finish:
     output_urls: list[str] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    output_keys: list[str] = field(default_factory=list)  # storage names, for deletion
+    outputs_expire_at: datetime | None = None
 
 
 _generations = GENERATIONS
@@ -58,6 +61,10 @@ _FINISH = (
         output_urls=bindparam("output_urls", type_=_generations.c.output_urls.type),
         attempts=bindparam("attempts", type_=_generations.c.attempts.type),
         error=bindparam("error"),
+        output_keys=bindparam("output_keys", type_=_generations.c.output_keys.type),
+        outputs_expire_at=bindparam(
+            "outputs_expire_at", type_=_generations.c.outputs_expire_at.type
+        ),
         finished_at=bindparam("finished_at", type_=_generations.c.finished_at.type),
     )
 )
@@ -71,6 +78,7 @@ async def start(conn: AsyncConnection, row: NewGeneration) -> None:
             "status": "processing",
             "cost": 0,
             "output_urls": [],
+            "output_keys": [],
             "attempts": [],
             "created_at": utcnow(),
         },
@@ -94,6 +102,8 @@ async def finish(conn: AsyncConnection, generation_id: str, status: str, outcome
             "output_urls": outcome.output_urls,
             "attempts": outcome.attempts,
             "error": outcome.error,
+            "output_keys": outcome.output_keys,
+            "outputs_expire_at": outcome.outputs_expire_at,
             "finished_at": utcnow(),
         },
     )

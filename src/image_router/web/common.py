@@ -15,6 +15,8 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from image_router.account.clerk_endpoints import SESSION_COOKIE as CLERK_SESSION_COOKIE
+from image_router.account.clerk_endpoints import session_view as clerk_session_view
 from image_router.account.sessions import SessionView, load_session
 from image_router.db.session import unit_of_work
 from image_router.resources import Resources
@@ -53,11 +55,18 @@ async def current_session(request: Request) -> SessionView | None:
     if _SESSION_STATE in request.scope:
         cached: SessionView | None = request.scope[_SESSION_STATE]
         return cached
+    res = resources_of(request)
+    if res.clerk is not None:
+        # Clerk mode: Clerk's own session cookie; ours (`ir_session`) means nothing here.
+        clerk_token = request.cookies.get(CLERK_SESSION_COOKIE)
+        session = await clerk_session_view(request, res, clerk_token) if clerk_token else None
+        request.scope[_SESSION_STATE] = session
+        return session
     token = request.cookies.get(SESSION_COOKIE)
     session = None
     if token:
         async with unit_of_work(resources_of(request).engine) as conn:
-            session = await load_session(conn, token)
+            session = await load_session(conn, resources_of(request).vault, token)
     request.scope[_SESSION_STATE] = session
     return session
 
@@ -103,6 +112,18 @@ def csrf_ok(request: Request, form: FormData, session: SessionView | None) -> bo
     return bool(expected) and bool(given) and secrets.compare_digest(given, str(expected))
 
 
+def _clerk_browser(request: Request) -> dict[str, str] | None:
+    """What the page needs to load Clerk's browser script, which keeps `__session` fresh
+    (Clerk session tokens live about a minute), in Clerk mode only."""
+    settings = resources_of(request).settings
+    if settings.auth_provider != "clerk" or not settings.clerk_publishable_key:
+        return None
+    return {
+        "publishable_key": settings.clerk_publishable_key,
+        "frontend_api": (settings.clerk_issuer or "").rstrip("/"),
+    }
+
+
 def render(
     request: Request,
     template: str,
@@ -123,7 +144,13 @@ def render(
     response = web_state(request).templates.TemplateResponse(
         request,
         template,
-        {"session": session, "csrf_token": csrf, "flash": FLASHES.get(flash_code), **context},
+        {
+            "session": session,
+            "csrf_token": csrf,
+            "flash": FLASHES.get(flash_code),
+            "clerk": _clerk_browser(request),
+            **context,
+        },
         status_code=status,
         headers={"Cache-Control": "no-store", **(headers or {})},
     )

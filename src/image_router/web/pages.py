@@ -1,10 +1,17 @@
-"""The first pages of the website: sign-up, sign-in, sign-out, password reset, account."""
+"""The first pages of the website: sign-up, sign-in, sign-out, password reset, account.
+
+`signed_in` and `signed_in_form` guard every page of a signed-in person (the keys and
+billing pages too): they answer the redirect to the sign-in page, or the CSRF refusal.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from image_router.account import local_auth
@@ -13,7 +20,9 @@ from image_router.account.service import AccountError
 from image_router.account.sessions import SessionView, revoke_session, start_session
 from image_router.db.session import unit_of_work
 from image_router.deps import client_ip
+from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
+from image_router.privacy import policy
 from image_router.web.common import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 INVALID_CREDENTIALS = "Invalid e-mail or password."
+TERMS_REQUIRED = "To create an account, accept the Terms of Service."
 RESET_SENT = (
     "If an account exists for that e-mail, we have sent it a link to choose a new password. "
     "The link works once, within an hour."
@@ -70,35 +80,84 @@ async def signup_form(request: Request) -> Response:
     return render(request, "signup.html", None)
 
 
-@router.post("/signup")
-async def signup(request: Request) -> Response:
+@dataclass(frozen=True)
+class _Credentials:
+    """A sign-up or sign-in form that passed its CSRF check and the throttle."""
+
+    session: SessionView | None  # the browser's current session, replaced on success
+    email: str
+    password: str
+    form: FormData
+
+
+async def _checked_form(
+    request: Request, action: str, template: str, *, per_email: bool
+) -> _Credentials | Response:
+    """The posted credentials, or the page refusing them: 403 without this site's CSRF
+    token, 429 once this address (and e-mail, when `per_email`) has used up its attempts."""
     session = await current_session(request)
     form = await request.form()
     if not csrf_ok(request, form, session):
         return csrf_refused(request, session)
     email = field(form, "email")
     ip = client_ip(request) or "-"
-    limited = await _throttled(request, "signup", ip, "signup.html", None)
+    identity = f"{email.strip().lower()}|{ip}" if per_email else ip
+    limited = await _throttled(request, action, identity, template, None)
     if limited is not None:
         return limited
-    res = resources_of(request)
-    try:
-        async with unit_of_work(res.engine) as conn:
-            account = await local_auth.sign_up(conn, email, field(form, "password"))
-            if session is not None:
-                await revoke_session(conn, session.id)
-            token = await start_session(
-                conn,
-                account.account_id,
-                ttl_s=res.settings.session_ttl_s,
-                ip=client_ip(request),
-                user_agent=request.headers.get("user-agent"),
-            )
-    except AccountError as exc:
-        return render(request, "signup.html", None, status=400, error=str(exc), email=email)
-    response = redirect(request, "/account", "welcome")
+    return _Credentials(session, email, field(form, "password"), form)
+
+
+async def _start_session(
+    conn: AsyncConnection, request: Request, account_id: str, replacing: SessionView | None
+) -> str:
+    """A new session for the account (ending the browser's previous one); its cookie token."""
+    if replacing is not None:
+        await revoke_session(conn, replacing.id)
+    return await start_session(
+        conn,
+        account_id,
+        ttl_s=resources_of(request).settings.session_ttl_s,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+def _signed_in(request: Request, token: str, flash: str) -> Response:
+    response = redirect(request, "/account", flash)
     set_session_cookie(request, response, token)
     return response
+
+
+@router.post("/signup")
+async def signup(request: Request) -> Response:
+    # Throttled per address: a sign-up names an e-mail that has no attempts yet.
+    checked = await _checked_form(request, "signup", "signup.html", per_email=False)
+    if isinstance(checked, Response):
+        return checked
+    res = resources_of(request)
+    if not checked.form.get("accept_terms"):
+        return render(
+            request, "signup.html", None, status=400, error=TERMS_REQUIRED, email=checked.email
+        )
+    documents = request.app.state.legal.documents
+    try:
+        async with unit_of_work(res.engine) as conn:
+            account = await local_auth.sign_up(
+                conn,
+                res.vault,
+                checked.email,
+                checked.password,
+                store_prompts=res.settings.default_store_prompts,
+            )
+            # LEG-4: the proof of what was accepted, in the sign-up's own transaction.
+            await policy.record_signup_consent(
+                conn, account.account_id, documents, source="signup", now=utcnow()
+            )
+            token = await _start_session(conn, request, account.account_id, checked.session)
+    except AccountError as exc:
+        return render(request, "signup.html", None, status=400, error=str(exc), email=checked.email)
+    return _signed_in(request, token, "welcome")
 
 
 @router.get("/signin")
@@ -110,39 +169,20 @@ async def signin_form(request: Request) -> Response:
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
-    session = await current_session(request)
-    form = await request.form()
-    if not csrf_ok(request, form, session):
-        return csrf_refused(request, session)
-    email = field(form, "email")
-    ip = client_ip(request) or "-"
-    limited = await _throttled(
-        request, "signin", f"{email.strip().lower()}|{ip}", "signin.html", None
-    )
-    if limited is not None:
-        return limited
+    checked = await _checked_form(request, "signin", "signin.html", per_email=True)
+    if isinstance(checked, Response):
+        return checked
     res = resources_of(request)
+    token = None
     async with unit_of_work(res.engine) as conn:
-        account = await local_auth.sign_in(conn, email, field(form, "password"))
-        if account is None:
-            token = None
-        else:
-            if session is not None:
-                await revoke_session(conn, session.id)
-            token = await start_session(
-                conn,
-                account.account_id,
-                ttl_s=res.settings.session_ttl_s,
-                ip=client_ip(request),
-                user_agent=request.headers.get("user-agent"),
-            )
+        account = await local_auth.sign_in(conn, res.vault, checked.email, checked.password)
+        if account is not None:
+            token = await _start_session(conn, request, account.account_id, checked.session)
     if token is None:
         return render(
-            request, "signin.html", None, status=401, error=INVALID_CREDENTIALS, email=email
+            request, "signin.html", None, status=401, error=INVALID_CREDENTIALS, email=checked.email
         )
-    response = redirect(request, "/account", "signed_in")
-    set_session_cookie(request, response, token)
-    return response
+    return _signed_in(request, token, "signed_in")
 
 
 @router.post("/signout")
@@ -183,7 +223,7 @@ async def forgot(request: Request) -> Response:
         return limited
     res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
-        found = await local_auth.request_reset(conn, email)
+        found = await local_auth.request_reset(conn, res.vault, email)
     if found is not None:
         to, token = found
         site = (res.settings.site_url or res.settings.public_url or str(request.base_url)).rstrip(
@@ -233,13 +273,33 @@ async def reset(request: Request) -> Response:
     return response
 
 
+async def signed_in(request: Request) -> SessionView | Response:
+    """The session of a signed-in browser, or the redirect to the sign-in page."""
+    session = await current_session(request)
+    if session is not None:
+        return session
+    flash = "session_ended" if request.cookies.get(SESSION_COOKIE) else None
+    response = redirect(request, "/signin", flash)
+    if flash:
+        clear_session_cookie(request, response)
+    return response
+
+
+async def signed_in_form(request: Request) -> tuple[SessionView, FormData] | Response:
+    """A signed-in browser's posted form carrying its session's CSRF token, or the answer
+    refusing it (the sign-in redirect, or 403)."""
+    session = await signed_in(request)
+    if isinstance(session, Response):
+        return session
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        return csrf_refused(request, session)
+    return session, form
+
+
 @router.get("/account")
 async def account(request: Request) -> Response:
-    session = await current_session(request)
-    if session is None:
-        flash = "session_ended" if request.cookies.get(SESSION_COOKIE) else None
-        response = redirect(request, "/signin", flash)
-        if flash:
-            clear_session_cookie(request, response)
-        return response
+    session = await signed_in(request)
+    if isinstance(session, Response):
+        return session
     return render(request, "account.html", session, balance=format_usd(session.balance))

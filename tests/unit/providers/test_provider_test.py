@@ -337,7 +337,9 @@ async def test_reject_marker_raises_a_content_refusal(
     job = Job(modality=modality, model="m", prompt="a cat [test:reject]")  # type: ignore[arg-type]
     with pytest.raises(UpstreamRejectedError) as caught:
         await provider.generate(job, TARGET)
-    assert caught.value.message == "Request was rejected by the test provider's content filter"
+    assert caught.value.message == (
+        "Request was rejected by the test provider's content filter: a cat [test:reject]"
+    )
     assert caught.value.provider == "test"
 
 

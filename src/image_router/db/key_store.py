@@ -1,0 +1,76 @@
+"""The key store: each account's wrapped data key, in a database of its own.
+
+Why not a table of the main database: a backup of the main database must not carry the
+keys that open it. Erasure deletes the account's key here, so every copy of the main
+database, backups included, keeps only values nobody can open any more (crypto-shredding).
+Back the key store up separately, with a retention shorter than the erasure deadline.
+
+By default a SQLite file under DATA_DIR/keys; `DATA_KEYS_URL` names another database
+(a separate PostgreSQL database when several machines serve). The table is created on
+first use; it never changes shape, so it needs no migrations.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from image_router.db.session import make_engine
+
+_metadata = MetaData()
+DATA_KEYS = Table(
+    "data_keys",
+    _metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("kek_id", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class KeyStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = make_engine(url)
+        self._ready = False
+
+    async def _setup(self) -> None:
+        if not self._ready:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_metadata.create_all)
+            self._ready = True
+
+    async def get(self, account_id: str) -> tuple[bytes, str] | None:
+        await self._setup()
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(DATA_KEYS.c.wrapped_key, DATA_KEYS.c.kek_id).where(
+                        DATA_KEYS.c.account_id == account_id
+                    )
+                )
+            ).first()
+        return None if row is None else (bytes(row.wrapped_key), str(row.kek_id))
+
+    async def add(self, account_id: str, wrapped: bytes, kek_id: str, now: datetime) -> None:
+        """Store a new key; an existing key of the account is kept (first writer wins)."""
+        await self._setup()
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(DATA_KEYS)
+                .values(account_id=account_id, wrapped_key=wrapped, kek_id=kek_id, created_at=now)
+                .on_conflict_do_nothing(index_elements=["account_id"])
+            )
+
+    async def delete(self, account_id: str) -> None:
+        await self._setup()
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(DATA_KEYS).where(DATA_KEYS.c.account_id == account_id))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

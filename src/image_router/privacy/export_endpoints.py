@@ -1,0 +1,201 @@
+"""The data export over HTTP (privacy-payments.md DSR-1, §4.2) and the "export" job.
+
+    GET  /v1/account/export                   the ZIP now, or 202 + an archive when large
+    POST /v1/account/exports                  always an archive, built in the background
+    GET  /v1/account/exports/{id}             the archive's status
+    GET  /v1/account/exports/{id}/download    the ZIP while not expired (410 afterwards)
+
+Starting an export is a step-up action (CLK-8): it needs a website sign-in within
+REVERIFY_MAX_MINUTES, so an API key cannot export; a stolen key must not be able to take
+away the account's history. Status and download accept any credential of the account,
+including its API keys (the download was started by a fresh sign-in). Another account's
+archive id answers 404, as a missing one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import IO
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+
+from image_router.account import service as accounts
+from image_router.account.mailer import MailError, build_mailer
+from image_router.db.session import autocommit, unit_of_work
+from image_router.deps import ResourcesDep
+from image_router.errors import GatewayError, NotFound
+from image_router.kit.clock import utcnow
+from image_router.observability.logging import request_id
+from image_router.principal import Principal, PrincipalDep, require_recent_sign_in
+from image_router.privacy import export, jobs
+from image_router.resources import Resources, public_url
+from image_router.web.legal_site import policy_facts, site_base
+
+router = APIRouter(tags=["Account"])
+_CHUNK = 256 * 1024
+
+
+class ExportExpired(GatewayError):
+    status = 410
+    error_type = "invalid_request_error"
+    code = "export_expired"
+
+
+class ExportNotReady(GatewayError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "export_not_ready"
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _actor(principal: Principal) -> export.ExportActor:
+    return export.ExportActor(
+        actor_type="user", actor_id=principal.account_id, request_id=request_id.get()
+    )
+
+
+def _archive_body(view: export.ArchiveView) -> dict[str, object]:
+    base = f"/v1/account/exports/{view.id}"
+    return {
+        "id": view.id,
+        "object": "account.export",
+        "status": view.status,
+        "created_at": view.created_at,
+        "ready_at": view.ready_at,
+        "expires_at": view.expires_at,
+        "downloaded_at": view.downloaded_at,
+        "size_bytes": view.size_bytes,
+        "sha256": view.sha256,
+        "status_url": base,
+        "download_url": f"{base}/download" if view.status == export.READY else None,
+    }
+
+
+async def _start_archive(res: Resources, principal: Principal) -> Response:
+    async with unit_of_work(res.engine) as conn:
+        view = await export.request_archive(conn, principal.account_id, _actor(principal), utcnow())
+    return _json(_archive_body(view), status=202)
+
+
+@router.get("/v1/account/export")
+async def export_now(principal: PrincipalDep, res: ResourcesDep) -> Response:
+    """The account's data as a ZIP; 202 with an archive to poll when it is too large."""
+    require_recent_sign_in(principal, res)
+    now = utcnow()
+    limit = res.settings.export_sync_max_mb * 1024 * 1024
+    if await export.estimate_bytes(res, principal.account_id, now) > limit:
+        return await _start_archive(res, principal)
+    built = await export.build_export_file(
+        res, principal.account_id, policy_facts(res.settings), now
+    )
+    # Opened, then unlinked at once: the file disappears however the download ends.
+    stream = await asyncio.to_thread(built.path.open, "rb")
+    await asyncio.to_thread(os.unlink, built.path)
+    try:
+        async with unit_of_work(res.engine) as conn:
+            await export.record_self_service(conn, principal.account_id, _actor(principal), now)
+    except BaseException:
+        stream.close()
+        raise
+    return StreamingResponse(
+        _chunks(stream),
+        media_type="application/zip",
+        headers={
+            "content-disposition": _attachment(now.strftime("%Y%m%d")),
+            "content-length": str(built.size),
+            "cache-control": "no-store",
+        },
+    )
+
+
+async def _chunks(stream: IO[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(stream.read, _CHUNK):
+            yield chunk
+    finally:
+        stream.close()
+
+
+def _attachment(stamp: str) -> str:
+    return f'attachment; filename="image-router-export-{stamp}.zip"'
+
+
+@router.post("/v1/account/exports")
+async def create_export(principal: PrincipalDep, res: ResourcesDep) -> Response:
+    """Start a background export (one pending at a time: asking again returns it)."""
+    require_recent_sign_in(principal, res)
+    return await _start_archive(res, principal)
+
+
+@router.get("/v1/account/exports/{archive_id}")
+async def export_status(archive_id: str, principal: PrincipalDep, res: ResourcesDep) -> Response:
+    async with autocommit(res.engine) as conn:
+        try:
+            view = await export.get_archive(conn, principal.account_id, archive_id)
+        except export.ArchiveNotFound:
+            raise NotFound("No such export") from None
+    return _json(_archive_body(view))
+
+
+@router.get("/v1/account/exports/{archive_id}/download")
+async def export_download(archive_id: str, principal: PrincipalDep, res: ResourcesDep) -> Response:
+    try:
+        view, data = await export.read_archive(res, principal.account_id, archive_id, utcnow())
+    except export.ArchiveNotFound:
+        raise NotFound("No such export") from None
+    except export.ArchiveNotReady:
+        raise ExportNotReady("The export is still being prepared; try again shortly") from None
+    except export.ArchiveGone:
+        raise ExportExpired("This export has expired; request a new one") from None
+    assert view.ready_at is not None
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={
+            "content-disposition": _attachment(view.ready_at.strftime("%Y%m%d")),
+            "cache-control": "no-store",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+async def run_export_job(res: Resources, job: jobs.JobRow) -> None:
+    """The "export" job: build the archive, then e-mail its link to the account."""
+    settings = res.settings
+    view = await export.run_export_job(
+        res, job, policy_facts(settings), timedelta(hours=settings.export_ttl_hours)
+    )
+    if view is None or job.account_id is None:
+        return
+    async with autocommit(res.engine) as conn:
+        account = await accounts.get_account(conn, res.vault, job.account_id)
+    if account is None or not account.email:
+        return
+    base = site_base(settings) or public_url(settings)
+    link = f"{base}/v1/account/exports/{view.id}/download"
+    body = (
+        "The export of your data you asked for is ready:\n\n"
+        f"{link}\n\n"
+        f"Sign in first; the link works until {view.expires_at:%Y-%m-%d %H:%M} UTC.\n"
+        "If you did not ask for it, change your password and contact us.\n"
+    )
+    try:
+        await build_mailer(settings.smtp_url, settings.smtp_from).send(
+            account.email, "Your data export is ready", body
+        )
+    except MailError:
+        # The archive is ready either way; the status endpoint and the site still show it.
+        jobs.log.warning("could not e-mail the export link of archive %s", view.id)
+
+
+jobs.register(export.JOB_KIND, run_export_job)

@@ -1,0 +1,107 @@
+"""Erasure in Clerk mode (DSR-2 step 5): deleting the account deletes the Clerk user too.
+
+The person signs in with a Clerk session token (Bearer, as from another origin), deletes
+their account, and the erasure job deletes the user through the Backend API of the fake
+Clerk; the mirrored e-mail, name and Clerk user id are gone from the database. A webhook's
+`user.deleted` does not call Clerk back (covered in test_clerk_webhooks.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from image_router.kit.clock import utcnow
+from image_router.privacy import jobs
+from tests.conftest import Gateway
+from tests.fakes.clerk import FakeClerk, clerk_gateway
+from tests.integration.test_privacy_erasure import CONFIRM, database_dump, traces
+
+EMAIL = "clerk.erasure-sentinel@example.org"
+
+
+@pytest.fixture
+def fake() -> FakeClerk:
+    return FakeClerk()
+
+
+@pytest.fixture
+async def gw(any_db_url: str, tmp_path: Path, fake: FakeClerk) -> AsyncIterator[Gateway]:
+    async with clerk_gateway(any_db_url, tmp_path / "data", fake, jobs_interval_s=3600) as gateway:
+        yield gateway
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def clerk_person(gw: Gateway, fake: FakeClerk) -> tuple[str, str]:
+    """A Clerk user signed in once (account created just in time): (subject, account id)."""
+    sub = f"user_{uuid.uuid4().hex[:24]}"
+    fake.add_user(sub, email=EMAIL, first_name="Ottoline", last_name="Vexbridge")
+    shown = await gw.client.get("/v1/account", headers=bearer(fake.mint(sub)))
+    assert shown.status_code == 200, shown.text
+    return sub, shown.json()["id"]
+
+
+async def test_deleting_the_account_deletes_the_clerk_user(gw: Gateway, fake: FakeClerk) -> None:
+    sub, account_id = await clerk_person(gw, fake)
+    needles = {"email": EMAIL, "name": "Vexbridge", "clerk user id": sub}
+    assert "clerk user id" in traces(await database_dump(gw), needles)
+
+    accepted = await gw.client.request(
+        "DELETE", "/v1/account", json=CONFIRM, headers=bearer(fake.mint(sub))
+    )
+    assert accepted.status_code == 202, accepted.text
+    # Signed out at once: Clerk's token is still valid, but the account is being erased.
+    assert (await gw.client.get("/v1/account", headers=bearer(fake.mint(sub)))).status_code == 401
+
+    assert await jobs.run_due(gw.res) == 1
+
+    assert fake.deleted_users == [sub]
+    assert traces(await database_dump(gw), needles) == []
+    [tomb] = await gw.rows(
+        "SELECT status, auth_subject, auth_subject_hmac FROM accounts WHERE id = :a", a=account_id
+    )
+    assert tomb == {
+        "status": "deleted",
+        "auth_subject": None,
+        "auth_subject_hmac": gw.res.vault.subject_index(sub),
+    }
+
+
+async def test_a_stale_clerk_sign_in_cannot_delete(gw: Gateway, fake: FakeClerk) -> None:
+    sub, account_id = await clerk_person(gw, fake)
+    # First factor verified an hour ago: more than REVERIFY_MAX_MINUTES.
+    stale = fake.mint(sub, fva=[60, -1], iat=int(time.time()) - 10)
+    refused = await gw.client.request("DELETE", "/v1/account", json=CONFIRM, headers=bearer(stale))
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "reverification_required"
+    [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
+    assert row["status"] == "active"
+    assert fake.deleted_users == []
+
+
+async def test_clerk_down_delays_the_erasure_without_losing_it(
+    gw: Gateway, fake: FakeClerk
+) -> None:
+    sub, account_id = await clerk_person(gw, fake)
+    accepted = await gw.client.request(
+        "DELETE", "/v1/account", json=CONFIRM, headers=bearer(fake.mint(sub))
+    )
+    assert accepted.status_code == 202
+    fake.fail_next(503)
+    assert await jobs.run_due(gw.res) == 1
+    [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
+    assert row["status"] == "deletion_pending"
+    assert await gw.res.vault.keys.get(account_id) is not None  # not shredded yet
+
+    assert await jobs.run_due(gw.res, now=utcnow() + timedelta(minutes=5)) == 1
+    assert fake.deleted_users == [sub]
+    [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
+    assert row["status"] == "deleted"
