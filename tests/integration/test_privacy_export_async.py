@@ -142,3 +142,27 @@ async def test_an_export_that_cannot_be_built_ends_failed(gateway: Gateway) -> N
 
 def _at(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+async def test_the_download_link_of_a_large_account_leads_back_to_the_settings_page(
+    gateway: Gateway,
+) -> None:
+    """A browser cannot read a 202: the link redirects to the privacy page, which lists the
+    archive while it is prepared and links the download once it is ready."""
+    gw = gateway
+    await signed_up(gw, gw.client, "clicker@example.com")
+    navigate = {"accept": "text/html,application/xhtml+xml", "sec-fetch-mode": "navigate"}
+
+    clicked = await gw.client.get("/v1/account/export", headers=navigate)
+    assert clicked.status_code == 303
+    assert clicked.headers["location"] == "/account/privacy?done=export_started#data"
+    page = await gw.client.get("/account/privacy?done=export_started")
+    assert "being gathered" in page.text and "An export is being prepared" in page.text
+
+    assert await jobs.run_due(gw.res) == 1
+    page = await gw.client.get("/account/privacy")
+    [archive] = await gw.rows("SELECT id FROM export_archives")
+    link = f"/v1/account/exports/{archive['id']}/download"
+    assert f'href="{link}"' in page.text
+    downloaded = await gw.client.get(link)
+    assert downloaded.status_code == 200 and downloaded.headers["content-type"] == "application/zip"

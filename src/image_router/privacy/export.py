@@ -127,6 +127,27 @@ async def request_archive(
     return await _get(conn, account_id, archive_id)
 
 
+async def open_archives(
+    conn: AsyncConnection, account_id: str, now: datetime, *, limit: int = 5
+) -> list[ArchiveView]:
+    """The account's archives still pending or downloadable, newest first."""
+    rows = (
+        await conn.execute(
+            select(ExportArchive)
+            .where(
+                ExportArchive.account_id == account_id,
+                or_(
+                    ExportArchive.status == PENDING,
+                    and_(ExportArchive.status == READY, ExportArchive.expires_at > now),
+                ),
+            )
+            .order_by(ExportArchive.created_at.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [_view(row._mapping) for row in rows]
+
+
 async def get_archive(conn: AsyncConnection, account_id: str, archive_id: str) -> ArchiveView:
     return await _get(conn, account_id, archive_id)
 

@@ -21,8 +21,8 @@ from datetime import timedelta
 from typing import IO
 
 import orjson
-from fastapi import APIRouter
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from image_router.account import service as accounts
 from image_router.account.mailer import MailError, build_mailer
@@ -85,14 +85,30 @@ async def _start_archive(res: Resources, principal: Principal) -> Response:
     return _json(_archive_body(view), status=202)
 
 
+EXPORT_STARTED_PAGE = "/account/privacy?done=export_started#data"
+
+
+def _browser_navigation(request: Request) -> bool:
+    """A page load (link click) rather than an API call: such a client cannot read a 202."""
+    if request.headers.get("sec-fetch-mode") == "navigate":
+        return True
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
 @router.get("/v1/account/export")
-async def export_now(principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def export_now(request: Request, principal: PrincipalDep, res: ResourcesDep) -> Response:
     """The account's data as a ZIP; 202 with an archive to poll when it is too large."""
     require_recent_sign_in(principal, res)
     now = utcnow()
     limit = res.settings.export_sync_max_mb * 1024 * 1024
     if await export.estimate_bytes(res, principal.account_id, now) > limit:
-        return await _start_archive(res, principal)
+        started = await _start_archive(res, principal)
+        if _browser_navigation(request):
+            # "Download my data" clicked on the settings page: back there, where the
+            # archive is listed until it is ready to download.
+            return RedirectResponse(EXPORT_STARTED_PAGE, status_code=303)
+        return started
     built = await export.build_export_file(
         res, principal.account_id, policy_facts(res.settings), now
     )

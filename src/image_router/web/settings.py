@@ -23,9 +23,10 @@ from starlette.responses import Response
 from image_router.account.sessions import SessionView
 from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden
+from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.principal import Principal, require_recent_sign_in
-from image_router.privacy import content, erasure, preferences, profile, restriction
+from image_router.privacy import content, erasure, export, preferences, profile, restriction
 from image_router.privacy.account_endpoints import parse_before, privacy_version
 from image_router.resources import Resources
 from image_router.web.common import clear_session_cookie, field, redirect, render, resources_of
@@ -46,6 +47,8 @@ DONE = {
     "restricted": "Processing of your account is now restricted. Generation is paused.",
     "profile_saved": "Your profile has been updated.",
     "row_deleted": "The prompt and images of that request have been deleted.",
+    "export_started": "Your data is being gathered. It is listed below (and e-mailed to you) "
+    "as soon as it is ready to download.",
 }
 # Shown next to each switch: what it does, in one line.
 EXPLAINED = {
@@ -79,6 +82,7 @@ async def _privacy_page(
     res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         details = await profile.account_details(conn, res.vault, session.account_id)
+        archives = await export.open_archives(conn, session.account_id, utcnow())
     return render(
         request,
         "settings_privacy.html",
@@ -90,6 +94,7 @@ async def _privacy_page(
             for name in preferences.PURPOSES
         ],
         restricted_since=when(details.restriction.restricted_at),
+        archives=[(a, when(a.expires_at)) for a in archives],
         recent=_recent_sign_in(session, res),
         reverify_minutes=res.settings.reverify_max_minutes,
         contact=res.settings.privacy_contact_email,
