@@ -23,6 +23,7 @@ from image_router.commands import export as export_command
 from image_router.commands import privacy_admin
 from image_router.commands.common import fail, run_db, vault
 from image_router.commands.retention import retention_app
+from image_router.commands.vault import vault_app
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
 from image_router.db.tables import Account
@@ -60,6 +61,7 @@ app.add_typer(bans_app, name="bans")
 app.add_typer(privacy_admin.audit_app, name="audit")
 app.add_typer(privacy_admin.dsr_app, name="dsr")
 app.add_typer(retention_app, name="retention")
+app.add_typer(vault_app, name="vault")
 privacy_admin.add_user_commands(users_app)  # users show | restrict | unrestrict
 users_app.command("export")(export_command.users_export)
 erasure_commands.add_user_commands(users_app)  # users delete

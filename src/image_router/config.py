@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # under DATA_DIR is created on first start (fine for one machine; set it for several).
     pii_kek: SecretStr | None = None
     pii_kek_file: Path | None = None
+    # Earlier KEKs (comma-separated base64) still accepted while `image-router vault
+    # rewrap` moves every data key under PII_KEK; remove them once it has run.
+    pii_kek_previous: SecretStr | None = None
     blind_index_key: SecretStr | None = None  # HMAC key for e-mail look-up (32 bytes, base64)
     # The per-account data keys live apart from the main database, so its backups cannot
     # open erased accounts' data. None: SQLite under DATA_DIR/keys (db/key_store.py).

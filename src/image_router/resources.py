@@ -103,7 +103,11 @@ def build_vault(settings: Settings) -> Vault:
         raise ValueError("DATA_KEYS_URL must name another database than DATABASE_URL")
     if settings.data_keys_url is None:
         keys_dir.mkdir(parents=True, exist_ok=True)
-    return Vault(kek, index_key, KeyStore(keys_url))
+    raw_previous = settings.pii_kek_previous.get_secret_value() if settings.pii_kek_previous else ""
+    previous = tuple(
+        decode_key(part, "PII_KEK_PREVIOUS") for part in raw_previous.split(",") if part.strip()
+    )
+    return Vault(kek, index_key, KeyStore(keys_url), previous)
 
 
 def build_http_client(

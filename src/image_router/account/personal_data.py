@@ -36,6 +36,7 @@ class Vault:
     kek: bytes
     index_key: bytes
     keys: KeyStore
+    previous: tuple[bytes, ...] = ()  # earlier KEKs, still accepted while rotating
     _cache: OrderedDict[str, tuple[bytes, float]] = field(default_factory=OrderedDict)
 
     @property
@@ -70,17 +71,45 @@ class Vault:
             self._cache.pop(account_id, None)
             return None
         wrapped, kek_id = found
-        if kek_id != self.kek_id:
+        known = {crypto.key_id(k) for k in (self.kek, *self.previous)}
+        if kek_id not in known:
             raise UnknownKeyEncryptionKey(
                 f"the data key of account {account_id} was wrapped by key {kek_id}, "
-                f"not by the configured PII_KEK ({self.kek_id})"
+                f"not by the configured PII_KEK ({self.kek_id}) or PII_KEK_PREVIOUS"
             )
-        dek = crypto.open_sealed(self.kek, wrapped, "dek:" + account_id)
+        dek, _ = self._unwrap_any(account_id, wrapped)
         self._remember(account_id, dek)
         return dek
 
     async def ensure_key(self, account_id: str) -> bytes:
         return await self.key_for(account_id) or await self.create_key(account_id)
+
+    async def rewrap(self) -> int:
+        """Re-wrap under the current KEK every data key still wrapped by a previous one.
+
+        KEK rotation: serve with the new `PII_KEK` and the old one in `PII_KEK_PREVIOUS`
+        (both open keys meanwhile), run this, then drop the old KEK. Sealed values are not
+        touched. Resumable; returns how many keys were re-wrapped.
+        """
+        rewrapped, after = 0, ""
+        while batch := await self.keys.wrapped_keys(after=after):
+            for account_id, wrapped in batch:
+                after = account_id
+                dek, kek = self._unwrap_any(account_id, wrapped)
+                if kek is not self.kek:
+                    again = self.wrap(account_id, dek)
+                    rewrapped += await self.keys.replace(account_id, wrapped, again, self.kek_id)
+        return rewrapped
+
+    def _unwrap_any(self, account_id: str, wrapped: bytes) -> tuple[bytes, bytes]:
+        for kek in (self.kek, *self.previous):
+            try:
+                return crypto.open_sealed(kek, wrapped, "dek:" + account_id), kek
+            except crypto.SealError:
+                continue
+        raise UnknownKeyEncryptionKey(
+            f"the data key of account {account_id} opens with neither PII_KEK nor PII_KEK_PREVIOUS"
+        )
 
     async def destroy(self, account_id: str) -> None:
         await self.keys.delete(account_id)

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, delete, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -66,6 +76,31 @@ class KeyStore:
                 .values(account_id=account_id, wrapped_key=wrapped, kek_id=kek_id, created_at=now)
                 .on_conflict_do_nothing(index_elements=["account_id"])
             )
+
+    async def wrapped_keys(self, *, after: str = "", limit: int = 500) -> list[tuple[str, bytes]]:
+        """(account id, wrapped key) pairs in account id order, from `after` on."""
+        await self._setup()
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(DATA_KEYS.c.account_id, DATA_KEYS.c.wrapped_key)
+                    .where(DATA_KEYS.c.account_id > after)
+                    .order_by(DATA_KEYS.c.account_id)
+                    .limit(limit)
+                )
+            ).all()
+        return [(str(r.account_id), bytes(r.wrapped_key)) for r in rows]
+
+    async def replace(self, account_id: str, old: bytes, new: bytes, kek_id: str) -> bool:
+        """Swap a wrapped key for its re-wrapped self, unless it changed meanwhile."""
+        await self._setup()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(DATA_KEYS)
+                .where(DATA_KEYS.c.account_id == account_id, DATA_KEYS.c.wrapped_key == old)
+                .values(wrapped_key=new, kek_id=kek_id)
+            )
+        return result.rowcount == 1
 
     async def delete(self, account_id: str) -> None:
         await self._setup()
