@@ -46,7 +46,7 @@ from image_router.resources import Resources, build_resources
 from image_router.web.billing import router as web_billing_router
 from image_router.web.keys import router as web_keys_router
 from image_router.web.legal import router as web_legal_router
-from image_router.web.legal_site import LEGAL_UI, build_legal_site
+from image_router.web.legal_site import LEGAL_UI, build_legal_site, queue_privacy_notice
 from image_router.web.pages import router as web_pages_router
 from image_router.web.settings import router as web_settings_router
 from image_router.web.state import STATIC_DIR, build_web_state
@@ -109,6 +109,7 @@ def create_app(
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
         app.state.web = build_web_state(res.settings)
+        await queue_privacy_notice(res, legal)  # LEG-2: once per material version
         stop = asyncio.Event()
         reconciler = asyncio.create_task(
             run_periodically(

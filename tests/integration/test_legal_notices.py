@@ -7,6 +7,7 @@ terms change must be accepted, and the API refuses generation once the grace per
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from image_router.account.mailer import ConsoleMailer
 from image_router.db.session import unit_of_work
 from image_router.legal.documents import SHIPPED_DIR, LegalDocuments, load_documents
-from image_router.privacy import policy
+from image_router.privacy import policy, policy_mail
+from image_router.web.legal_site import queue_privacy_notice
 from tests.conftest import Gateway
 from tests.integration.web_helpers import csrf_of, sign_up
 
@@ -43,12 +46,13 @@ def _legal_dir(folder: Path, **documents: str) -> Path:
 @pytest.fixture
 def gateway_overrides(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """`param` maps document names to (version, material[, effective]) in a LEGAL_DIR."""
-    published: dict[str, tuple[Any, ...]] = getattr(request, "param", {})
+    published: dict[str, Any] = dict(getattr(request, "param", {}))
+    settings: dict[str, Any] = published.pop("settings", {})
     docs = {
         name: _document(name, spec[0], material=spec[1], effective=(spec[2:] or ["2026-12-15"])[0])
         for name, spec in published.items()
     }
-    return {"legal_dir": _legal_dir(tmp_path / "legal", **docs)} if docs else {}
+    return settings | ({"legal_dir": _legal_dir(tmp_path / "legal", **docs)} if docs else {})
 
 
 async def _signed_up(gateway: Gateway) -> str:
@@ -322,3 +326,43 @@ async def test_the_api_refuses_generation_until_outdated_terms_are_accepted(
         )
     accepted = await gateway.post("/v1/openai/images/generations", key, json=body)
     assert accepted.status_code == 200, accepted.text
+
+
+@pytest.mark.parametrize("gateway_overrides", [{"privacy": ("2", True)}], indirect=True)
+async def test_a_material_privacy_change_is_also_emailed_once_to_whoever_has_not_seen_it(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LEG-2: the start-up queued one "privacy_notice" job for version 2, which the server's
+    job loop ran; the mailing writes to accounts that have not seen the version (not to one
+    that signed up under it), records each, and never twice."""
+    for _ in range(100):  # the loop's first pass runs at start-up
+        done = "SELECT id FROM jobs WHERE kind = 'privacy_notice' AND status = 'done'"
+        if await gateway.rows(done):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the privacy notice job did not run")
+    site = gateway.client._transport.app.state.legal  # type: ignore[attr-defined]
+    assert await queue_privacy_notice(gateway.res, site) is False  # another worker, a restart
+
+    await _signed_up(gateway)  # sign-up records that EMAIL was shown version 2
+    other_id, _ = await gateway.account(email="told-by-mail@example.com")
+    capsys.readouterr()
+    payload = {"version": "2", "effective": "2026-12-15", "url": "http://site.test/privacy"}
+    mailed = await policy_mail.mail_notice(
+        gateway.res.engine, gateway.res.vault, ConsoleMailer(), payload, datetime.now(UTC)
+    )
+
+    assert mailed == 1
+    mail = capsys.readouterr().err
+    assert "To: told-by-mail@example.com" in mail and "version 2" in mail
+    assert f"To: {EMAIL}" not in mail and "http://site.test/privacy" in mail
+    proof = await gateway.rows(
+        "SELECT document_version FROM consents WHERE account_id = :a AND source = 'email'",
+        a=other_id,
+    )
+    assert proof == [{"document_version": "2"}]
+    again = await policy_mail.mail_notice(
+        gateway.res.engine, gateway.res.vault, ConsoleMailer(), payload, datetime.now(UTC)
+    )
+    assert again == 0  # a retried job skips whoever was told

@@ -92,10 +92,15 @@ async def enqueue(
     payload: dict[str, Any],
     run_after: datetime | None = None,
     now: datetime | None = None,
+    job_id: str | None = None,
 ) -> str:
-    """Queue a job in the caller's transaction; returns its id."""
+    """Queue a job in the caller's transaction; returns its id.
+
+    A `job_id` of the caller's choosing makes queueing idempotent: a second insert of the
+    same id fails with IntegrityError.
+    """
     now = now or utcnow()
-    job_id = new_id()
+    job_id = job_id or new_id()
     await conn.execute(
         insert(Job).values(
             id=job_id,

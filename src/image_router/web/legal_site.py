@@ -18,15 +18,16 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
+from image_router.account.mailer import build_mailer
 from image_router.config import Settings
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
 from image_router.legal.consent_cookie import CONSENT_COOKIE, CONSENT_MAX_AGE, parse_consent_cookie
 from image_router.legal.documents import LegalDocument, LegalDocuments, load_documents
 from image_router.legal.render import PolicyFacts, RetentionRow, render_document
-from image_router.privacy import policy
+from image_router.privacy import jobs, policy, policy_mail
 from image_router.providers import PROVIDERS
-from image_router.resources import provider_problem, public_url
+from image_router.resources import Resources, provider_problem, public_url
 from image_router.web.common import current_session, resources_of
 
 
@@ -266,3 +267,21 @@ def _count(number: int, unit: str) -> str:
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc or url
+
+
+# ------------------------------------------------- LEG-2: material privacy changes by e-mail
+
+
+async def queue_privacy_notice(res: Resources, site: LegalSite) -> bool:
+    """At start-up: queue the e-mail announcing a new material privacy version (once)."""
+    url = f"{site_base(res.settings) or public_url(res.settings)}/privacy"
+    async with unit_of_work(res.engine) as conn:
+        return await policy_mail.queue_notice(conn, site.documents, url, utcnow())
+
+
+async def _mail_privacy_notice(res: Resources, job: jobs.JobRow) -> None:
+    mailer = build_mailer(res.settings.smtp_url, res.settings.smtp_from)
+    await policy_mail.mail_notice(res.engine, res.vault, mailer, job.payload, job.now)
+
+
+jobs.register(policy_mail.JOB_KIND, _mail_privacy_notice)
