@@ -3,8 +3,8 @@
 When a server starts with a privacy document whose material version is new, it queues one
 "privacy_notice" job for that version (its id is derived from the version, so every worker
 and every restart queues the same job, once). The job writes to each active account that
-has not seen the version and, in one transaction per person, appends a `consents` row
-(`privacy_notice`, source `email`): a retried job skips whoever was already told.
+has not seen the version and then appends a `consents` row (`privacy_notice`, source
+`email`) for the person: a retried job skips whoever was already told.
 """
 
 from __future__ import annotations
@@ -97,11 +97,20 @@ async def _tell(
                 Consent.document_version == version,
             )
         )
-        email = await vault.open(row.id, row.email_enc)
-        if told is not None or not email:
-            return 0
-        # Recorded first, in the transaction the mail is sent in: a failed send rolls it
-        # back (the job retries); a crash after sending may repeat one mail, never skip one.
+    email = await vault.open(row.id, row.email_enc)
+    if told is not None or not email:
+        return 0
+    # Sent outside any transaction (SQLite's writer lock must not wait on a mail server),
+    # then recorded: a crash in between may repeat one mail on retry, never skip one.
+    await mailer.send(
+        email,
+        "We have updated our privacy policy",
+        f"Our privacy policy changed (version {version}, in effect from "
+        f"{payload['effective']}). You can read it here:\n\n{payload['url']}\n\n"
+        "You do not need to do anything. You are receiving this e-mail because you "
+        "have an account with us.\n",
+    )
+    async with unit_of_work(engine) as conn:
         await conn.execute(
             insert(Consent).values(
                 account_id=row.id,
@@ -111,13 +120,5 @@ async def _tell(
                 source=SOURCE,
                 created_at=now,
             )
-        )
-        await mailer.send(
-            email,
-            "We have updated our privacy policy",
-            f"Our privacy policy changed (version {version}, in effect from "
-            f"{payload['effective']}). You can read it here:\n\n{payload['url']}\n\n"
-            "You do not need to do anything. You are receiving this e-mail because you "
-            "have an account with us.\n",
         )
     return 1
