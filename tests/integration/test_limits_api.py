@@ -93,6 +93,10 @@ async def test_every_route_is_limited_per_ip_by_the_general_limiter(gateway: Gat
     other = await gateway.client.get("/v1/models", headers=source("203.0.113.11"))
     assert other.status_code == 200
     assert policy(other)[:3] == ("10;w=1", "10", "9")
+    # Signed webhook deliveries are judged by their signature, not counted per address:
+    # a refused one here is Stripe's 404 (payments are off), not a 429.
+    webhook = await gateway.client.post("/webhooks/stripe", headers=headers, content=b"{}")
+    assert webhook.status_code != 429 and policy(webhook)[0] is None
 
 
 async def test_the_generation_routes_share_one_per_ip_limiter(gateway: Gateway) -> None:
