@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.account import service as accounts
+from image_router.account.personal_data import Vault
 from image_router.db.session import make_engine, unit_of_work
 from image_router.db.tables import Account, DataSubjectRequest
 from image_router.privacy import audit, restriction
@@ -29,13 +30,16 @@ async def engine(any_db_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def account_id(engine: AsyncEngine, tmp_path: Path) -> str:
+async def vault(tmp_path: Path) -> AsyncIterator[Vault]:
+    made = vault_for_tests(tmp_path)
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def account_id(engine: AsyncEngine, vault: Vault) -> str:
     async with unit_of_work(engine) as conn:
-        vault = vault_for_tests(tmp_path)
-        try:
-            return (await accounts.create_account(conn, vault, "ada@example.com")).id
-        finally:
-            await vault.close()
+        return (await accounts.create_account(conn, vault, "ada@example.com")).id
 
 
 async def account_row(engine: AsyncEngine, account_id: str) -> Any:
@@ -54,16 +58,17 @@ async def requests(engine: AsyncEngine) -> list[dsr.RequestView]:
 
 
 async def test_the_account_holder_restricts_at_once_and_asking_again_changes_nothing(
-    engine: AsyncEngine, account_id: str
+    engine: AsyncEngine, account_id: str, vault: Vault
 ) -> None:
     words = "my name is spelled wrong and I contest it"
     async with unit_of_work(engine) as conn:
         done = await restriction.request_restriction(
-            conn, account_id, reason=words, request_id="req-1", now=T0
+            conn, vault, account_id, reason=words, request_id="req-1", now=T0
         )
     assert done.changed and done.restricted
     row = await account_row(engine, account_id)
-    assert row.processing_restricted and row.restricted_reason == words
+    assert row.processing_restricted and words.encode() not in row.restricted_reason_enc
+    assert done.reason == words  # sealed in the row, opened for the holder
     assert row.restricted_at == T0
     [entry] = await log(engine)
     assert (entry.actor_type, entry.actor_id, entry.action) == (
@@ -78,20 +83,20 @@ async def test_the_account_holder_restricts_at_once_and_asking_again_changes_not
     assert request.received_at == request.completed_at == T0
 
     async with unit_of_work(engine) as conn:
-        again = await restriction.request_restriction(conn, account_id, reason="again")
+        again = await restriction.request_restriction(conn, vault, account_id, reason="again")
     assert not again.changed and again.restricted_at == T0
     assert len(await log(engine)) == 1 and len(await requests(engine)) == 1
 
 
 async def test_lifting_needs_the_notice_to_the_person_first(
-    engine: AsyncEngine, account_id: str
+    engine: AsyncEngine, account_id: str, vault: Vault
 ) -> None:
     async with unit_of_work(engine) as conn:
-        await restriction.request_restriction(conn, account_id, now=T0)
+        await restriction.request_restriction(conn, vault, account_id, now=T0)
     with pytest.raises(restriction.RestrictionError, match=r"Art\. 18\(3\)"):
         async with unit_of_work(engine) as conn:
             await restriction.lift(
-                conn, account_id, reason="resolved", notified=False, operator="alice"
+                conn, vault, account_id, reason="resolved", notified=False, operator="alice"
             )
     assert (await account_row(engine, account_id)).processing_restricted
 
@@ -99,6 +104,7 @@ async def test_lifting_needs_the_notice_to_the_person_first(
     async with unit_of_work(engine) as conn:
         state = await restriction.lift(
             conn,
+            vault,
             account_id,
             reason="accuracy checked",
             notified=True,
@@ -107,7 +113,7 @@ async def test_lifting_needs_the_notice_to_the_person_first(
         )
     assert not state.restricted and state.lift_notified_at == lifted_at
     row = await account_row(engine, account_id)
-    assert not row.processing_restricted and row.restricted_reason is None
+    assert not row.processing_restricted and row.restricted_reason_enc is None
     assert row.restriction_lift_notified_at == lifted_at
     entry = (await log(engine))[-1]
     assert (entry.actor_type, entry.actor_id, entry.action, entry.reason) == (
@@ -121,11 +127,13 @@ async def test_lifting_needs_the_notice_to_the_person_first(
 
     with pytest.raises(restriction.RestrictionError, match="not restricted"):
         async with unit_of_work(engine) as conn:
-            await restriction.lift(conn, account_id, reason="x", notified=True, operator="alice")
+            await restriction.lift(
+                conn, vault, account_id, reason="x", notified=True, operator="alice"
+            )
 
 
 async def test_an_operator_restriction_closes_the_recorded_request(
-    engine: AsyncEngine, account_id: str
+    engine: AsyncEngine, account_id: str, vault: Vault
 ) -> None:
     async with unit_of_work(engine) as conn:
         emailed = await dsr.open_request(
@@ -139,6 +147,7 @@ async def test_an_operator_restriction_closes_the_recorded_request(
         async with unit_of_work(engine) as conn:
             await restriction.restrict(
                 conn,
+                vault,
                 account_id,
                 reason="objection pending",
                 actor_type="operator",
@@ -152,6 +161,7 @@ async def test_an_operator_restriction_closes_the_recorded_request(
     async with unit_of_work(engine) as conn:
         await restriction.restrict(
             conn,
+            vault,
             account_id,
             reason="objection pending",
             actor_type="operator",
@@ -170,12 +180,13 @@ async def test_an_operator_restriction_closes_the_recorded_request(
 
 
 async def test_restricting_needs_a_reason_and_a_live_account(
-    engine: AsyncEngine, account_id: str
+    engine: AsyncEngine, account_id: str, vault: Vault
 ) -> None:
     async with unit_of_work(engine) as conn:
         with pytest.raises(restriction.RestrictionError, match="reason"):
             await restriction.restrict(
                 conn,
+                vault,
                 account_id,
                 reason="  ",
                 actor_type="operator",
@@ -183,9 +194,9 @@ async def test_restricting_needs_a_reason_and_a_live_account(
                 channel="cli",
             )
         with pytest.raises(restriction.RestrictionError, match="no account"):
-            await restriction.request_restriction(conn, "no-such-account")
+            await restriction.request_restriction(conn, vault, "no-such-account")
         with pytest.raises(restriction.RestrictionError, match="reason"):
-            await restriction.lift(conn, account_id, reason="", notified=True, operator="a")
+            await restriction.lift(conn, vault, account_id, reason="", notified=True, operator="a")
         await conn.execute(update(Account).where(Account.id == account_id).values(status="deleted"))
         with pytest.raises(restriction.RestrictionError, match="is deleted"):
-            await restriction.request_restriction(conn, account_id)
+            await restriction.request_restriction(conn, vault, account_id)

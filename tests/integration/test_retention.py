@@ -403,6 +403,7 @@ async def test_accounts_under_a_legal_hold_are_skipped_in_every_category(
     async with unit_of_work(any_gateway.res.engine) as conn:
         await restriction.restrict(
             conn,
+            any_gateway.res.vault,
             held,
             reason="contests the accuracy of the usage records",
             actor_type="operator",

@@ -176,7 +176,7 @@ def users_show(who: str, reason: Reason = None) -> None:
                     Account.marketing_emails,
                     Account.allow_routing_improvement,
                     Account.processing_restricted,
-                    Account.restricted_reason,
+                    Account.restricted_reason_enc,
                     Account.restricted_at,
                 ).where(Account.id == account_id)
             )
@@ -215,7 +215,7 @@ def _restriction(details: Any) -> str:
     if not details.processing_restricted:
         return "no"
     since = details.restricted_at.isoformat() if details.restricted_at else "?"
-    return f"yes, since {since} ({details.restricted_reason})"
+    return f"yes, since {since}"
 
 
 def _yes(flag: bool) -> str:
@@ -236,6 +236,7 @@ def users_restrict(
         account_id = await account_id_of(conn, who)
         return await restriction.restrict(
             conn,
+            vault(),
             account_id,
             reason=why,
             actor_type="operator",
@@ -266,7 +267,7 @@ def users_unrestrict(
     async def work(conn: AsyncConnection) -> restriction.RestrictionState:
         account_id = await account_id_of(conn, who)
         return await restriction.lift(
-            conn, account_id, reason=why, notified=notified, operator=operator()
+            conn, vault(), account_id, reason=why, notified=notified, operator=operator()
         )
 
     run_db(work)

@@ -59,7 +59,8 @@ class Account(Base):
     processing_restricted: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
-    restricted_reason: Mapped[str | None] = mapped_column(Text)
+    # The person's own words (sealed like all personal data).
+    restricted_reason_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     restriction_lift_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The policy versions this person has seen (banner) and accepted.

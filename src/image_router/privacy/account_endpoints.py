@@ -214,6 +214,7 @@ async def post_restriction(
         async with unit_of_work(res.engine) as conn:
             state = await restriction.request_restriction(
                 conn,
+                res.vault,
                 principal.account_id,
                 reason=(reason or "").strip() or None,
                 channel="api",

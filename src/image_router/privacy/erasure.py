@@ -380,7 +380,7 @@ async def erase_rows(
                 Account.auth_subject_hmac, vault.subject_index(subject) if subject else None
             ),
             stripe_customer_id=None,
-            restricted_reason=None,
+            restricted_reason_enc=None,
             marketing_emails=False,
             store_prompts=False,
             status=DELETED,

@@ -61,7 +61,7 @@ def account(a: Any, opened: Opener) -> dict[str, object]:
         },
         "restriction": {
             "restricted": a["processing_restricted"],
-            "reason": a["restricted_reason"],
+            "reason": opened(a["restricted_reason_enc"]),
             "since": a["restricted_at"],
             "lift_notified_at": a["restriction_lift_notified_at"],
         },

@@ -95,7 +95,7 @@ async def account_details(conn: AsyncConnection, vault: Vault, account_id: str) 
         ),
         restriction=Restriction(
             restricted=bool(row.processing_restricted),
-            reason=row.restricted_reason,
+            reason=await vault.open(row.id, row.restricted_reason_enc),
             restricted_at=row.restricted_at,
             lift_notified_at=row.restriction_lift_notified_at,
         ),

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from image_router.account.personal_data import Vault
 from image_router.db.tables import Account
 from image_router.kit.clock import utcnow
 from image_router.privacy import audit
@@ -43,14 +44,14 @@ class RestrictionState:
     changed: bool = False  # did this call change it (False: it was already so)
 
 
-async def state(conn: AsyncConnection, account_id: str) -> RestrictionState:
+async def state(conn: AsyncConnection, vault: Vault, account_id: str) -> RestrictionState:
     """The account's current restriction."""
     row = (
         await conn.execute(
             select(
                 Account.status,
                 Account.processing_restricted,
-                Account.restricted_reason,
+                Account.restricted_reason_enc,
                 Account.restricted_at,
                 Account.restriction_lift_notified_at,
             ).where(Account.id == account_id)
@@ -63,7 +64,7 @@ async def state(conn: AsyncConnection, account_id: str) -> RestrictionState:
     return RestrictionState(
         account_id=account_id,
         restricted=bool(row.processing_restricted),
-        reason=row.restricted_reason,
+        reason=await vault.open(account_id, row.restricted_reason_enc),
         restricted_at=row.restricted_at,
         lift_notified_at=row.restriction_lift_notified_at,
     )
@@ -71,6 +72,7 @@ async def state(conn: AsyncConnection, account_id: str) -> RestrictionState:
 
 async def request_restriction(
     conn: AsyncConnection,
+    vault: Vault,
     account_id: str,
     *,
     reason: str | None = None,
@@ -86,6 +88,7 @@ async def request_restriction(
     """
     return await restrict(
         conn,
+        vault,
         account_id,
         reason=reason or HOLDER_REASON,
         actor_type="user",
@@ -99,6 +102,7 @@ async def request_restriction(
 
 async def restrict(
     conn: AsyncConnection,
+    vault: Vault,
     account_id: str,
     *,
     reason: str,
@@ -118,14 +122,14 @@ async def restrict(
     reason = reason.strip()
     if not reason:
         raise RestrictionError("a restriction needs a reason")
-    current = await state(conn, account_id)
+    current = await state(conn, vault, account_id)
     now = (now or utcnow()).astimezone(UTC)
     changed = await conn.execute(
         update(Account)
         .where(Account.id == account_id, Account.processing_restricted.is_(False))
         .values(
             processing_restricted=True,
-            restricted_reason=reason,
+            restricted_reason_enc=await vault.seal(account_id, reason),
             restricted_at=now,
             restriction_lift_notified_at=None,
         )
@@ -159,6 +163,7 @@ async def restrict(
 
 async def lift(
     conn: AsyncConnection,
+    vault: Vault,
     account_id: str,
     *,
     reason: str,
@@ -179,14 +184,14 @@ async def lift(
             "tell the person before lifting the restriction (GDPR Art. 18(3)), "
             "then confirm it with --notified"
         )
-    current = await state(conn, account_id)
+    current = await state(conn, vault, account_id)
     now = (now or utcnow()).astimezone(UTC)
     lifted = await conn.execute(
         update(Account)
         .where(Account.id == account_id, Account.processing_restricted.is_(True))
         .values(
             processing_restricted=False,
-            restricted_reason=None,
+            restricted_reason_enc=None,
             restricted_at=None,
             restriction_lift_notified_at=now,
         )

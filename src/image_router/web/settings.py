@@ -151,7 +151,7 @@ async def request_restriction(request: Request) -> Response:
     reason = field(form, "reason").strip()[:2000] or None
     async with unit_of_work(resources_of(request).engine) as conn:
         await restriction.request_restriction(
-            conn, session.account_id, reason=reason, channel="web"
+            conn, resources_of(request).vault, session.account_id, reason=reason, channel="web"
         )
     return redirect(request, f"{PRIVACY_URL}?done=restricted")
 

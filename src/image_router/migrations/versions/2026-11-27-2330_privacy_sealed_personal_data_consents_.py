@@ -126,7 +126,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('store_prompts', sa.Boolean(), server_default=sa.true(), nullable=False))
         batch_op.add_column(sa.Column('marketing_emails', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('processing_restricted', sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch_op.add_column(sa.Column('restricted_reason', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('restricted_reason_enc', sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column('restricted_at', image_router.db.base.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('restriction_lift_notified_at', image_router.db.base.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('privacy_version_notified', sa.String(length=40), nullable=True))
@@ -215,3 +215,9 @@ def _seal_existing_personal_data() -> None:
             sa.text("UPDATE generations SET prompt_enc = :sealed WHERE id = :id"),
             {"id": generation_id, "sealed": sealed},
         )
+
+
+def downgrade() -> None:
+    # Irreversible: the plain e-mail, name and prompt columns are gone and their values are
+    # sealed under keys this schema knows nothing of. Restore a backup to go back.
+    raise NotImplementedError("the sealing of personal data cannot be downgraded")
