@@ -164,7 +164,7 @@ def users_show(who: str, reason: Reason = None) -> None:
     """Show an account's personal data (decrypted); audited, so --reason is required."""
     why = _required_reason(reason, "say why you are looking at this person's data")
 
-    async def work(conn: AsyncConnection) -> tuple[accounts.AccountView, Any]:
+    async def work(conn: AsyncConnection) -> tuple[accounts.AccountView, Any, str | None]:
         account_id = await account_id_of(conn, who)
         view = await accounts.get_account(conn, vault(), account_id)
         assert view is not None
@@ -187,12 +187,12 @@ def users_show(who: str, reason: Reason = None) -> None:
             actor_id=operator(),
             subject_account_id=account_id,
             action="operator_view",
-            fields=("email", "name"),
+            fields=("email", "name", "restriction_reason"),
             reason=why,
         )
-        return view, details
+        return view, details, await vault().open(account_id, details.restricted_reason_enc)
 
-    view, details = run_db(work)
+    view, details, restricted_because = run_db(work)
     lines = {
         "id": view.id,
         "email": view.email or "(erased)",
@@ -205,17 +205,17 @@ def users_show(who: str, reason: Reason = None) -> None:
         "store prompts": _yes(details.store_prompts),
         "marketing e-mails": _yes(details.marketing_emails),
         "routing statistics": _yes(details.allow_routing_improvement),
-        "restricted": _restriction(details),
+        "restricted": _restriction(details, restricted_because),
     }
     for label, value in lines.items():
         typer.echo(f"{label + ':':<20}{value}")
 
 
-def _restriction(details: Any) -> str:
+def _restriction(details: Any, because: str | None) -> str:
     if not details.processing_restricted:
         return "no"
     since = details.restricted_at.isoformat() if details.restricted_at else "?"
-    return f"yes, since {since}"
+    return f"yes, since {since} ({because or 'no reason given'})"
 
 
 def _yes(flag: bool) -> str:
