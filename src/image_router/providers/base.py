@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -335,6 +335,65 @@ async def cancel_quietly(request: Awaitable[object], *, vendor: str) -> None:
     _cancels.add(task)
     task.add_done_callback(_cancels.discard)
     await asyncio.shield(task)
+
+
+@dataclass
+class Watch:
+    """What `InFlight.running` learns about one vendor job: did we ask it to stop?"""
+
+    abandoned: bool = False
+
+
+class InFlight:
+    """The vendor jobs a provider is waiting on, by the URL that stops each one.
+
+    `running` brackets the wait: while it lasts, `cancel(job)` calls `stop(url)`; a request
+    cancelled mid-wait stops the vendor job itself (best effort, `cancel_quietly`).
+    Afterwards `Watch.abandoned` says whether `cancel` was called for it.
+    """
+
+    def __init__(self, stop: Callable[[str], Awaitable[object]], *, vendor: str) -> None:
+        self._stop = stop
+        self._vendor = vendor
+        self._urls: dict[str, str] = {}
+        self._abandoned: set[str] = set()
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Job id → the stop URL of the vendor job running for it."""
+        return dict(self._urls)
+
+    @asynccontextmanager
+    async def running(
+        self, job: Job, url: str, *, gone_when_stopped: bool = False
+    ) -> AsyncIterator[Watch]:
+        """`gone_when_stopped`: a stopped job vanishes at the vendor, so an error while
+        waiting on it after `cancel` means "abandoned", not a vendor failure."""
+        watch = Watch()
+        if job.job_id:
+            self._urls[job.job_id] = url
+        try:
+            yield watch
+        except asyncio.CancelledError:
+            await cancel_quietly(self._stop(url), vendor=self._vendor)
+            raise
+        except UpstreamError:
+            if not (gone_when_stopped and job.job_id in self._abandoned):
+                raise
+            watch.abandoned = True
+        finally:
+            if job.job_id:
+                self._urls.pop(job.job_id, None)
+                watch.abandoned = watch.abandoned or job.job_id in self._abandoned
+                self._abandoned.discard(job.job_id)
+
+    async def cancel(self, job: Job) -> None:
+        """Stop the vendor job running for `job`, if there is one."""
+        url = self._urls.get(job.job_id) if job.job_id else None
+        if url is None:
+            return
+        self._abandoned.add(job.job_id)
+        await self._stop(url)
 
 
 # ---------------------------------------------------------------------------- provider

@@ -31,6 +31,7 @@ import httpx
 
 from image_router.providers.base import (
     Artifact,
+    InFlight,
     Job,
     Provider,
     Result,
@@ -291,8 +292,7 @@ class FalProvider(Provider):
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
         self.sync_base_url = self.extra.get("sync_base_url", DEFAULT_SYNC_BASE_URL).rstrip("/")
-        #: job id → cancel URL of the fal job running for it, while it runs.
-        self._running: dict[str, str] = {}
+        self._in_flight = InFlight(self._send_cancel, vendor="fal")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.require_credential('fal.ai API key')}"}
@@ -307,16 +307,8 @@ class FalProvider(Provider):
             if response.is_error:
                 raise error_from_response(response.status_code, error_body(response))
             queued = queued_job(response_json(self.id, response), self.base_url, request.endpoint)
-            if job.job_id:
-                self._running[job.job_id] = queued.cancel_url
-            try:
+            async with self._in_flight.running(job, queued.cancel_url):
                 body = await self._wait(queued, headers)
-            except asyncio.CancelledError:
-                await self._abandon(queued.cancel_url)
-                raise
-            finally:
-                if job.job_id:
-                    self._running.pop(job.job_id, None)
             return from_response(body, job.modality)
 
     async def _wait(self, queued: QueuedJob, headers: Mapping[str, str]) -> Any:
@@ -337,13 +329,8 @@ class FalProvider(Provider):
         return response_json(self.id, response)
 
     async def cancel(self, job: Job, target: Target) -> None:
-        cancel_url = self._running.get(job.job_id)
-        if cancel_url is not None:
-            await self._abandon(cancel_url)
-
-    async def _abandon(self, cancel_url: str) -> None:
         """Best effort `PUT cancel_url` (see `cancel_quietly`)."""
-        await cancel_quietly(self._send_cancel(cancel_url), vendor="fal")
+        await cancel_quietly(self._in_flight.cancel(job), vendor="fal")
 
     async def _send_cancel(self, cancel_url: str) -> None:
         response = await self.http.put(cancel_url, headers=self._headers())

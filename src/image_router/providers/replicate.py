@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ import httpx
 
 from image_router.providers.base import (
     Artifact,
+    InFlight,
     Job,
     Provider,
     Result,
@@ -33,7 +35,6 @@ from image_router.providers.base import (
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
-    cancel_quietly,
     error_for_status,
     response_json,
     translate_errors,
@@ -230,10 +231,7 @@ class ReplicateProvider(Provider):
 
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
-        #: job id → cancel URL of its running prediction, for `cancel`.
-        self._running: dict[str, str] = {}
-        #: job ids whose prediction we asked to stop.
-        self._abandoned: set[str] = set()
+        self._in_flight = InFlight(partial(self._call, "POST"), vendor="Replicate")
 
     async def generate(self, job: Job, target: Target) -> Result:
         self.require_credential("Replicate API key")
@@ -247,32 +245,19 @@ class ReplicateProvider(Provider):
         return result
 
     async def cancel(self, job: Job, target: Target) -> None:
-        url = self._running.get(job.job_id) if job.job_id else None
-        if url is None:
-            return
-        self._abandoned.add(job.job_id)
         async with translate_errors(self.id):
-            await self._call("POST", url)
+            await self._in_flight.cancel(job)
 
     async def _until_done(self, job: Job, prediction: Mapping[str, Any]) -> Mapping[str, Any]:
+        abandoned = False
         if prediction.get("status") in _RUNNING:
             get_url = self._prediction_url(prediction)
             cancel_url = self._prediction_url(prediction, "/cancel")
-            if job.job_id:
-                self._running[job.job_id] = cancel_url
-            try:
+            async with self._in_flight.running(job, cancel_url) as watch:
                 while prediction.get("status") in _RUNNING:
                     await asyncio.sleep(self.poll_interval)
                     prediction = await self._call("GET", get_url, polling=True)
-            except asyncio.CancelledError:
-                await cancel_quietly(self._call("POST", cancel_url), vendor="Replicate")
-                raise
-            finally:
-                self._running.pop(job.job_id, None)
-                abandoned = job.job_id in self._abandoned
-                self._abandoned.discard(job.job_id)
-        else:
-            abandoned = False
+            abandoned = watch.abandoned
         status = prediction.get("status")
         if status == "succeeded":
             return prediction

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ import httpx
 
 from image_router.providers.base import (
     Artifact,
+    InFlight,
     Job,
     Provider,
     Result,
@@ -34,7 +36,6 @@ from image_router.providers.base import (
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
-    cancel_quietly,
     error_for_status,
     response_json,
     translate_errors,
@@ -191,10 +192,7 @@ class WavespeedProvider(Provider):
 
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
-        #: job id → URL that deletes its running task, for `cancel`.
-        self._running: dict[str, str] = {}
-        #: job ids whose task we asked to stop.
-        self._abandoned: set[str] = set()
+        self._in_flight = InFlight(partial(self._call, "DELETE"), vendor="WaveSpeed")
 
     async def generate(self, job: Job, target: Target) -> Result:
         self.require_credential("WaveSpeed API key")
@@ -206,39 +204,23 @@ class WavespeedProvider(Provider):
         return result
 
     async def cancel(self, job: Job, target: Target) -> None:
-        url = self._running.get(job.job_id) if job.job_id else None
-        if url is None:
-            return
-        self._abandoned.add(job.job_id)
         async with translate_errors(self.id):
-            await self._call("DELETE", url)
+            await self._in_flight.cancel(job)
 
     async def _until_done(self, job: Job, body: Any) -> Any:
         prediction = prediction_of(body)
         abandoned = False
         if prediction.get("status") in _RUNNING:
             result_url = self._task_url(prediction, "/result")
-            delete_url = self._task_url(prediction)
-            if job.job_id:
-                self._running[job.job_id] = delete_url
-            try:
+            # A deleted task is gone: its poll fails rather than saying "canceled".
+            async with self._in_flight.running(
+                job, self._task_url(prediction), gone_when_stopped=True
+            ) as watch:
                 while prediction.get("status") in _RUNNING:
                     await asyncio.sleep(self.poll_interval)
                     body = await self._call("GET", result_url, polling=True)
                     prediction = prediction_of(body)
-            except asyncio.CancelledError:
-                await cancel_quietly(self._call("DELETE", delete_url), vendor="WaveSpeed")
-                raise
-            except UpstreamError:
-                # A deleted task is gone: its poll fails rather than saying "canceled".
-                if job.job_id in self._abandoned:
-                    abandoned = True
-                else:
-                    raise
-            finally:
-                self._running.pop(job.job_id, None)
-                abandoned = abandoned or job.job_id in self._abandoned
-                self._abandoned.discard(job.job_id)
+            abandoned = watch.abandoned
         if abandoned:
             raise UpstreamCancelledError(
                 "the WaveSpeed task was canceled", provider=self.id, body=loggable(body)

@@ -357,7 +357,7 @@ async def test_a_task_cancelled_mid_poll_cancels_the_fal_job(
     provider = FalProvider(http, credential=DEFAULT_API_KEY, base_url=ROOT, poll_interval=0.01)
     task = asyncio.create_task(provider.generate(job(job_id="gen-1"), FLUX))
     await asyncio.wait_for(fake.polled.wait(), 5)
-    assert provider._running == {"gen-1": fake.requests[0].base_url + _cancel_path(fake)}
+    assert provider._in_flight.urls == {"gen-1": fake.requests[0].base_url + _cancel_path(fake)}
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -368,7 +368,7 @@ async def test_a_task_cancelled_mid_poll_cancels_the_fal_job(
     assert [r.path for r in cancels] == [f"/fal-ai/flux-2/requests/{request_id}/cancel"]
     assert cancels[0].headers["authorization"] == f"Key {DEFAULT_API_KEY}"
     assert fake.cancelled == [request_id]
-    assert provider._running == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_cancel_by_job_reaches_the_running_fal_job(
@@ -386,7 +386,7 @@ async def test_cancel_by_job_reaches_the_running_fal_job(
         await task
 
     assert fake.cancelled == list(fake.jobs)
-    assert provider._running == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_cancel_of_an_unknown_job_does_nothing(fake: FakeFal, provider: FalProvider) -> None:

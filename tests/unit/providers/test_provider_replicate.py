@@ -470,7 +470,7 @@ async def test_cancelled_task_cancels_the_prediction(
     assert fake.canceled == [prediction_id]
     assert fake.last.path == f"/v1/predictions/{prediction_id}/cancel"
     assert fake.last.headers["authorization"] == f"Bearer {DEFAULT_API_KEY}"
-    assert provider._running == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_a_refused_cancel_is_logged_and_the_task_still_ends_cancelled(

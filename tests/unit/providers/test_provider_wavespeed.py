@@ -351,7 +351,7 @@ async def test_cancelled_task_deletes_the_vendor_task(
     assert fake.deleted == [task_id]
     assert (fake.last.method, fake.last.path) == ("DELETE", f"/api/v3/predictions/{task_id}")
     assert fake.last.headers["authorization"] == f"Bearer {DEFAULT_API_KEY}"
-    assert provider._running == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_cancel_stops_a_running_job(fake: FakeWavespeed, provider: WavespeedProvider) -> None:
