@@ -44,6 +44,7 @@ from image_router.privacy.erasure_endpoints import router as erasure_router
 from image_router.privacy.export_endpoints import router as export_router
 from image_router.resources import Resources, build_resources
 from image_router.web.billing import router as web_billing_router
+from image_router.web.common import PageAnswer
 from image_router.web.keys import router as web_keys_router
 from image_router.web.legal import router as web_legal_router
 from image_router.web.legal_site import LEGAL_UI, build_legal_site, queue_privacy_notice
@@ -192,6 +193,7 @@ def create_app(
         return Response(body, media_type=content_type)
 
     app.add_exception_handler(GatewayError, _render_gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(PageAnswer, _page_answer)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnect, _client_gone)  # type: ignore[arg-type]
@@ -225,6 +227,10 @@ async def _render_http_error(request: Request, exc: StarletteHTTPException) -> R
 async def _render_validation_error(request: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {"msg": "Invalid request"}
     return _error_response(InvalidRequest(str(first.get("msg", "Invalid request"))))
+
+
+async def _page_answer(request: Request, exc: PageAnswer) -> Response:
+    return exc.response
 
 
 async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:

@@ -154,8 +154,6 @@ async def billing_page(
     request: Request, topup: str = "", session_id: str = "", cancelled: str = ""
 ) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _billing_page(
         request,
         session,
@@ -168,10 +166,7 @@ async def billing_page(
 @router.post(BILLING_URL + "/checkout")
 async def checkout(request: Request) -> Response:
     """Open a Stripe Checkout for the amount and send the browser there."""
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     res = resources_of(request)
     amount = field(form, "amount_usd").strip()
     if res.payments is None:

@@ -40,6 +40,15 @@ FLASHES = {
 _SESSION_STATE = "image_router.web_session"
 
 
+class PageAnswer(Exception):
+    """A page cannot go on and answers `response` instead (the sign-in redirect, a CSRF
+    refusal). Raised by the page guards; app.py renders it."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def web_state(request: Request) -> WebState:
     state: WebState = request.app.state.web
     return state

@@ -132,8 +132,6 @@ def _no_such_key(request: Request, session: SessionView) -> Response:
 @router.get(KEYS_URL)
 async def keys_page(request: Request, done: str = "") -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _keys_page(request, session, notice=DONE.get(done))
 
 
@@ -153,10 +151,7 @@ def _new_key_settings(form: FormData) -> dict[str, Any]:
 @router.post(KEYS_URL)
 async def create(request: Request) -> Response:
     """Create a key and show its secret, this once."""
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     try:
         settings = _new_key_settings(form)
         async with unit_of_work(resources_of(request).engine) as conn:
@@ -180,10 +175,7 @@ async def create(request: Request) -> Response:
 
 @router.post(KEYS_URL + "/{key_id}/rename")
 async def rename(request: Request, key_id: str) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     try:
         async with unit_of_work(resources_of(request).engine) as conn:
             await managed_keys.rename_key(conn, session.account_id, key_id, field(form, "name"))
@@ -198,8 +190,6 @@ async def rename(request: Request, key_id: str) -> Response:
 async def confirm_revoke(request: Request, key_id: str) -> Response:
     """Ask before revoking: a revoked key cannot be brought back."""
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     try:
         async with unit_of_work(resources_of(request).engine) as conn:
             key = await managed_keys.get_key(conn, session.account_id, key_id)
@@ -210,10 +200,7 @@ async def confirm_revoke(request: Request, key_id: str) -> Response:
 
 @router.post(KEYS_URL + "/{key_id}/revoke")
 async def revoke(request: Request, key_id: str) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await signed_in_form(request)
     try:
         async with unit_of_work(resources_of(request).engine) as conn:
             await managed_keys.revoke_owned(conn, session.account_id, key_id)

@@ -41,6 +41,7 @@ from image_router.web.common import (
     resources_of,
 )
 from image_router.web.legal_site import attach_legal_ui, legal_site, local_path
+from image_router.web.pages import signed_in_form
 
 router = APIRouter()
 SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires < 1 year; never lapses
@@ -194,12 +195,7 @@ async def cookie_consent(request: Request) -> Response:
 @router.post("/account/policy-notice", include_in_schema=False)
 async def dismiss_policy_notice(request: Request) -> Response:
     """The privacy-change banner's "Dismiss" (LEG-2): record the version as notified."""
-    session = await current_session(request)
-    if session is None:
-        return redirect(request, "/signin")
-    form = await request.form()
-    if not csrf_ok(request, form, session):
-        return csrf_refused(request, session)
+    session, form = await signed_in_form(request)
     site = legal_site(request)
     async with unit_of_work(resources_of(request).engine) as conn:
         # A stale version: the policy changed meanwhile, and the banner shows the new one.
@@ -218,12 +214,7 @@ async def dismiss_policy_notice(request: Request) -> Response:
 @router.post("/account/legal-acceptance", include_in_schema=False)
 async def accept_terms_form(request: Request) -> Response:
     """The terms banner's "Accept" (LEG-3), as a website form."""
-    session = await current_session(request)
-    if session is None:
-        return redirect(request, "/signin")
-    form = await request.form()
-    if not csrf_ok(request, form, session):
-        return csrf_refused(request, session)
+    session, form = await signed_in_form(request)
     site = legal_site(request)
     async with unit_of_work(resources_of(request).engine) as conn:
         # A stale version: the terms changed meanwhile, and the banner asks for the new one.

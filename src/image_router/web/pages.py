@@ -25,6 +25,7 @@ from image_router.kit.money import format_usd
 from image_router.privacy import policy
 from image_router.web.common import (
     SESSION_COOKIE,
+    PageAnswer,
     clear_session_cookie,
     csrf_ok,
     csrf_refused,
@@ -92,19 +93,20 @@ class _Credentials:
 
 async def _checked_form(
     request: Request, action: str, template: str, *, per_email: bool
-) -> _Credentials | Response:
-    """The posted credentials, or the page refusing them: 403 without this site's CSRF
-    token, 429 once this address (and e-mail, when `per_email`) has used up its attempts."""
+) -> _Credentials:
+    """The posted credentials; otherwise the page refuses them (`PageAnswer`): 403 without
+    this site's CSRF token, 429 once this address (and e-mail, when `per_email`) has used
+    up its attempts."""
     session = await current_session(request)
     form = await request.form()
     if not csrf_ok(request, form, session):
-        return csrf_refused(request, session)
+        raise PageAnswer(csrf_refused(request, session))
     email = field(form, "email")
     ip = client_ip(request) or "-"
     identity = f"{email.strip().lower()}|{ip}" if per_email else ip
     limited = await _throttled(request, action, identity, template, None)
     if limited is not None:
-        return limited
+        raise PageAnswer(limited)
     return _Credentials(session, email, field(form, "password"), form)
 
 
@@ -133,8 +135,6 @@ def _signed_in(request: Request, token: str, flash: str) -> Response:
 async def signup(request: Request) -> Response:
     # Throttled per address: a sign-up names an e-mail that has no attempts yet.
     checked = await _checked_form(request, "signup", "signup.html", per_email=False)
-    if isinstance(checked, Response):
-        return checked
     res = resources_of(request)
     if not checked.form.get("accept_terms"):
         return render(
@@ -170,8 +170,6 @@ async def signin_form(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     checked = await _checked_form(request, "signin", "signin.html", per_email=True)
-    if isinstance(checked, Response):
-        return checked
     res = resources_of(request)
     token = None
     async with unit_of_work(res.engine) as conn:
@@ -273,8 +271,9 @@ async def reset(request: Request) -> Response:
     return response
 
 
-async def signed_in(request: Request) -> SessionView | Response:
-    """The session of a signed-in browser, or the redirect to the sign-in page."""
+async def signed_in(request: Request) -> SessionView:
+    """The session of a signed-in browser; otherwise the page answers with the redirect to
+    the sign-in page (`PageAnswer`)."""
     session = await current_session(request)
     if session is not None:
         return session
@@ -282,24 +281,20 @@ async def signed_in(request: Request) -> SessionView | Response:
     response = redirect(request, "/signin", flash)
     if flash:
         clear_session_cookie(request, response)
-    return response
+    raise PageAnswer(response)
 
 
-async def signed_in_form(request: Request) -> tuple[SessionView, FormData] | Response:
-    """A signed-in browser's posted form carrying its session's CSRF token, or the answer
-    refusing it (the sign-in redirect, or 403)."""
+async def signed_in_form(request: Request) -> tuple[SessionView, FormData]:
+    """A signed-in browser's posted form carrying its session's CSRF token; otherwise the
+    page answers with the sign-in redirect or the 403 refusal (`PageAnswer`)."""
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     form = await request.form()
     if not csrf_ok(request, form, session):
-        return csrf_refused(request, session)
+        raise PageAnswer(csrf_refused(request, session))
     return session, form
 
 
 @router.get("/account")
 async def account(request: Request) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return render(request, "account.html", session, balance=format_usd(session.balance))

@@ -106,17 +106,12 @@ async def _privacy_page(
 @router.get(PRIVACY_URL)
 async def privacy_settings(request: Request) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _privacy_page(request, session)
 
 
 @router.post(f"{PRIVACY_URL}/preferences")
 async def save_preferences(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     # A checkbox that is not ticked is simply absent from the form.
     wanted = {name: field(form, name) == "on" for name in preferences.PURPOSES}
     res = resources_of(request)
@@ -133,10 +128,7 @@ async def save_preferences(request: Request) -> Response:
 
 @router.post(f"{PRIVACY_URL}/history/delete")
 async def delete_history(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await signed_in_form(request)
     res = resources_of(request)
     await content.delete_all_content(res.engine, res.store, session.account_id)
     return redirect(request, f"{PRIVACY_URL}?done=history_deleted")
@@ -144,10 +136,7 @@ async def delete_history(request: Request) -> Response:
 
 @router.post(f"{PRIVACY_URL}/restriction")
 async def request_restriction(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     reason = field(form, "reason").strip()[:2000] or None
     async with unit_of_work(resources_of(request).engine) as conn:
         await restriction.request_restriction(
@@ -180,17 +169,12 @@ async def _delete_page(
 @router.get(DELETE_URL)
 async def delete_account_form(request: Request) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _delete_page(request, session)
 
 
 @router.post(DELETE_URL)
 async def delete_account(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     res = resources_of(request)
     if not _recent_sign_in(session, res):
         return await _delete_page(request, session, status=403)
@@ -211,8 +195,6 @@ async def delete_account(request: Request) -> Response:
 @router.get(PROFILE_URL)
 async def profile_form(request: Request) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _profile_page(request, session)
 
 
@@ -237,10 +219,7 @@ async def _profile_page(
 
 @router.post(PROFILE_URL)
 async def save_profile(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, form = checked
+    session, form = await signed_in_form(request)
     res = resources_of(request)
     email = field(form, "email")
     if email.strip().lower() != session.email and not _recent_sign_in(session, res):
@@ -273,8 +252,6 @@ async def save_profile(request: Request) -> Response:
 @router.get(LOGS_URL)
 async def usage_log(request: Request) -> Response:
     session = await signed_in(request)
-    if isinstance(session, Response):
-        return session
     return await _logs_page(request, session)
 
 
@@ -305,10 +282,7 @@ async def _logs_page(
 
 @router.post(LOGS_URL + "/{generation_id}/delete")
 async def delete_row(request: Request, generation_id: str) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await signed_in_form(request)
     res = resources_of(request)
     try:
         found = await content.delete_generation_content(
@@ -325,10 +299,7 @@ async def delete_row(request: Request, generation_id: str) -> Response:
 
 @router.post(LOGS_URL + "/delete-all")
 async def delete_all_rows(request: Request) -> Response:
-    checked = await signed_in_form(request)
-    if isinstance(checked, Response):
-        return checked
-    session, _ = checked
+    session, _ = await signed_in_form(request)
     res = resources_of(request)
     await content.delete_all_content(res.engine, res.store, session.account_id)
     return redirect(request, f"{LOGS_URL}?done=history_deleted")
