@@ -105,13 +105,10 @@ async def refunded(conn: AsyncConnection, charge: dict[str, Any], policy: Webhoo
 async def dispute_created(
     conn: AsyncConnection, dispute: dict[str, Any], policy: WebhookPolicy
 ) -> str:
-    topup = await _paid_topup(conn, dispute)
-    if isinstance(topup, str):
-        return topup
-    parsed = _dispute(dispute)
-    if isinstance(parsed, str):
-        return parsed
-    dispute_id, amount = parsed
+    found = await _disputed_topup(conn, dispute)
+    if isinstance(found, str):
+        return found
+    topup, dispute_id, amount = found
     if await ledger.applied(conn, kinds=("dispute_won", "dispute_lost"), ref=dispute_id):
         # Its closing event came first; opening it now would freeze credits for good.
         return "no change: dispute already closed"
@@ -139,13 +136,10 @@ async def dispute_created(
 async def dispute_closed(
     conn: AsyncConnection, dispute: dict[str, Any], policy: WebhookPolicy
 ) -> str:
-    topup = await _paid_topup(conn, dispute)
-    if isinstance(topup, str):
-        return topup
-    parsed = _dispute(dispute)
-    if isinstance(parsed, str):
-        return parsed
-    dispute_id, amount = parsed
+    found = await _disputed_topup(conn, dispute)
+    if isinstance(found, str):
+        return found
+    topup, dispute_id, amount = found
     outcome = dispute.get("status")
     if outcome not in ("won", "warning_closed", "lost"):
         return f"ignored: dispute status {outcome!r}"
@@ -207,15 +201,21 @@ async def _paid_topup(conn: AsyncConnection, obj: dict[str, Any]) -> Row[Any] | 
     return row
 
 
-def _dispute(dispute: dict[str, Any]) -> tuple[str, int] | str:
-    """The dispute's id and amount in cents, or why they are unusable."""
+async def _disputed_topup(
+    conn: AsyncConnection, dispute: dict[str, Any]
+) -> tuple[Row[Any], str, int] | str:
+    """The locked top-up a dispute is about, the dispute's id and its amount in cents, or
+    why the event cannot be applied."""
+    topup = await _paid_topup(conn, dispute)
+    if isinstance(topup, str):
+        return topup
     dispute_id, amount = dispute.get("id"), dispute.get("amount")
     if not isinstance(dispute_id, str) or not dispute_id:
         return "ignored: dispute without an id"
     if not _cents(amount):
         return f"ignored: dispute amount {amount!r} is not a number of cents"
     assert isinstance(amount, int)
-    return dispute_id, amount
+    return topup, dispute_id, amount
 
 
 def _cents(value: object) -> bool:
