@@ -366,17 +366,6 @@ def catalog_check() -> None:
     typer.echo(f"{enabled_models} of {len(catalog.models)} models enabled")
 
 
-def _route_reason(settings: Settings, provider_id: str) -> str | None:
-    cls = PROVIDERS.get(provider_id)
-    if cls is None:
-        return "unknown provider (not implemented)"
-    if provider_id == "test" and not settings.enable_test_models:
-        return "test models disabled (ENABLE_TEST_MODELS=false)"
-    if cls.needs_credential and not settings.credential(provider_id):
-        return f"no key configured ({provider_id.upper()}_API_KEY)"
-    return None
-
-
 @providers_app.command("status")
 def providers_status(
     url: Annotated[

@@ -156,8 +156,6 @@ async def revoke_api_key(key_id: str, manager: ManagerDep, res: ResourcesDep) ->
 
 # ------------------------------------------------------------ the signed-in owner's keys
 
-OWNER_FIELDS = (*managed_keys.FIELDS, "management")
-
 
 async def get_owner(principal: PrincipalDep) -> Principal:
     """A person signed in: an API key (even a management one) never manages keys here."""

@@ -53,15 +53,6 @@ class Preferences:
         return {name: bool(getattr(self, name)) for name in PURPOSES}
 
 
-@dataclass(frozen=True)
-class ConsentRecord:
-    purpose: str
-    granted: bool
-    document_version: str | None
-    source: str
-    created_at: datetime
-
-
 async def get_preferences(conn: AsyncConnection, account_id: str) -> Preferences:
     row = (
         await conn.execute(
@@ -131,22 +122,3 @@ async def update_preferences(
         ],
     )
     return Preferences(**(current.as_dict() | changed))
-
-
-async def consent_history(
-    conn: AsyncConnection, account_id: str, *, purposes: tuple[str, ...] | None = None
-) -> list[ConsentRecord]:
-    """The account's consent rows, oldest first (optionally only some purposes)."""
-    query = select(Consent).where(Consent.account_id == account_id).order_by(Consent.id)
-    if purposes is not None:
-        query = query.where(Consent.purpose.in_(purposes))
-    return [
-        ConsentRecord(
-            purpose=r.purpose,
-            granted=bool(r.granted),
-            document_version=r.document_version,
-            source=r.source,
-            created_at=r.created_at,
-        )
-        for r in (await conn.execute(query)).all()
-    ]
