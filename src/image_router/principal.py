@@ -14,12 +14,10 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 
 from image_router.account.clerk_endpoints import looks_like_session_token, sign_in_with_token
 from image_router.account.service import authenticate_key
 from image_router.db.session import autocommit
-from image_router.db.tables import Account
 from image_router.deps import ResourcesDep
 from image_router.errors import Forbidden, Unauthenticated
 from image_router.kit.clock import utcnow
@@ -67,11 +65,8 @@ async def _bearer_principal(res: Resources, token: str) -> Principal:
     if len(token) != API_KEY_LENGTH:
         raise Unauthenticated("Invalid API key")
     async with autocommit(res.engine) as conn:
-        caller = await authenticate_key(conn, token)
-        active = caller is not None and await conn.scalar(
-            select(Account.status).where(Account.id == caller.account_id)
-        )
-    if caller is None or active != "active":
+        caller = await authenticate_key(conn, token)  # only keys of active accounts
+    if caller is None:
         raise Unauthenticated("Invalid API key")
     if caller.is_management:
         raise Forbidden(
