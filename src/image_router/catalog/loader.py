@@ -26,8 +26,16 @@ from image_router.catalog.spec import (
     ModelSpec,
     QualityMap,
     Route,
+    RouteCondition,
 )
-from image_router.kit.sizes import is_size, parse_size
+from image_router.kit.sizes import (
+    MAX_SIDE,
+    MIN_SIDE,
+    SideBounds,
+    is_size,
+    normalise_size,
+    parse_size,
+)
 
 PACKAGED_FILES = ("images.toml", "videos.toml", "aliases.toml")
 _FILE_KEYS = {"modality", "model", "aliases", "retired", "unregistered_alias_targets"}
@@ -39,11 +47,18 @@ _MODEL_KEYS = {
     "seconds",
     "default_seconds",
     "routes",
+    "min_side",
+    "max_side",
+    "side_step",
+    "max_n",
 }
 _ROUTE_KEYS = {"provider", "upstream", "price", "image_input", "max_images", "mask"}
-_ROUTE_KEYS |= {"quality", "options"}
+_ROUTE_KEYS |= {"quality", "options", "prefer_when"}
+_CONDITION_KEYS = {"images", "size"}
 _QUALITY_KEYS = {"param", "values", "passthrough", "omit", "refuse"}
 _MAX_IMAGES = {"image": 16, "video": 1}
+# OpenAI's own ceiling for `n`; no vendor of the catalog makes more in one call.
+MAX_N = 10
 
 
 class _Invalid(ValueError):
@@ -138,9 +153,17 @@ def _model(entry: dict[str, Any], file_modality: Any) -> ModelSpec:
             if not isinstance(size, str) or not is_size(size):
                 raise _Invalid(f"size {size!r} is not 'auto' or WIDTHxHEIGHT")
     seconds, default_seconds = _seconds(entry, modality)
+    bounds = _side_bounds(entry, sizes)
+    max_n = entry.get("max_n", 1)
+    if not isinstance(max_n, int) or isinstance(max_n, bool) or not 1 <= max_n <= MAX_N:
+        raise _Invalid(f"'max_n' must be a whole number from 1 to {MAX_N}")
+    if modality == "video" and max_n != 1:
+        raise _Invalid("video models make one video per request: no 'max_n'")
     routes = entry.get("routes")
     if not isinstance(routes, list) or not routes:
         raise _Invalid("needs at least one [[model.routes]] entry")
+    parsed = tuple(_route(route, modality, i) for i, route in enumerate(routes, 1))
+    _check_conditions(parsed, sizes)
     return ModelSpec(
         id=entry["id"],
         modality=modality,
@@ -148,8 +171,34 @@ def _model(entry: dict[str, Any], file_modality: Any) -> ModelSpec:
         sizes=tuple(sizes) if sizes is not None else None,
         seconds=seconds,
         default_seconds=default_seconds,
-        routes=tuple(_route(route, modality, i) for i, route in enumerate(routes, 1)),
+        routes=parsed,
+        side_bounds=bounds,
+        max_n=max_n,
     )
+
+
+def _side_bounds(entry: dict[str, Any], sizes: list[str] | None) -> SideBounds | None:
+    """The model's own `min_side` / `max_side` / `side_step`, if it sets any."""
+    keys = ("min_side", "max_side", "side_step")
+    if not any(key in entry for key in keys):
+        return None
+    for key in keys:
+        value = entry.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _Invalid(f"'{key}' must be a whole number of pixels, at least 1")
+    bounds = SideBounds(
+        min=entry.get("min_side", MIN_SIDE),
+        max=entry.get("max_side", MAX_SIDE),
+        step=entry.get("side_step", 1),
+    )
+    if bounds.min > bounds.max:
+        raise _Invalid(f"'min_side' {bounds.min} is above 'max_side' {bounds.max}")
+    # A listed size the vendor's own bounds refuse is a size nobody can get.
+    for size in sizes or ():
+        dims = parse_size(size)
+        if dims is not None and not bounds.admits(*dims):
+            raise _Invalid(f"size {size!r} is outside the model's bounds ({bounds.describe()})")
+    return bounds
 
 
 def _seconds(
@@ -195,6 +244,7 @@ def _route(table: Any, modality: Modality, number: int) -> Route:
         if not isinstance(options, dict):
             raise _Invalid("'options' must be a table")
         quality = table.get("quality")
+        prefer_when = table.get("prefer_when")
         return Route(
             provider=provider,
             upstream=upstream,
@@ -204,9 +254,43 @@ def _route(table: Any, modality: Modality, number: int) -> Route:
             mask=mask,
             quality=None if quality is None else _quality(quality),
             options=MappingProxyType(options),
+            prefer_when=None if prefer_when is None else _condition(prefer_when),
         )
     except _Invalid as exc:
         raise _Invalid(f"route {number}: {exc}") from exc
+
+
+def _condition(table: Any) -> RouteCondition:
+    if not isinstance(table, dict) or not table:
+        raise _Invalid("'prefer_when' must be a table such as { images = true, size = [\"auto\"] }")
+    _no_unknown_keys("prefer_when", table, _CONDITION_KEYS)
+    images = table.get("images")
+    if images is not None and not isinstance(images, bool):
+        raise _Invalid("prefer_when 'images' must be true or false")
+    sizes = table.get("size")
+    if sizes is not None and (
+        not isinstance(sizes, list)
+        or not sizes
+        or not all(isinstance(s, str) and is_size(s) for s in sizes)
+    ):
+        raise _Invalid("prefer_when 'size' must list 'auto' or WIDTHxHEIGHT sizes")
+    return RouteCondition(
+        images=images,
+        sizes=None if sizes is None else frozenset(normalise_size(s) for s in sizes),
+    )
+
+
+def _check_conditions(routes: tuple[Route, ...], sizes: list[str] | None) -> None:
+    """A condition on a size the model never accepts could never hold: a typo."""
+    for number, route in enumerate(routes, 1):
+        condition = route.prefer_when
+        if condition is None or condition.sizes is None or sizes is None:
+            continue
+        unknown = sorted(condition.sizes - {"auto", *(normalise_size(s) for s in sizes)})
+        if unknown:
+            raise _Invalid(
+                f"route {number}: prefer_when size {unknown} is not in the model's sizes"
+            )
 
 
 def _quality(table: Any) -> QualityMap:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from image_router.catalog.pricing import PriceRule
+from image_router.kit.sizes import SideBounds, parse_size
 
 QUALITIES = ("auto", "low", "medium", "high")
 Modality = Literal["image", "video"]
@@ -45,6 +46,20 @@ class QualityMap:
 
 
 @dataclass(frozen=True)
+class RouteCondition:
+    """When a route goes ahead of the catalog order (`prefer_when`, the reference's
+    `selectProvider`, spec §7.1). Every condition given must hold; None = not checked."""
+
+    images: bool | None = None  # the request has (true) or has no (false) input image
+    sizes: frozenset[str] | None = None  # the request's size is one of these ("auto" too)
+
+    def holds(self, *, has_images: bool, size: str) -> bool:
+        if self.images is not None and self.images != has_images:
+            return False
+        return self.sizes is None or size in self.sizes
+
+
+@dataclass(frozen=True)
 class Route:
     """One way to serve a model: a provider, its upstream model name and price."""
 
@@ -56,6 +71,7 @@ class Route:
     mask: bool
     quality: QualityMap | None
     options: Mapping[str, Any]
+    prefer_when: RouteCondition | None = None
 
     def resolve(self, quality: str) -> dict[str, Any]:
         """Route options with the quality mapping applied.
@@ -92,6 +108,12 @@ class ModelSpec:
     seconds: tuple[float, ...] | None
     default_seconds: float | None
     routes: tuple[Route, ...]
+    # The model's own side bounds (`min_side`, `max_side`, `side_step`); None = only the
+    # listed sizes when it has a list, else the global `SideBounds()`.
+    side_bounds: SideBounds | None = None
+    # Most images one request may ask for (`n`); only models whose every route makes n
+    # images in one vendor call have more than 1.
+    max_n: int = 1
 
     @property
     def free(self) -> bool:
@@ -113,6 +135,30 @@ class ModelSpec:
         if self.modality == "video":
             flags["seconds"] = list(self.seconds) if self.seconds is not None else ["auto"]
         return flags
+
+    def size_refusal(self, size: str) -> str | None:
+        """Why this model cannot take a normalised size, or None when it can.
+
+        "auto" is always taken (each adapter has a default). A listed size is taken; an
+        unlisted one only when the model declares side bounds that admit it. A model
+        without a list takes what its bounds (or the global ones) admit.
+        """
+        dims = parse_size(size)
+        if dims is None or (self.sizes is not None and size in self.sizes):
+            return None
+        bounds = self.side_bounds
+        if bounds is None and self.sizes is None:
+            bounds = SideBounds()
+        if bounds is not None and bounds.admits(*dims):
+            return None
+        if self.sizes is None:
+            assert bounds is not None
+            return f"'size' {size} is not supported by '{self.id}': {bounds.describe()}"
+        listed = ", ".join(s for s in self.sizes if s != "auto")
+        message = f"'size' {size} is not supported by '{self.id}'. Supported sizes: auto, {listed}"
+        if bounds is not None:
+            message += f"; or any size with {bounds.describe()}"
+        return message
 
     def resolve_seconds(self, requested: float | str | None) -> float | None:
         """Seconds a video job runs: "auto"/None or an unlisted value → the default."""
