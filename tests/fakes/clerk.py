@@ -317,11 +317,16 @@ def clerk_settings(root: str, **overrides: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def clerk_gateway(
-    db_url: str, data_dir: Path, fake: FakeClerk, **overrides: Any
+    db_url: str,
+    data_dir: Path,
+    fake: FakeClerk,
+    others: dict[str, FakeVendor] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """The gateway in Clerk mode, with this fake under `http://fakes/clerk`, plus two
-    routes that show what `PrincipalDep` resolved (`/test/principal`) and apply the
-    step-up rule of destructive operations (`/test/step-up`)."""
+    """The gateway in Clerk mode, with this fake under `http://fakes/clerk` (and `others`
+    under `http://fakes/<name>`), plus two routes that show what `PrincipalDep` resolved
+    (`/test/principal`) and apply the step-up rule of destructive operations
+    (`/test/step-up`)."""
     from image_router.app import create_app
     from image_router.resources import build_resources
     from tests.conftest import Gateway, fakes_transport, gateway_settings
@@ -329,7 +334,8 @@ async def clerk_gateway(
 
     openai = FakeOpenAI()
     settings = gateway_settings(db_url, data_dir, **(clerk_settings("http://fakes") | overrides))
-    res = build_resources(settings, http_transport=fakes_transport(openai, {"clerk": fake}))
+    fakes: dict[str, FakeVendor] = {"clerk": fake, **(others or {})}
+    res = build_resources(settings, http_transport=fakes_transport(openai, fakes))
     app = create_app(settings, resources=res)
     _add_principal_routes(app)
     async with (
@@ -338,7 +344,7 @@ async def clerk_gateway(
             transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
         ) as client,
     ):
-        yield Gateway(client=client, res=res, openai=openai, fakes={"clerk": fake})
+        yield Gateway(client=client, res=res, openai=openai, fakes=fakes)
 
 
 def _add_principal_routes(app: FastAPI) -> None:

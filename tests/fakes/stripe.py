@@ -179,11 +179,11 @@ class FakeStripe(FakeVendor):
         if session is None:
             return _error(404, "No such checkout.session", code="resource_missing", param="id")
         if session["status"] != "open":
-            # Stripe's answer for a completed or already expired session.
+            # Stripe's answer for a completed or already expired session (no `code`).
             return _error(
                 400,
-                'Only Checkout Sessions with a status in ["open"] can be expired.',
-                param="session",
+                'Only Checkout Sessions with a status in ["open"] can be expired. '
+                f"This Checkout Session has a status of {session['status']}.",
             )
         session["status"] = "expired"
         self.expired_sessions.append(session["id"])

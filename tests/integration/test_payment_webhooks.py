@@ -184,6 +184,27 @@ async def test_an_event_of_the_wrong_mode_or_currency_is_flagged_not_credited(
     await assert_books_balance(gw, account)
 
 
+async def test_a_paid_session_of_the_wrong_mode_flags_its_top_up(
+    stripe_gateway: Gateway,
+) -> None:
+    """Not left `pending`: an erasure would try to expire a session that is complete."""
+    gw, fake = stripe_gateway, fake_stripe(stripe_gateway)
+    account, _, topup, session = await open_checkout(gw)
+    live = fake.completed(session)
+    live["livemode"] = True
+    assert (await send(gw, live))["outcome"] == (
+        "flagged: livemode=true does not match the configured key"
+    )
+    assert (await topup_row(gw, topup))["status"] == "flagged"
+    assert await gw.balance(account) == 0
+    # An unpaid session of the wrong mode is refused too, but there is nothing to flag.
+    _, _, other, unpaid = await open_checkout(gw)
+    wrong = fake.completed(unpaid, payment_status="unpaid")
+    wrong["livemode"] = True
+    assert (await send(gw, wrong))["outcome"].startswith("flagged: livemode=true")
+    assert (await topup_row(gw, other))["status"] == "pending"
+
+
 async def test_events_that_are_not_ours_or_not_handled_are_recorded_and_ignored(
     stripe_gateway: Gateway,
 ) -> None:

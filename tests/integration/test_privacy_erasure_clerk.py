@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from image_router.account import service as accounts
+from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
 from image_router.privacy import jobs
-from tests.conftest import Gateway
+from tests.conftest import STRIPE_WEBHOOK_SECRET, Gateway, stripe_settings
 from tests.fakes.clerk import FakeClerk, clerk_gateway
+from tests.fakes.stripe import FakeStripe, deliver
 from tests.integration.test_privacy_erasure import CONFIRM, database_dump, traces
 
 EMAIL = "clerk.erasure-sentinel@example.org"
@@ -105,3 +108,66 @@ async def test_clerk_down_delays_the_erasure_without_losing_it(
     assert fake.deleted_users == [sub]
     [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
     assert row["status"] == "deleted"
+
+
+@pytest.fixture
+async def paying(any_db_url: str, tmp_path: Path, fake: FakeClerk) -> AsyncIterator[Gateway]:
+    """Clerk mode with Stripe payments (the fake Stripe under `fakes["stripe"]`)."""
+    async with clerk_gateway(
+        any_db_url,
+        tmp_path / "data",
+        fake,
+        {"stripe": FakeStripe()},
+        jobs_interval_s=3600,
+        **stripe_settings("http://fakes"),
+    ) as gateway:
+        yield gateway
+
+
+async def checkout(gw: Gateway, key: str) -> str:
+    """A Stripe Checkout opened with an API key of the account: its session id."""
+    response = await gw.post("/v1/billing/checkout", key, json={"amount_usd": "10.00"})
+    assert response.status_code == 200, response.text
+    [row] = await gw.rows(
+        "SELECT stripe_checkout_session_id AS s FROM topups WHERE id = :t", t=response.json()["id"]
+    )
+    return str(row["s"])
+
+
+async def test_a_session_completed_at_stripe_does_not_stop_the_erasure(
+    paying: Gateway, fake: FakeClerk
+) -> None:
+    """The person paid a checkout whose event has not arrived: the top-up is still
+    `pending`, Stripe answers 400 to the expiry ("This Checkout Session has a status of
+    complete"), and the erasure takes that as done and deletes the customer and the user."""
+    gw = paying
+    stripe = gw.fakes["stripe"]
+    assert isinstance(stripe, FakeStripe)
+    sub, account_id = await clerk_person(gw, fake)
+    async with unit_of_work(gw.res.engine) as conn:
+        _, key = await accounts.create_key(conn, account_id, "laptop")
+    paid = await deliver(
+        gw.client, stripe.completed(await checkout(gw, key)), secret=STRIPE_WEBHOOK_SECRET
+    )
+    assert paid.status_code == 200, paid.text
+    [account] = await gw.rows("SELECT stripe_customer_id FROM accounts WHERE id = :a", a=account_id)
+    customer = account["stripe_customer_id"]
+    assert customer is not None
+    in_flight = await checkout(gw, key)
+    stripe.completed(in_flight)  # paid at Stripe; its webhook has not been delivered yet
+
+    accepted = await gw.client.request(
+        "DELETE", "/v1/account", json=CONFIRM, headers=bearer(fake.mint(sub))
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert await jobs.run_due(gw.res) == 1
+
+    [expiry] = [r for r in stripe.requests if r.path.endswith(f"/{in_flight}/expire")]
+    assert expiry.method == "POST"
+    assert stripe.expired_sessions == []  # Stripe refused: the session is complete
+    assert stripe.deleted_customers == [customer]
+    assert fake.deleted_users == [sub]
+    [job] = await gw.rows("SELECT status FROM jobs WHERE account_id = :a", a=account_id)
+    assert job["status"] == "done"
+    [tomb] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
+    assert tomb["status"] == "deleted"

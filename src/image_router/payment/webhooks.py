@@ -140,7 +140,10 @@ async def _apply(
         log.error(
             "stripe event %s: livemode=%s does not match the secret key", event["id"], livemode
         )
-        return f"flagged: livemode={str(livemode).lower()} does not match the configured key"
+        mode = f"livemode={str(livemode).lower()} does not match the configured key"
+        if event_type in _PAYING and obj.get("payment_status") == "paid":
+            await _flag_paid_session(conn, obj)
+        return f"flagged: {mode}"
     handler = _HANDLERS.get(event_type)
     if handler is None:
         return "ignored: event type not handled"
@@ -148,6 +151,20 @@ async def _apply(
 
 
 # ----------------------------------------------------------------------------- sessions
+
+#: Events that say a session was paid (and so may credit its top-up).
+_PAYING = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+
+
+async def _flag_paid_session(conn: AsyncConnection, session: dict[str, Any]) -> None:
+    """A paid session refused before crediting leaves its top-up `flagged`, as a wrong
+    currency does: the money is at Stripe, so the operator refunds it there. Left `pending`,
+    an erasure would try to expire a session that is already complete."""
+    topup = await _topup_for_session(conn, session)
+    if topup is not None:
+        await _move(
+            conn, topup.id, "flagged", only_from=("pending", "processing", "failed", "expired")
+        )
 
 
 async def _completed(conn: AsyncConnection, session: dict[str, Any], policy: WebhookPolicy) -> str:
