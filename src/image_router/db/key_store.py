@@ -42,6 +42,10 @@ DATA_KEYS = Table(
 )
 
 
+class KeyStoreBusy(RuntimeError):
+    """A destroyed key could not yet be scrubbed from the key store's files."""
+
+
 class KeyStore:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -103,9 +107,32 @@ class KeyStore:
         return result.rowcount == 1
 
     async def delete(self, account_id: str) -> None:
+        """Destroy the account's key, and the bytes it left behind in the store's files."""
         await self._setup()
         async with self.engine.begin() as conn:
             await conn.execute(delete(DATA_KEYS).where(DATA_KEYS.c.account_id == account_id))
+        await self._scrub()
+
+    async def _scrub(self) -> None:
+        """Leave the deleted key in no file of the key store.
+
+        SQLite in WAL mode: the DELETE is only a new page image appended to the `-wal`
+        file; the old page (key included) stays in the main file and in earlier WAL frames
+        until a checkpoint. A TRUNCATE checkpoint copies the overwritten page
+        (`secure_delete`) into the main file and empties the WAL. PostgreSQL: a plain
+        VACUUM only marks the dead row's space reusable, so VACUUM FULL rewrites the (small:
+        one row per account) table into a new file; it must run outside a transaction.
+        """
+        if self.engine.dialect.name == "sqlite":
+            async with self.engine.connect() as conn:
+                busy = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+            if busy is not None and busy[0]:
+                # Another process was reading the store throughout the busy timeout.
+                raise KeyStoreBusy("the key store's WAL could not be checkpointed; retry")
+        elif self.engine.dialect.name == "postgresql":
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.exec_driver_sql(f"VACUUM FULL {DATA_KEYS.name}")
 
     async def close(self) -> None:
         await self.engine.dispose()
