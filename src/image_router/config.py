@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     video_deadline_s: float = 1200.0
     upstream_connect_timeout_s: float = 10.0
     upstream_max_connections: int = 4096
+    # Fetch vendor outputs from private addresses (loopback, RFC 1918, link-local) other than
+    # the serving vendor's own configured host; off, such output URLs are refused.
+    allow_private_upstreams: bool = False
     catalog_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     list_all_models: bool = False
     enable_test_models: bool = True

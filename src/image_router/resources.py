@@ -40,6 +40,7 @@ from image_router.payment.stripe_api import StripeGateway
 from image_router.payment.topups import Payments, TopupPolicy
 from image_router.providers import PROVIDERS
 from image_router.providers.base import Provider
+from image_router.providers.output_fetch import OutputFetcher
 from image_router.routing.health import HealthPolicy, HealthStore, MemoryHealthStore
 from image_router.routing.redis_health import RedisHealthStore
 from image_router.storage.base import Store
@@ -60,6 +61,7 @@ class Resources:
     health: HealthStore
     limits: Limits
     vault: Vault  # seals personal data and prompts (`build_vault`)
+    outputs: OutputFetcher  # downloads vendor output URLs (address-checked)
     disabled: Mapping[str, str] = field(default_factory=dict)
     payments: Payments | None = None  # None: PAYMENTS_PROVIDER=none
     clerk: ClerkAuth | None = None  # None: AUTH_PROVIDER=local
@@ -314,5 +316,6 @@ def build_resources(
         disabled=disabled,
         payments=build_payments(settings, http),
         vault=vault,
+        outputs=OutputFetcher(http, allow_private=settings.allow_private_upstreams),
         clerk=build_clerk(settings, http, vault),
     )

@@ -3,6 +3,9 @@
 Storage is always on: `url` and `b64_json` outputs are saved under the generation id and
 listed in the usage log; `b64_ephemeral` outputs are returned and never written anywhere.
 `output_format` is honoured for still images by converting when the vendor did not.
+Vendor output URLs are fetched through `OutputFetcher` (public addresses or the vendor's own
+host only), and whatever the bytes are must be media of the requested kind: a vendor answer
+of HTML or JSON is a protocol error (the client is not charged), never a stored `.png`.
 """
 
 from __future__ import annotations
@@ -12,13 +15,18 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from image_router.providers.base import Artifact, Result, UpstreamProtocolError
+from image_router.providers.output_fetch import OutputFetcher
 from image_router.storage import images
 from image_router.storage.base import Store
 
-MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+# What a vendor may hand back, by the bytes' magic. SVG is here because the catalog has
+# vector models (recraft-v3-svg, fal's vectorizer); AVIF, TIFF and the like are not outputs
+# of any listed model, so receiving one means the vendor answered something unexpected.
+MEDIA_TYPES: dict[str, frozenset[str]] = {
+    "image": frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/svg+xml"}),
+    "video": frozenset({"video/mp4", "video/quicktime", "video/webm"}),
+}
 _CONVERT_IN_THREAD_ABOVE = 64 * 1024
 
 
@@ -31,9 +39,10 @@ class StoredOutput:
 
 async def store_outputs(
     store: Store,
-    http: httpx.AsyncClient,
+    fetcher: OutputFetcher,
     result: Result,
     *,
+    vendor_base_url: str | None,
     generation_id: str,
     response_format: str,
     output_format: str | None,
@@ -42,14 +51,9 @@ async def store_outputs(
     many = len(result.artifacts) > 1
     outputs = []
     for index, artifact in enumerate(result.artifacts):
-        data, content_type = await _materialise(http, artifact, modality)
+        data, content_type = await _materialise(fetcher, artifact, modality, vendor_base_url)
         if output_format is not None and content_type.startswith("image/"):
-            if len(data) > _CONVERT_IN_THREAD_ABOVE:
-                data, content_type = await asyncio.to_thread(
-                    images.convert_image, data, content_type, output_format
-                )
-            else:
-                data, content_type = images.convert_image(data, content_type, output_format)
+            data, content_type = await _convert(data, content_type, output_format)
         item: dict[str, Any] = {}
         url = name = None
         if response_format != "b64_ephemeral":
@@ -66,46 +70,44 @@ async def store_outputs(
     return outputs
 
 
+async def _convert(data: bytes, content_type: str, output_format: str) -> tuple[bytes, str]:
+    try:
+        if len(data) > _CONVERT_IN_THREAD_ABOVE:
+            return await asyncio.to_thread(images.convert_image, data, content_type, output_format)
+        return images.convert_image(data, content_type, output_format)
+    except ValueError as exc:
+        # Right magic, undecodable body (truncated, corrupt): the vendor's fault, not a bug.
+        raise UpstreamProtocolError(
+            f"the output could not be read: {exc}", provider="gateway"
+        ) from exc
+
+
 async def _materialise(
-    http: httpx.AsyncClient, artifact: Artifact, modality: str
+    fetcher: OutputFetcher, artifact: Artifact, modality: str, vendor_base_url: str | None
 ) -> tuple[bytes, str]:
-    default = "video/mp4" if modality == "video" else "image/png"
+    """The output's bytes and their media type, which the bytes' magic decides: a label
+    (the vendor's content type, the URL's extension) could call HTML a PNG."""
+    data = await _bytes_of(fetcher, artifact, vendor_base_url)
+    actual = images.sniff_content_type(data)
+    if actual is None or actual not in MEDIA_TYPES[modality]:
+        raise UpstreamProtocolError(
+            f"the output is not {'a video' if modality == 'video' else 'an image'}"
+            f" ({actual or 'unrecognised bytes'})",
+            provider="gateway",
+        )
+    return data, actual
+
+
+async def _bytes_of(
+    fetcher: OutputFetcher, artifact: Artifact, vendor_base_url: str | None
+) -> bytes:
     if artifact.data is not None:
-        data = artifact.data
-        content_type = images.sniff_content_type(data) or artifact.content_type or default
-        return data, content_type
+        return artifact.data
     if artifact.url is None:
         raise UpstreamProtocolError("an output had neither bytes nor a URL", provider="gateway")
     if artifact.url.startswith("data:"):
-        data, declared = images.decode_base64(artifact.url)
-        return data, images.sniff_content_type(data) or declared or default
-    data = await _download(http, artifact.url)
-    content_type = (
-        images.sniff_content_type(data)
-        or artifact.content_type
-        or images.content_type_from_url(artifact.url, default)
-    )
-    return data, content_type
-
-
-async def _download(http: httpx.AsyncClient, url: str) -> bytes:
-    try:
-        async with http.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise UpstreamProtocolError(
-                    f"could not download the output ({response.status_code})",
-                    provider="gateway",
-                    status=response.status_code,
-                )
-            chunks = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
-                    raise UpstreamProtocolError("the output is too large", provider="gateway")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise UpstreamProtocolError(
-            f"could not download the output: {type(exc).__name__}", provider="gateway"
-        ) from exc
+        try:
+            return images.decode_base64(artifact.url)[0]
+        except ValueError as exc:
+            raise UpstreamProtocolError(str(exc), provider="gateway") from exc
+    return await fetcher.fetch(artifact.url, vendor_base_url=vendor_base_url)

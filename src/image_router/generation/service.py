@@ -202,8 +202,9 @@ async def generate(
         latency_ms = int((time.monotonic() - started) * 1000)
         outputs = await store_outputs(
             res.store,
-            res.http,
+            res.outputs,
             result,
+            vendor_base_url=res.providers[plan.route.provider].base_url,
             generation_id=generation_id,
             response_format=request.response_format,
             output_format=request.output_format if request.modality == "image" else None,

@@ -35,21 +35,6 @@ OUTPUT_FORMATS: dict[str, str] = {
     "webp": "image/webp",
 }
 
-# §11.3, in order: the first substring found decides.
-_URL_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
-    ((".mp4",), "video/mp4"),
-    ((".webm",), "video/webm"),
-    ((".mov", ".quicktime"), "video/quicktime"),
-    ((".avi",), "video/avi"),
-    ((".png",), "image/png"),
-    ((".jpg", ".jpeg"), "image/jpeg"),
-    ((".webp",), "image/webp"),
-    ((".gif",), "image/gif"),
-    ((".svg",), "image/svg+xml"),
-    ((".tiff",), "image/tiff"),
-    (("video",), "video/mp4"),
-)
-
 # ISO-BMFF (the `ftyp` box) also carries still images; calling an AVIF "video/mp4" would
 # give it a playable-video extension and a player that cannot show it.
 _STILL_IMAGE_BRANDS = {
@@ -117,15 +102,6 @@ def content_type_for_extension(name: str) -> str | None:
     if dot < 0:
         return None
     return _TYPE_BY_EXTENSION.get(name[dot:].lower())
-
-
-def content_type_from_url(url: str, default: str) -> str:
-    """Guess a media type from substrings of `url` (§11.3), else `default`."""
-    lowered = url.lower()
-    for needles, content_type in _URL_RULES:
-        if any(needle in lowered for needle in needles):
-            return content_type
-    return default
 
 
 _DATA_URI = re.compile(r"data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),", re.IGNORECASE)

@@ -10,7 +10,6 @@ from image_router.storage.images import (
     EXTENSIONS,
     OUTPUT_FORMATS,
     content_type_for_extension,
-    content_type_from_url,
     convert_image,
     decode_base64,
     extension_for,
@@ -119,37 +118,6 @@ def test_every_extension_maps_back_to_its_content_type() -> None:
 )
 def test_content_type_for_extension(name: str, expected: str | None) -> None:
     assert content_type_for_extension(name) == expected
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("https://cdn.example/out/abc.MP4", "video/mp4"),
-        ("https://cdn.example/abc.webm?sig=1", "video/webm"),
-        ("https://cdn.example/abc.mov", "video/quicktime"),
-        ("https://cdn.example/abc?type=.quicktime", "video/quicktime"),
-        ("https://cdn.example/abc.avi", "video/avi"),
-        ("https://cdn.example/abc.png", "image/png"),
-        ("https://cdn.example/abc.JPG", "image/jpeg"),
-        ("https://cdn.example/abc.jpeg", "image/jpeg"),
-        ("https://cdn.example/abc.webp", "image/webp"),
-        ("https://cdn.example/abc.gif", "image/gif"),
-        ("https://cdn.example/abc.svg", "image/svg+xml"),
-        ("https://cdn.example/abc.tiff", "image/tiff"),
-        # First match wins: the video extensions are tested before the image ones, and
-        # the bare word "video" only after every extension.
-        ("https://cdn.example/abc.png?preview=abc.mp4", "video/mp4"),
-        ("https://cdn.example/video/abc.png", "image/png"),
-        ("https://cdn.example/video/abc", "video/mp4"),
-        ("https://cdn.example/abc", "image/png"),
-    ],
-)
-def test_content_type_from_url(url: str, expected: str) -> None:
-    assert content_type_from_url(url, "image/png") == expected
-
-
-def test_content_type_from_url_uses_the_given_default() -> None:
-    assert content_type_from_url("https://x.example/result/123", "video/mp4") == ("video/mp4")
 
 
 PNG = raster("PNG")
