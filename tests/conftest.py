@@ -261,6 +261,22 @@ async def vendors_gateway(
     db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
 ) -> AsyncIterator[Gateway]:
     """The gateway on SQLite with every vendor configured, each served by its fake."""
+    async for gw in _vendors_gateway(db_url, tmp_path, gateway_overrides):
+        yield gw
+
+
+@pytest.fixture
+async def any_vendors_gateway(
+    any_db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
+    """`vendors_gateway` on SQLite and on PostgreSQL."""
+    async for gw in _vendors_gateway(any_db_url, tmp_path, gateway_overrides):
+        yield gw
+
+
+async def _vendors_gateway(
+    db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
     fakes = {case.id: case.make_fake() for case in reversed(discover_cases())}
     transport = httpx.ASGITransport(
         app=Starlette(routes=[Mount(f"/{pid}", app=fake.app) for pid, fake in fakes.items()])

@@ -6,6 +6,8 @@ answers in the vendor's real wire format. Every fake gets the same test controls
 - `requests`: everything received, parsed (JSON body, or multipart fields and files);
 - `fail_next`, `garbage_next`, `hang_next`, `delay`: scripted misbehaviour, consumed in
   order by the next requests that reach a scripted route;
+- `fail_polls`, `hang_polls`: the same for the status checks of a running job only (routes
+  added with `poll=True`), which leave the job running; `cancelled_jobs()`;
 - `reset()`.
 
 The same object serves three tiers: in-process through `fake.client()` (an
@@ -83,6 +85,7 @@ class _Action:
     status: int = 200
     body: object | None = None
     seconds: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class FakeVendor:
@@ -93,26 +96,32 @@ class FakeVendor:
         self.requests: list[Recorded] = []
         self.delay = 0.0
         self._script: deque[_Action] = deque()
+        self._poll_script: deque[_Action] = deque()
 
     # ------------------------------------------------------------------ wiring
 
     def add_route(
-        self, path: str, handler: Handler, methods: list[str], *, scripted: bool = True
+        self,
+        path: str,
+        handler: Handler,
+        methods: list[str],
+        *,
+        scripted: bool = True,
+        poll: bool = False,
     ) -> None:
-        """Serve `handler` at `path`. Unscripted routes (downloads) never misbehave."""
+        """Serve `handler` at `path`. Unscripted routes (downloads) never misbehave; `poll`
+        routes (a running job's status) also take the `fail_polls`/`hang_polls` script."""
 
         async def endpoint(request: Request) -> Response:
             recorded = await _record(request)
             self.requests.append(recorded)
             if self.delay:
                 await asyncio.sleep(self.delay)
-            if scripted and self._script:
-                action = self._script.popleft()
-                if action.kind == "fail":
-                    return self._failure(action.status, action.body)
-                if action.kind == "garbage":
-                    return Response(GARBAGE_BODY, status_code=200, media_type="text/html")
-                await asyncio.sleep(action.seconds)
+            answer = await self.poll_misbehaviour() if poll else None
+            if answer is None and scripted:
+                answer = await self._act(self._script)
+            if answer is not None:
+                return answer
             return await handler(request, recorded)
 
         self.app.router.routes.append(Route(path, endpoint, methods=methods))
@@ -129,13 +138,46 @@ class FakeVendor:
 
     # ------------------------------------------------------------------ test controls
 
-    def fail_next(self, status: int, body: object | None = None, times: int = 1) -> None:
-        """Answer the next `times` requests with `status` and `body`.
+    def fail_next(
+        self,
+        status: int,
+        body: object | None = None,
+        times: int = 1,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next `times` requests with `status` and `body` (and `headers`).
 
         `body=None` uses the vendor's own error body for that status (`error_body`); a
         `str` or `bytes` body is sent verbatim, anything else as JSON.
         """
-        self._script.extend(_Action("fail", status=status, body=body) for _ in range(times))
+        extra = tuple((headers or {}).items())
+        self._script.extend(
+            _Action("fail", status=status, body=body, headers=extra) for _ in range(times)
+        )
+
+    def fail_polls(self, status: int, body: object | None = None, times: int = 1) -> None:
+        """Answer the next `times` status checks of a running job with `status` (the body as
+        in `fail_next`); the job itself runs on, as at a vendor whose edge misbehaves."""
+        self._poll_script.extend(_Action("fail", status=status, body=body) for _ in range(times))
+
+    def hang_polls(self, seconds: float, times: int = 1) -> None:
+        """Stall the next `times` status checks for `seconds` (a read timeout for the caller)."""
+        self._poll_script.extend(_Action("hang", seconds=seconds) for _ in range(times))
+
+    async def poll_misbehaviour(self) -> Response | None:
+        """Play the next scripted poll failure, if any: for fakes whose status checks share
+        a route with other calls (Runware's task array), to call from their handler."""
+        return await self._act(self._poll_script)
+
+    @property
+    def poll_failures_left(self) -> int:
+        """Scripted poll failures not yet served."""
+        return len(self._poll_script)
+
+    def cancelled_jobs(self) -> list[str]:
+        """Ids of the jobs a client asked to cancel (fakes of vendors that can cancel)."""
+        return []
 
     def garbage_next(self, times: int = 1) -> None:
         """Answer the next `times` requests with 200 and HTML, like a broken proxy."""
@@ -148,6 +190,7 @@ class FakeVendor:
     def reset(self) -> None:
         self.requests.clear()
         self._script.clear()
+        self._poll_script.clear()
         self.delay = 0.0
 
     @property
@@ -161,6 +204,20 @@ class FakeVendor:
     def error_body(self, status: int) -> object:
         """The vendor's error body for `status`; subclasses give the real shape."""
         return {"error": f"fake upstream error {status}"}
+
+    async def _act(self, script: deque[_Action]) -> Response | None:
+        """Play the next action of `script`: an answer to send instead, or None to go on."""
+        if not script:
+            return None
+        action = script.popleft()
+        if action.kind == "fail":
+            failure = self._failure(action.status, action.body)
+            failure.headers.update(dict(action.headers))
+            return failure
+        if action.kind == "garbage":
+            return Response(GARBAGE_BODY, status_code=200, media_type="text/html")
+        await asyncio.sleep(action.seconds)
+        return None
 
     def _failure(self, status: int, body: object | None) -> Response:
         if body is None:

@@ -39,7 +39,7 @@ async def release_expired_holds(
         async with unit_of_work(engine) as conn:
             rows = (
                 await conn.execute(
-                    select(Generation.id, Generation.account_id, Generation.held)
+                    select(Generation.id, Generation.account_id)
                     .where(
                         Generation.status == "processing",
                         Generation.deadline_at < utcnow() - grace,
@@ -49,10 +49,13 @@ async def release_expired_holds(
             ).all()
         for row in rows:
             async with unit_of_work(engine) as conn:
-                if await usage.finish(
+                # The amount comes from the closing statement, not the select above: the
+                # request may have extended its hold for a dearer fallback in between.
+                held = await usage.finish(
                     conn, row.id, "error", usage.Finish(provider=None, error=ABANDONED)
-                ):
-                    await ledger.release(conn, row.account_id, row.held, generation_id=row.id)
+                )
+                if held is not None:
+                    await ledger.release(conn, row.account_id, held, generation_id=row.id)
                     released += 1
         if len(rows) < batch:
             break

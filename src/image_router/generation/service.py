@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -42,6 +43,7 @@ from image_router.generation.attempts import (
     call_routes,
     usable_plans,
 )
+from image_router.generation.holds import Hold
 from image_router.generation.outputs import StoredOutput, store_outputs
 from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
@@ -54,13 +56,19 @@ from image_router.providers.base import (
     Result,
     Target,
     UpstreamError,
+    UpstreamMisconfiguredError,
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
 from image_router.resources import Resources
+from image_router.routing.preferences import Preferences
+from image_router.routing.preferences import reason as steering_reason
 from image_router.usage import service as usage
 
 log = logging.getLogger(__name__)
+
+#: The `Retry-After` (seconds) of a 503 for a busy vendor that did not say when to return.
+BUSY_RETRY_AFTER_S = 5
 
 
 async def generate(
@@ -85,8 +93,11 @@ async def generate(
         image_count=len(request.images),
         prompt_chars=len((request.prompt or "").encode("utf-16-le")) // 2,
         seconds=request.seconds,
+        outputs=request.n,
     )
-    plans = await usable_plans(plan_routes(res, spec, request, facts), res.health)
+    plans = await usable_plans(
+        plan_routes(res, spec, request, facts), res.health, request.preferences
+    )
     if not plans:
         raise GenerationUnavailable(
             f"Every route of '{spec.id}' is failing right now; try again in "
@@ -162,8 +173,15 @@ async def generate(
     try:
         await asyncio.shield(holding)
     except asyncio.CancelledError:
-        await _give_back_after_cancel(res, caller, generation_id, held, holding, first)
+        await _give_back_after_cancel(res, caller, generation_id, holding, first)
         raise
+    hold = Hold(
+        res.engine,
+        caller.account_id,
+        generation_id,
+        held,
+        limited_key=caller.api_key_id if caller.spend_limit is not None else None,
+    )
 
     metrics.hold_taken()
     job = Job(
@@ -178,8 +196,12 @@ async def generate(
         mask=request.mask,
         user_ref=caller.account_id,
         job_id=generation_id,
+        n=request.n,
     )
     attempts = Attempts(prompt=request.prompt or "")
+    note = _routing_note(request, plans)
+    if note is not None:
+        attempts.steered(note)
     try:
         started = time.monotonic()
         plan, result = await asyncio.wait_for(
@@ -187,7 +209,7 @@ async def generate(
                 res.providers,
                 plans,
                 job,
-                held,
+                hold.cover,
                 attempts,
                 health=res.health,
                 policy=RoutingPolicy(
@@ -200,6 +222,7 @@ async def generate(
             timeout=deadline_s,
         )
         latency_ms = int((time.monotonic() - started) * 1000)
+        attempts.served(plan, plans[0])
         outputs = await store_outputs(
             res.store,
             res.outputs,
@@ -210,12 +233,10 @@ async def generate(
             output_format=request.output_format if request.modality == "image" else None,
             modality=request.modality,
         )
-        cost = _charge(plan, facts, result, held)
+        cost = _charge(plan, facts, result)
     except BaseException as exc:
         # Whatever happened (vendor failure, deadline, client gone, a bug), the hold goes back.
-        await asyncio.shield(
-            _release(res, caller, generation_id, held, attempts, _describe(exc), plans[0])
-        )
+        await asyncio.shield(_release(res, caller, hold, attempts, _describe(exc), plans[0]))
         metrics.hold_finished()
         metrics.count_generation(request.model, request.modality, _outcome(exc))
         if isinstance(exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit):
@@ -224,7 +245,7 @@ async def generate(
 
     async def settle_charge() -> int:
         async with unit_of_work(res.engine) as conn:
-            if await usage.finish(
+            held_now = await usage.finish(
                 conn,
                 generation_id,
                 "success",
@@ -240,9 +261,12 @@ async def generate(
                     if any(o.name for o in outputs)
                     else None,
                 ),
-            ):
+            )
+            if held_now is not None:
+                # The hold may have grown for a dearer fallback; what the served route did
+                # not cost goes back, whichever route that was.
                 await ledger.release(
-                    conn, caller.account_id, held - cost, generation_id=generation_id
+                    conn, caller.account_id, held_now - cost, generation_id=generation_id
                 )
                 return cost
         # The reconciler released this hold already (we outlived the deadline): the
@@ -272,8 +296,10 @@ def plan_routes(
 ) -> list[Plan]:
     """The enabled routes able to take this request, in preference order.
 
-    The first route decides the error a client sees when none fits (so an image upload to a
-    text-only model gets the reference's message), and its quote is what is held.
+    Routes whose catalog condition (`prefer_when`) holds go first; then the client's
+    `provider` filters (`only`, `ignore`, `max_price`) leave routes out, and a 400 says
+    so when none is left. The first route decides the error a client sees when none fits
+    (so an image upload to a text-only model gets the reference's message).
     """
     plans: list[Plan] = []
     first_problem: GatewayError | None = None
@@ -298,7 +324,51 @@ def plan_routes(
         raise first_problem or GenerationUnavailable(
             f"model provider for '{spec.id}' is not available"
         )
-    return plans
+    return _client_filter(spec, _catalog_preferred(plans, request), request.preferences)
+
+
+def _catalog_preferred(plans: list[Plan], request: GenerationRequest) -> list[Plan]:
+    """Routes whose `prefer_when` holds for this request first, catalog order otherwise."""
+    return sorted(plans, key=lambda plan: not _prefers(plan.route, request))
+
+
+def _prefers(route: Route, request: GenerationRequest) -> bool:
+    condition = route.prefer_when
+    return condition is not None and condition.holds(
+        has_images=bool(request.images), size=request.size
+    )
+
+
+def _routing_note(request: GenerationRequest, plans: list[Plan]) -> dict[str, Any] | None:
+    """The usage log's account of a steered request (None when nothing steered it)."""
+    first = plans[0].route
+    preferred = _prefers(first, request)
+    if not preferred and not request.preferences.given:
+        return None
+    return {
+        "kind": "routing",
+        "preferences": request.preferences.as_record(),
+        "candidates": [plan.key for plan in plans],
+        "reason": steering_reason(first.provider, request.preferences, catalog_preferred=preferred),
+        "served": None,
+    }
+
+
+def _client_filter(spec: ModelSpec, plans: list[Plan], preferences: Preferences) -> list[Plan]:
+    kept, reasons = [], []
+    for plan in plans:
+        why = preferences.excludes(plan.route.provider, plan.quote_usd)
+        if why is None:
+            kept.append(plan)
+        else:
+            reasons.append(f"{plan.route.provider}: {why}")
+    if not kept:
+        raise InvalidRequest(
+            f"No route of '{spec.id}' fits the 'provider' preferences ({'; '.join(reasons)})",
+            param="provider",
+            code="no_route_fits_preferences",
+        )
+    return kept
 
 
 def _route_problem(route: Route, request: GenerationRequest) -> GatewayError | None:
@@ -335,7 +405,6 @@ async def _give_back_after_cancel(
     res: Resources,
     caller: Caller,
     generation_id: str,
-    held: int,
     holding: asyncio.Future[None],
     plan: Plan,
 ) -> None:
@@ -346,41 +415,43 @@ async def _give_back_after_cancel(
     except Exception:
         log.exception("taking the hold of generation %s failed", generation_id)
         return
+    hold = Hold(res.engine, caller.account_id, generation_id, usd_to_credits(plan.quote_usd))
     await asyncio.shield(
-        _release(
-            res, caller, generation_id, held, Attempts(), _describe(asyncio.CancelledError()), plan
-        )
+        _release(res, caller, hold, Attempts(), _describe(asyncio.CancelledError()), plan)
     )
 
 
-def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:
+def _charge(plan: Plan, facts: PriceFacts, result: Result) -> int:
     outcome = PriceOutcome(
         output_count=len(result.artifacts),
         usage=result.usage,
         reported_cost=result.reported_cost,
         predict_seconds=result.predict_seconds,
     )
+    quoted = usd_to_credits(plan.quote_usd)
     try:
         owed: int = usd_to_credits(settle(plan.route.price, facts, outcome))
     except PricingError:
         log.exception("settle price failed for %s; charging the quote", plan.route.upstream)
-        owed = held
-    # Never more than the hold: the quote is the most a client agreed to pay.
-    return max(0, min(owed, held))
+        owed = quoted
+    # Never more than the served route's quote, which the hold covered before the attempt:
+    # the quote is the most a client agreed to pay for that route.
+    return max(0, min(owed, quoted))
 
 
 async def _release(
     res: Resources,
     caller: Caller,
-    generation_id: str,
-    held: int,
+    hold: Hold,
     attempts: Attempts,
     error: str,
     plan: Plan,
 ) -> None:
+    generation_id = hold.generation_id
     try:
+        await hold.finished()  # an extension cut short by a disconnect still commits first
         async with unit_of_work(res.engine) as conn:
-            if await usage.finish(
+            held = await usage.finish(
                 conn,
                 generation_id,
                 "error",
@@ -391,7 +462,8 @@ async def _release(
                     attempts=attempts.records,
                     error=attempts.scrub(error),
                 ),
-            ):
+            )
+            if held is not None:
                 await ledger.release(conn, caller.account_id, held, generation_id=generation_id)
     except Exception:
         # The reconciler will release it after the deadline; say so loudly.
@@ -413,6 +485,23 @@ def _client_error(exc: BaseException) -> GatewayError:
         return GenerationTimeout("The generation did not finish in time. You were not charged.")
     if isinstance(exc, UpstreamRejectedError):
         return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
+    if isinstance(exc, UpstreamMisconfiguredError):
+        # Our key or base URL, not the request: say so without the vendor's words (they
+        # may quote part of our key); the ERROR log names vendor and URL for the operator.
+        return GenerationFailed(
+            f"The gateway's configuration for {exc.provider} was refused by the vendor "
+            f"(HTTP {exc.status or '-'}); the operator must fix it. You were not charged.",
+            code="upstream_misconfigured",
+        )
+    if isinstance(exc, UpstreamError) and exc.busy:
+        # The last route left was busy, and still was when retried: a try-again-later case.
+        wait = max(1, math.ceil(exc.retry_after_s or BUSY_RETRY_AFTER_S))
+        return GenerationUnavailable(
+            f"The upstream provider is busy: {exc.message.rstrip('.')}. Try again in "
+            f"{wait} seconds. You were not charged.",
+            code="upstream_busy",
+            headers={"Retry-After": str(wait)},
+        )
     if isinstance(exc, UpstreamError):
         return GenerationFailed(
             f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",

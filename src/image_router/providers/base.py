@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -72,6 +77,7 @@ class Job:
     mask: InputFile | None = None
     user_ref: str = ""
     job_id: str = ""
+    n: int = 1  # images to make in this one call (the model's `max_n` bounds it)
 
     @property
     def dimensions(self) -> tuple[int, int] | None:
@@ -127,6 +133,10 @@ class Result:
 # ---------------------------------------------------------------------------- errors
 
 
+#: Words of a 429 that means our vendor account ran out (OpenAI's `insufficient_quota`).
+_OUT_OF_FUNDS_PHRASES = ("quota", "credit", "balance", "billing")
+
+
 class UpstreamError(Exception):
     """A vendor call failed. `retry_elsewhere` says whether another route may succeed."""
 
@@ -141,6 +151,7 @@ class UpstreamError(Exception):
         status: int | None = None,
         body: Any = None,
         code: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -148,16 +159,38 @@ class UpstreamError(Exception):
         self.status = status
         self.body = redact(body)
         self.code = code
+        #: The vendor's `Retry-After`, in seconds, when it sent one.
+        self.retry_after_s = retry_after_s
+        #: Set when we gave up on a running vendor job because of this error and asked
+        #: the vendor to stop it (see `InFlight.running`).
+        self.vendor_job_cancelled = False
+
+    @property
+    def busy(self) -> bool:
+        """The vendor said "busy, try again later": a 429 (rate limit or no free capacity),
+        or a 503 that says when to come back. Our vendor account being out of money or
+        quota (a 402, or a 429 saying so) is not: waiting does not fix it."""
+        if self.status == 503:
+            return self.retry_after_s is not None
+        if self.status != 429:
+            return False
+        said = f"{self.code or ''} {self.message}".lower()
+        return not any(phrase in said for phrase in _OUT_OF_FUNDS_PHRASES)
 
     def record(self) -> dict[str, Any]:
         """A JSON-able description for the usage log."""
-        return {
+        record = {
             "provider": self.provider,
             "kind": self.kind,
             "status": self.status,
             "message": self.message,
             "body": self.body,
         }
+        if self.retry_after_s is not None:
+            record["retry_after_s"] = self.retry_after_s
+        if self.vendor_job_cancelled:
+            record["vendor_job_cancelled"] = True
+        return record
 
 
 class UpstreamUnavailableError(UpstreamError):
@@ -170,6 +203,13 @@ class UpstreamTimeoutError(UpstreamUnavailableError):
     kind = "timeout"
 
 
+class UpstreamUnreachableError(UpstreamUnavailableError):
+    """No connection at all (refused, unknown host): the base URL or the network is wrong,
+    which is the operator's to fix, not a slow vendor."""
+
+    kind = "unreachable"
+
+
 class UpstreamRateLimitedError(UpstreamError):
     """429 or quota exhausted on our account."""
 
@@ -177,7 +217,8 @@ class UpstreamRateLimitedError(UpstreamError):
 
 
 class UpstreamMisconfiguredError(UpstreamError):
-    """The vendor refused *our* credentials or configuration (401/403)."""
+    """The vendor refused *our* credentials or configuration: 401/403 (the key), 404/405
+    on our own call (a wrong base URL or a model name our catalog got wrong)."""
 
     kind = "misconfigured"
 
@@ -206,13 +247,21 @@ class UpstreamCancelledError(UpstreamError):
 
 
 def error_for_status(
-    provider: str, status: int, message: str, body: Any = None, code: str | None = None
+    provider: str,
+    status: int,
+    message: str,
+    body: Any = None,
+    code: str | None = None,
+    *,
+    retry_after_s: float | None = None,
 ) -> UpstreamError:
     """Map a vendor HTTP error status to the upstream error tree."""
     cls: type[UpstreamError]
     if status == 429:
         cls = UpstreamRateLimitedError
-    elif status in (401, 403):
+    elif status in (401, 403, 404, 405):
+        # 404/405 answer the URL we built, not the user's input: a wrong base URL or path.
+        # Adapters whose vendor uses 404 otherwise (a polled job gone) classify it first.
         cls = UpstreamMisconfiguredError
     elif status == 402:
         cls = UpstreamRateLimitedError  # our vendor account is out of funds
@@ -224,7 +273,26 @@ def error_for_status(
         cls = UpstreamRejectedError
     else:
         cls = UpstreamProtocolError
-    return cls(message, provider=provider, status=status, body=body, code=code)
+    return cls(
+        message, provider=provider, status=status, body=body, code=code, retry_after_s=retry_after_s
+    )
+
+
+def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """The seconds a vendor's `Retry-After` header asks us to wait (RFC 9110: a number of
+    seconds or an HTTP date); None when absent or unreadable."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def refuse_mask(job: Job, provider: str) -> None:
@@ -256,6 +324,17 @@ async def translate_errors(provider: str) -> AsyncIterator[None]:
         raise
     except asyncio.CancelledError:
         raise
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        # The aiohttp transport reports a refused connection as ConnectTimeout: only a
+        # cause that is itself a timeout makes it one.
+        reason = _connect_failure(exc)
+        if reason is None:
+            raise UpstreamTimeoutError(
+                f"{provider} did not accept a connection in time", provider=provider
+            ) from exc
+        raise UpstreamUnreachableError(
+            f"could not connect to {provider} ({reason})", provider=provider
+        ) from exc
     except httpx.TimeoutException as exc:
         raise UpstreamTimeoutError(f"{provider} did not answer in time", provider=provider) from exc
     except httpx.TransportError as exc:
@@ -266,6 +345,41 @@ async def translate_errors(provider: str) -> AsyncIterator[None]:
         raise UpstreamProtocolError(
             f"unexpected answer from {provider}: {exc}", provider=provider
         ) from exc
+
+
+def _connect_failure(exc: BaseException) -> str | None:
+    """Why a connection could not be made, or None when it merely took too long."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    oserrors = [e for e in chain if isinstance(e, OSError) and not isinstance(e, TimeoutError)]
+    if any(e.errno == errno.ECONNREFUSED for e in oserrors):
+        return "connection refused"
+    if any(isinstance(e, socket.gaierror) for e in oserrors):
+        return "host not found"
+    if oserrors or isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    return None
+
+
+def log_operator_fault(provider: Provider, error: UpstreamError) -> None:
+    """An ERROR line for a failure the operator must fix (our key, base URL or network),
+    naming the vendor and where we called it; never the key."""
+    # The vendor's own words stay out: a refusal of our key may quote part of it.
+    if isinstance(error, UpstreamUnreachableError):
+        what = error.message
+    elif isinstance(error, UpstreamMisconfiguredError):
+        status = f"HTTP {error.status}" if error.status is not None else "no key"
+        what = f"{provider.id} refused our call ({status})"
+    else:
+        return
+    log.error(
+        "%s at %s: check the vendor's key and base URL settings",
+        what,
+        provider.public_base_url(),
+    )
 
 
 def response_json(provider: str, response: httpx.Response) -> Any:
@@ -311,30 +425,34 @@ def redact(value: Any, _depth: int = 0) -> Any:
 
 #: Vendor cancels still running after their caller was cancelled (the loop keeps only weak
 #: references to tasks).
-_cancels: set[asyncio.Task[None]] = set()
+_cancels: set[asyncio.Task[bool]] = set()
 
 
-async def cancel_quietly(request: Awaitable[object], *, vendor: str) -> None:
+async def cancel_quietly(request: Awaitable[object], *, vendor: str) -> bool:
     """Best effort: await `request`, a vendor call that stops a job nobody will collect.
 
     Shielded, so a second cancellation of the caller (usually already unwinding one) does
     not cut the call short, and bounded by `CANCEL_TIMEOUT_S`. A failure is logged, never
-    raised: the job is abandoned either way, and the log keeps it for follow-up.
+    raised: the job is abandoned either way, and the log keeps it for follow-up. Returns
+    whether the vendor accepted the cancel (a `request` answering False had nothing to stop).
     """
 
-    async def attempt() -> None:
+    async def attempt() -> bool:
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await request
+                outcome = await request
         except TimeoutError:
             log.warning("%s did not confirm a cancel within %ss", vendor, CANCEL_TIMEOUT_S)
         except (UpstreamError, httpx.HTTPError, ValueError) as exc:
             log.warning("%s refused to cancel an abandoned job: %s", vendor, exc)
+        else:
+            return outcome is not False
+        return False
 
     task = asyncio.ensure_future(attempt())
     _cancels.add(task)
     task.add_done_callback(_cancels.discard)
-    await asyncio.shield(task)
+    return await asyncio.shield(task)
 
 
 @dataclass
@@ -347,8 +465,11 @@ class Watch:
 class InFlight:
     """The vendor jobs a provider is waiting on, by the URL that stops each one.
 
-    `running` brackets the wait: while it lasts, `cancel(job)` calls `stop(url)`; a request
-    cancelled mid-wait stops the vendor job itself (best effort, `cancel_quietly`).
+    `running` brackets the wait. While it lasts, `cancel(job)` calls `stop(url)` (the
+    gateway abandoning the job: deadline, client gone). When the wait itself ends the job
+    for us, the vendor job is stopped here (best effort, `cancel_quietly`), since it would
+    otherwise run on, billing our vendor account, for nobody: a request cancelled mid-wait,
+    or polling that failed for good (the error then says `vendor_job_cancelled`).
     Afterwards `Watch.abandoned` says whether `cancel` was called for it.
     """
 
@@ -363,40 +484,85 @@ class InFlight:
         """Job id → the stop URL of the vendor job running for it."""
         return dict(self._urls)
 
+    def abandoned(self, job: Job) -> bool:
+        """Whether `cancel` was called for the job now running for `job`."""
+        return bool(job.job_id) and job.job_id in self._abandoned
+
     @asynccontextmanager
     async def running(
         self, job: Job, url: str, *, gone_when_stopped: bool = False
     ) -> AsyncIterator[Watch]:
         """`gone_when_stopped`: a stopped job vanishes at the vendor, so an error while
-        waiting on it after `cancel` means "abandoned", not a vendor failure."""
+        waiting on it after `cancel` means "abandoned", not a vendor failure.
+
+        Only the wait for the job belongs inside: an error raised here is taken to leave
+        the job running, so the vendor's own report that the job failed is read after.
+        """
         watch = Watch()
         if job.job_id:
             self._urls[job.job_id] = url
         try:
             yield watch
         except asyncio.CancelledError:
-            await cancel_quietly(self._stop(url), vendor=self._vendor)
+            if not self.abandoned(job):  # `cancel` already stopped it otherwise
+                await self._give_up(job, url, "the request was cancelled")
             raise
-        except UpstreamError:
-            if not (gone_when_stopped and job.job_id in self._abandoned):
+        except UpstreamError as exc:
+            if self.abandoned(job):
+                if not gone_when_stopped:
+                    raise
+                watch.abandoned = True
+            else:
+                exc.vendor_job_cancelled = await self._give_up(job, url, exc.message)
                 raise
-            watch.abandoned = True
         finally:
             if job.job_id:
                 self._urls.pop(job.job_id, None)
                 watch.abandoned = watch.abandoned or job.job_id in self._abandoned
                 self._abandoned.discard(job.job_id)
 
-    async def cancel(self, job: Job) -> None:
-        """Stop the vendor job running for `job`, if there is one."""
+    async def cancel(self, job: Job) -> bool:
+        """Stop the vendor job running for `job`, if there is one; True when one was."""
         url = self._urls.get(job.job_id) if job.job_id else None
         if url is None:
-            return
+            return False
         self._abandoned.add(job.job_id)
         await self._stop(url)
+        log.info(
+            "%s: cancelled the vendor job of %s at the gateway's request", self._vendor, job.job_id
+        )
+        return True
+
+    async def _give_up(self, job: Job, url: str, reason: str) -> bool:
+        stopped = await cancel_quietly(self._stop(url), vendor=self._vendor)
+        log.warning(
+            "%s: gave up on the vendor job of %s (%s); cancel %s",
+            self._vendor,
+            job.job_id or "-",
+            reason,
+            "sent" if stopped else "failed",
+        )
+        return stopped
 
 
 # ---------------------------------------------------------------------------- provider
+
+
+def normalise_base_url(url: str, default: str, api_prefix: str) -> str:
+    """Accept a vendor's base URL with or without its API path prefix.
+
+    Where the default base URL ends with the prefix (Replicate's `/v1`), the adapter
+    expects it there, so a bare host gets it appended; otherwise the adapter adds the
+    prefix itself (OpenRouter's `/api/v1`), so a URL that repeats it loses it.
+    """
+    url = url.strip().rstrip("/")
+    prefix = api_prefix.rstrip("/")
+    if not prefix:
+        return url
+    has_prefix = url.lower().endswith(prefix.lower())
+    if default.rstrip("/").endswith(prefix):
+        return url if has_prefix else url + prefix
+    return url[: -len(prefix)].rstrip("/") if has_prefix else url
 
 
 class Provider:
@@ -409,6 +575,9 @@ class Provider:
     image_inputs: ClassVar[frozenset[str]] = frozenset()
     #: Whether the vendor needs a credential at all (the offline test provider does not).
     needs_credential: ClassVar[bool] = True
+    #: The path the vendor's API lives under (e.g. "/v1"). A configured base URL works
+    #: with or without it: see `normalise_base_url`.
+    api_prefix: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -421,10 +590,18 @@ class Provider:
     ) -> None:
         self.http = http
         self.credential = credential
-        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.base_url = normalise_base_url(
+            base_url or self.default_base_url, self.default_base_url, self.api_prefix
+        )
         self.poll_interval = poll_interval
         #: Vendor-specific settings beyond key and host (a second host, a project id...).
         self.extra: Mapping[str, str] = dict(extra or {})
+
+    def public_base_url(self) -> str:
+        """The base URL without any user:password part or query, fit for a log line."""
+        parts = urlsplit(self.base_url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
     def require_credential(self, name: str) -> str:
         """Our credential (`name`, e.g. "Runware API key"); without it we are at fault."""
@@ -436,5 +613,7 @@ class Provider:
         """Run one job on `target.upstream`. Raises only `UpstreamError` subclasses."""
         raise NotImplementedError
 
-    async def cancel(self, job: Job, target: Target) -> None:
-        """Best effort: ask the vendor to stop a job we abandoned. Default: nothing to do."""
+    async def cancel(self, job: Job, target: Target) -> bool:
+        """Best effort: ask the vendor to stop a job we abandoned; True when a running job
+        was asked to stop. Default: the vendor has no way to stop one."""
+        return False

@@ -42,6 +42,7 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     refuse_image_inputs,
+    retry_after,
     translate_errors,
 )
 from image_router.providers.upstream_text import (
@@ -152,7 +153,9 @@ def error_message(text: str) -> str | None:
     return stripped[:500] or None
 
 
-def error_from_response(status: int, text: str) -> UpstreamError:
+def error_from_response(
+    status: int, text: str, *, retry_after_s: float | None = None
+) -> UpstreamError:
     """Classify a Chutes error answer (status and body text) onto the upstream tree."""
     message = error_message(text)
     shown = message or f"Chutes answered HTTP {status}"
@@ -160,7 +163,12 @@ def error_from_response(status: int, text: str) -> UpstreamError:
         body: Any = json.loads(text)
     except ValueError:
         body = text[:500]
-    args: dict[str, Any] = {"provider": PROVIDER_ID, "status": status, "body": body}
+    args: dict[str, Any] = {
+        "provider": PROVIDER_ID,
+        "status": status,
+        "body": body,
+        "retry_after_s": retry_after_s,
+    }
     if status in (401, 403):
         return UpstreamMisconfiguredError(shown, **args)
     if mentions(message or "", _TRANSIENT_PHRASES):
@@ -170,7 +178,7 @@ def error_from_response(status: int, text: str) -> UpstreamError:
     if status == 404:
         # "No matching chute found!": the catalog names a chute that does not exist.
         return UpstreamMisconfiguredError(shown, **args)
-    return error_for_status(PROVIDER_ID, status, shown, body)
+    return error_for_status(PROVIDER_ID, status, shown, body, retry_after_s=retry_after_s)
 
 
 class ChutesProvider(Provider):
@@ -187,5 +195,7 @@ class ChutesProvider(Provider):
             response = await self.http.post(request.url, headers=headers, json=request.json)
             if response.is_error:
                 text = scrub(response.text, self.credential)
-                raise error_from_response(response.status_code, text)
+                raise error_from_response(
+                    response.status_code, text, retry_after_s=retry_after(response.headers)
+                )
             return from_response(response.content, response.headers.get("content-type"))

@@ -67,6 +67,13 @@ _FINISH = (
         ),
         finished_at=bindparam("finished_at", type_=_generations.c.finished_at.type),
     )
+    # What the row holds as it closes: a hold may have grown since the request read it.
+    .returning(_generations.c.held)
+)
+_EXTEND_HELD = (
+    update(_generations)
+    .where(_generations.c.id == bindparam("gid"), _generations.c.status == "processing")
+    .values(held=_generations.c.held + bindparam("extra"))
 )
 
 
@@ -85,11 +92,15 @@ async def start(conn: AsyncConnection, row: NewGeneration) -> None:
     )
 
 
-async def finish(conn: AsyncConnection, generation_id: str, status: str, outcome: Finish) -> bool:
-    """Move a processing row to success or error; False if it was already finished.
+async def finish(
+    conn: AsyncConnection, generation_id: str, status: str, outcome: Finish
+) -> int | None:
+    """Move a processing row to success or error and return the credits it held; None if
+    it was already finished.
 
     The `status = 'processing'` guard makes settling exactly-once even when a recovery job
-    and the request race for the same row.
+    and the request race for the same row. The held amount is read by the same statement,
+    so a concurrent extension of the hold (PostgreSQL makes this wait for it) is included.
     """
     result = await conn.execute(
         _FINISH,
@@ -107,6 +118,13 @@ async def finish(conn: AsyncConnection, generation_id: str, status: str, outcome
             "finished_at": utcnow(),
         },
     )
+    held = result.scalar_one_or_none()
+    return None if held is None else int(held)
+
+
+async def extend_held(conn: AsyncConnection, generation_id: str, extra: int) -> bool:
+    """Record `extra` more credits held by a processing row; False if it was finished."""
+    result = await conn.execute(_EXTEND_HELD, {"gid": generation_id, "extra": extra})
     return result.rowcount == 1
 
 
