@@ -109,7 +109,8 @@ def create_app(
         if settings.auto_migrate:
             await upgrade(res.settings.resolved_database_url())
         app.state.resources = res
-        app.state.web = build_web_state(res.settings)
+        # The blind-index key (BLIND_INDEX_KEY) also keys the throttle's hashes.
+        app.state.web = build_web_state(res.settings, res.vault.index_key)
         await queue_privacy_notice(res, legal)  # LEG-2: once per material version
         stop = asyncio.Event()
         reconciler = asyncio.create_task(

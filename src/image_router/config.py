@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(default=14 * 24 * 3600, gt=0)
     web_token_ttl_s: float = Field(default=60, gt=0)
     signin_throttle: str = "5/minute"  # per e-mail and client IP (the `limits` notation)
+    # Sign-in and reset attempts also per e-mail from any address, and per address
+    # whatever the e-mail: one e-mail tried from many addresses, many e-mails from one.
+    signin_throttle_email: str = "10/minute"
+    signin_throttle_ip: str = "20/minute"
     smtp_url: str | None = None  # smtp://[user:pass@]host:port or smtps://; none: stderr
     smtp_from: str = "Image Router <noreply@localhost>"
 
@@ -196,7 +200,13 @@ class Settings(BaseSettings):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("rate_limit_general", "rate_limit_generation_ip", "signin_throttle")
+    @field_validator(
+        "rate_limit_general",
+        "rate_limit_generation_ip",
+        "signin_throttle",
+        "signin_throttle_email",
+        "signin_throttle_ip",
+    )
     @classmethod
     def _check_rate(cls, value: str) -> str:
         limits.parse(value)  # "20/second", "6000/minute", "100 per 10 seconds"

@@ -22,6 +22,7 @@ from image_router.db.session import unit_of_work
 from image_router.deps import client_ip
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
+from image_router.limits.rates import Decision
 from image_router.privacy import policy
 from image_router.web.common import (
     SESSION_COOKIE,
@@ -50,11 +51,10 @@ RESET_SENT = (
 RESET_INVALID = "This password reset link is invalid, already used or expired."
 
 
-async def _throttled(
-    request: Request, action: str, identity: str, template: str, session: SessionView | None
+def _throttled(
+    request: Request, decision: Decision | None, template: str, session: SessionView | None
 ) -> Response | None:
-    """A 429 page when `identity` has used up its attempts at `action`, else None."""
-    decision = await web_state(request).hit(action, identity)
+    """A 429 page when the throttle refused this attempt, else None."""
     if decision is None or decision.allowed:
         return None
     wait = decision.reset_s
@@ -103,8 +103,13 @@ async def _checked_form(
         raise PageAnswer(csrf_refused(request, session))
     email = field(form, "email")
     ip = client_ip(request) or "-"
-    identity = f"{email.strip().lower()}|{ip}" if per_email else ip
-    limited = await _throttled(request, action, identity, template, None)
+    throttle = web_state(request)
+    decision = await (
+        throttle.hit_credentials(action, email, ip)
+        if per_email
+        else throttle.hit_address(action, ip)
+    )
+    limited = _throttled(request, decision, template, None)
     if limited is not None:
         raise PageAnswer(limited)
     return _Credentials(session, email, field(form, "password"), form)
@@ -214,9 +219,8 @@ async def forgot(request: Request) -> Response:
         return csrf_refused(request, session)
     email = field(form, "email")
     ip = client_ip(request) or "-"
-    limited = await _throttled(
-        request, "reset", f"{email.strip().lower()}|{ip}", "forgot.html", session
-    )
+    decision = await web_state(request).hit_credentials("reset", email, ip)
+    limited = _throttled(request, decision, "forgot.html", session)
     if limited is not None:
         return limited
     res = resources_of(request)

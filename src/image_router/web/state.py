@@ -9,6 +9,7 @@ from starlette.templating import Jinja2Templates
 
 from image_router.account.mailer import Mailer, build_mailer
 from image_router.config import Settings
+from image_router.kit import crypto
 from image_router.limits.rates import Decision, Rate, WindowCounter, memory_counter, redis_counter
 
 HERE = Path(__file__).parent
@@ -16,22 +17,61 @@ TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 
 
+@dataclass(frozen=True)
+class ThrottleRates:
+    """Attempts allowed per (e-mail, address) pair, per e-mail, per address."""
+
+    pair: Rate
+    email: Rate
+    address: Rate
+
+
 @dataclass
 class WebState:
     templates: Jinja2Templates
     mailer: Mailer
     throttle: WindowCounter
-    throttle_rate: Rate
+    rates: ThrottleRates
+    #: Keys the hash that stands for e-mails and addresses in the limiter's keys, so Redis
+    #: (or a dump of it) holds neither in clear.
+    identity_key: bytes
 
     async def hit(self, action: str, identity: str) -> Decision | None:
-        """Count one attempt at `action` (sign-in, sign-up, reset) by `identity`."""
-        return await self.throttle.hit(f"web-{action}", identity, self.throttle_rate)
+        """Count one attempt at `action` by an opaque `identity` (an account id)."""
+        return await self.throttle.hit(f"web-{action}", identity, self.rates.pair)
+
+    async def hit_address(self, action: str, ip: str) -> Decision | None:
+        """Count one attempt at `action` (a sign-up) from the address `ip`."""
+        return await self.throttle.hit(f"web-{action}", self._opaque("ip", ip), self.rates.pair)
+
+    async def hit_credentials(self, action: str, email: str, ip: str) -> Decision | None:
+        """Count one attempt at `action` (sign-in, reset) for `email` from `ip`.
+
+        Three counters: the pair, the e-mail from any address (one account guessed at from
+        many addresses), the address whatever the e-mail (one address trying many
+        accounts). The answer is the refusal that lasts longest, else the pair's count;
+        None when the limiter's storage is unreachable.
+        """
+        email_id = self._opaque("email", email.strip().lower())
+        ip_id = self._opaque("ip", ip)
+        decisions = [
+            await self.throttle.hit(f"web-{action}", f"{email_id}|{ip_id}", self.rates.pair),
+            await self.throttle.hit(f"web-{action}-email", email_id, self.rates.email),
+            await self.throttle.hit(f"web-{action}-ip", ip_id, self.rates.address),
+        ]
+        refused = [d for d in decisions if d is not None and not d.allowed]
+        if refused:
+            return max(refused, key=lambda d: d.reset_s)
+        return next((d for d in decisions if d is not None), None)
+
+    def _opaque(self, kind: str, value: str) -> str:
+        return crypto.blind_index(self.identity_key, f"throttle-{kind}:{value}")[:32]
 
     async def close(self) -> None:
         await self.throttle.close()
 
 
-def build_web_state(settings: Settings) -> WebState:
+def build_web_state(settings: Settings, identity_key: bytes) -> WebState:
     # Shared through Redis when configured, so several workers count the same attempts.
     counter = (
         redis_counter(settings.redis_url, settings.redis_namespace)
@@ -42,5 +82,10 @@ def build_web_state(settings: Settings) -> WebState:
         templates=Jinja2Templates(directory=TEMPLATES_DIR),
         mailer=build_mailer(settings.smtp_url, settings.smtp_from),
         throttle=counter,
-        throttle_rate=Rate.parse(settings.signin_throttle),
+        rates=ThrottleRates(
+            pair=Rate.parse(settings.signin_throttle),
+            email=Rate.parse(settings.signin_throttle_email),
+            address=Rate.parse(settings.signin_throttle_ip),
+        ),
+        identity_key=identity_key,
     )
