@@ -11,9 +11,48 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from image_router.providers import PROVIDERS
 
 _REF = "#/components/schemas/{model}"
+
+
+# Vendor names are the provider ids of the registry; any other name is refused (400).
+_VENDORS: dict[str, Any] = {
+    "json_schema_extra": {"items": {"type": "string", "enum": sorted(PROVIDERS)}}
+}
+
+
+class ProviderPreferences(BaseModel):
+    """How the client steers routing (docs/routing.md). Vendor names are provider ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order: list[str] = Field(
+        default_factory=list, description="Vendors to try first, in order.", **_VENDORS
+    )
+    only: list[str] | None = Field(None, description="Use only these vendors.", **_VENDORS)
+    ignore: list[str] = Field(
+        default_factory=list, description="Never use these vendors.", **_VENDORS
+    )
+    sort: Literal["price", "latency"] | None = Field(
+        None, description="Order the routes by quoted price or by learned latency."
+    )
+    allow_fallbacks: bool = Field(
+        True, description="false: only the first route after ordering is tried."
+    )
+    max_price: float | str | None = Field(
+        None, description="USD; routes quoted above it are skipped (400 when none is left)."
+    )
+
+
+_PROVIDER_FIELD = Field(
+    None,
+    description=(
+        "Routing preferences: an object in JSON bodies, a JSON string in multipart forms."
+    ),
+)
 
 
 class ImageGenerationRequest(BaseModel):
@@ -23,6 +62,7 @@ class ImageGenerationRequest(BaseModel):
     size: str = Field("auto", description="'auto' or 'WIDTHxHEIGHT'.")
     response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
     output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
+    provider: ProviderPreferences | None = _PROVIDER_FIELD
 
 
 class ImageEditMultipart(ImageGenerationRequest):
@@ -47,6 +87,7 @@ class VideoGenerationRequest(BaseModel):
     seconds: float | Literal["auto"] = Field(
         "auto", description="1-60, snapped to the model's list."
     )
+    provider: ProviderPreferences | None = _PROVIDER_FIELD
 
 
 class GeneratedItem(BaseModel):
@@ -74,6 +115,7 @@ class ErrorResponse(BaseModel):
 
 
 _MODELS: tuple[type[BaseModel], ...] = (
+    ProviderPreferences,
     ImageGenerationRequest,
     ImageEditMultipart,
     VideoGenerationRequest,
@@ -139,7 +181,9 @@ def document_generation_routes(app: FastAPI) -> None:
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
         for model in _MODELS:
-            schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
+            model_schema = model.model_json_schema(ref_template=_REF)
+            model_schema.pop("$defs", None)  # each nested model is a component of its own
+            schemas[model.__name__] = model_schema
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         documented: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
             "/v1/openai/images/generations": (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -43,7 +42,6 @@ from image_router.generation.attempts import (
     call_routes,
     usable_plans,
 )
-from image_router.generation.holds import Hold
 from image_router.generation.outputs import StoredOutput, store_outputs
 from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
@@ -56,7 +54,6 @@ from image_router.providers.base import (
     Result,
     Target,
     UpstreamError,
-    UpstreamMisconfiguredError,
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
@@ -66,9 +63,6 @@ from image_router.routing.preferences import reason as steering_reason
 from image_router.usage import service as usage
 
 log = logging.getLogger(__name__)
-
-#: The `Retry-After` (seconds) of a 503 for a busy vendor that did not say when to return.
-BUSY_RETRY_AFTER_S = 5
 
 
 async def generate(
@@ -93,7 +87,6 @@ async def generate(
         image_count=len(request.images),
         prompt_chars=len((request.prompt or "").encode("utf-16-le")) // 2,
         seconds=request.seconds,
-        outputs=request.n,
     )
     plans = await usable_plans(
         plan_routes(res, spec, request, facts), res.health, request.preferences
@@ -173,15 +166,8 @@ async def generate(
     try:
         await asyncio.shield(holding)
     except asyncio.CancelledError:
-        await _give_back_after_cancel(res, caller, generation_id, holding, first)
+        await _give_back_after_cancel(res, caller, generation_id, held, holding, first)
         raise
-    hold = Hold(
-        res.engine,
-        caller.account_id,
-        generation_id,
-        held,
-        limited_key=caller.api_key_id if caller.spend_limit is not None else None,
-    )
 
     metrics.hold_taken()
     job = Job(
@@ -196,7 +182,6 @@ async def generate(
         mask=request.mask,
         user_ref=caller.account_id,
         job_id=generation_id,
-        n=request.n,
     )
     attempts = Attempts(prompt=request.prompt or "")
     note = _routing_note(request, plans)
@@ -209,7 +194,7 @@ async def generate(
                 res.providers,
                 plans,
                 job,
-                hold.cover,
+                held,
                 attempts,
                 health=res.health,
                 policy=RoutingPolicy(
@@ -225,18 +210,19 @@ async def generate(
         attempts.served(plan, plans[0])
         outputs = await store_outputs(
             res.store,
-            res.outputs,
+            res.http,
             result,
-            vendor_base_url=res.providers[plan.route.provider].base_url,
             generation_id=generation_id,
             response_format=request.response_format,
             output_format=request.output_format if request.modality == "image" else None,
             modality=request.modality,
         )
-        cost = _charge(plan, facts, result)
+        cost = _charge(plan, facts, result, held)
     except BaseException as exc:
         # Whatever happened (vendor failure, deadline, client gone, a bug), the hold goes back.
-        await asyncio.shield(_release(res, caller, hold, attempts, _describe(exc), plans[0]))
+        await asyncio.shield(
+            _release(res, caller, generation_id, held, attempts, _describe(exc), plans[0])
+        )
         metrics.hold_finished()
         metrics.count_generation(request.model, request.modality, _outcome(exc))
         if isinstance(exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit):
@@ -245,7 +231,7 @@ async def generate(
 
     async def settle_charge() -> int:
         async with unit_of_work(res.engine) as conn:
-            held_now = await usage.finish(
+            if await usage.finish(
                 conn,
                 generation_id,
                 "success",
@@ -261,12 +247,9 @@ async def generate(
                     if any(o.name for o in outputs)
                     else None,
                 ),
-            )
-            if held_now is not None:
-                # The hold may have grown for a dearer fallback; what the served route did
-                # not cost goes back, whichever route that was.
+            ):
                 await ledger.release(
-                    conn, caller.account_id, held_now - cost, generation_id=generation_id
+                    conn, caller.account_id, held - cost, generation_id=generation_id
                 )
                 return cost
         # The reconciler released this hold already (we outlived the deadline): the
@@ -405,6 +388,7 @@ async def _give_back_after_cancel(
     res: Resources,
     caller: Caller,
     generation_id: str,
+    held: int,
     holding: asyncio.Future[None],
     plan: Plan,
 ) -> None:
@@ -415,43 +399,41 @@ async def _give_back_after_cancel(
     except Exception:
         log.exception("taking the hold of generation %s failed", generation_id)
         return
-    hold = Hold(res.engine, caller.account_id, generation_id, usd_to_credits(plan.quote_usd))
     await asyncio.shield(
-        _release(res, caller, hold, Attempts(), _describe(asyncio.CancelledError()), plan)
+        _release(
+            res, caller, generation_id, held, Attempts(), _describe(asyncio.CancelledError()), plan
+        )
     )
 
 
-def _charge(plan: Plan, facts: PriceFacts, result: Result) -> int:
+def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:
     outcome = PriceOutcome(
         output_count=len(result.artifacts),
         usage=result.usage,
         reported_cost=result.reported_cost,
         predict_seconds=result.predict_seconds,
     )
-    quoted = usd_to_credits(plan.quote_usd)
     try:
         owed: int = usd_to_credits(settle(plan.route.price, facts, outcome))
     except PricingError:
         log.exception("settle price failed for %s; charging the quote", plan.route.upstream)
-        owed = quoted
-    # Never more than the served route's quote, which the hold covered before the attempt:
-    # the quote is the most a client agreed to pay for that route.
-    return max(0, min(owed, quoted))
+        owed = held
+    # Never more than the hold: the quote is the most a client agreed to pay.
+    return max(0, min(owed, held))
 
 
 async def _release(
     res: Resources,
     caller: Caller,
-    hold: Hold,
+    generation_id: str,
+    held: int,
     attempts: Attempts,
     error: str,
     plan: Plan,
 ) -> None:
-    generation_id = hold.generation_id
     try:
-        await hold.finished()  # an extension cut short by a disconnect still commits first
         async with unit_of_work(res.engine) as conn:
-            held = await usage.finish(
+            if await usage.finish(
                 conn,
                 generation_id,
                 "error",
@@ -462,8 +444,7 @@ async def _release(
                     attempts=attempts.records,
                     error=attempts.scrub(error),
                 ),
-            )
-            if held is not None:
+            ):
                 await ledger.release(conn, caller.account_id, held, generation_id=generation_id)
     except Exception:
         # The reconciler will release it after the deadline; say so loudly.
@@ -485,23 +466,6 @@ def _client_error(exc: BaseException) -> GatewayError:
         return GenerationTimeout("The generation did not finish in time. You were not charged.")
     if isinstance(exc, UpstreamRejectedError):
         return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
-    if isinstance(exc, UpstreamMisconfiguredError):
-        # Our key or base URL, not the request: say so without the vendor's words (they
-        # may quote part of our key); the ERROR log names vendor and URL for the operator.
-        return GenerationFailed(
-            f"The gateway's configuration for {exc.provider} was refused by the vendor "
-            f"(HTTP {exc.status or '-'}); the operator must fix it. You were not charged.",
-            code="upstream_misconfigured",
-        )
-    if isinstance(exc, UpstreamError) and exc.busy:
-        # The last route left was busy, and still was when retried: a try-again-later case.
-        wait = max(1, math.ceil(exc.retry_after_s or BUSY_RETRY_AFTER_S))
-        return GenerationUnavailable(
-            f"The upstream provider is busy: {exc.message.rstrip('.')}. Try again in "
-            f"{wait} seconds. You were not charged.",
-            code="upstream_busy",
-            headers={"Retry-After": str(wait)},
-        )
     if isinstance(exc, UpstreamError):
         return GenerationFailed(
             f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",

@@ -14,8 +14,11 @@ from typing import Any, Literal
 
 from image_router.catalog.spec import Catalog, ModelSpec
 from image_router.errors import InvalidRequest
+from image_router.generation.steering import parse_preferences
 from image_router.kit.sizes import is_size, normalise_size, parse_size
+from image_router.providers import PROVIDERS
 from image_router.providers.base import InputFile
+from image_router.routing.preferences import NO_PREFERENCES, Preferences
 
 RESPONSE_FORMATS = ("url", "b64_json", "b64_ephemeral")
 QUALITIES = ("auto", "low", "medium", "high")
@@ -46,6 +49,7 @@ class GenerationRequest:
     seconds: float | None
     images: tuple[InputFile, ...]
     mask: InputFile | None
+    preferences: Preferences = NO_PREFERENCES  # the client's `provider` object
 
     @property
     def input_types(self) -> list[str]:
@@ -95,6 +99,7 @@ def validate_image(
         seconds=None,
         images=images,
         mask=mask,
+        preferences=parse_preferences(fields, frozenset(PROVIDERS)),
     )
 
 
@@ -135,6 +140,7 @@ def validate_video(
         # The reference uses only the first uploaded image for videos.
         images=images[:1],
         mask=None,
+        preferences=parse_preferences(fields, frozenset(PROVIDERS)),
     )
 
 
