@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from image_router.kit.money import usd_to_credits
 from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"
@@ -70,6 +71,77 @@ IMAGE_CASES: list[tuple[dict[str, Any], str]] = [
     ),
 ]
 
+DALLE2_SIZES = "Supported sizes: auto, 256x256, 512x512, 1024x1024"
+TEST_BOUNDS = "each side between 16 and 2048 pixels"
+GLOBAL_BOUNDS = "each side between 64 and 4096 pixels"
+
+# (body, message, param): sizes and n no vendor of the model can serve, refused up front.
+SIZE_AND_N_CASES: list[tuple[dict[str, Any], str, str]] = [
+    (
+        {"model": "openai/dall-e-2", "size": "1536x1024"},
+        f"'size' 1536x1024 is not supported by 'openai/dall-e-2'. {DALLE2_SIZES}",
+        "size",
+    ),
+    (
+        {"model": "openai/dall-e-2", "size": "1024x1536"},
+        f"'size' 1024x1536 is not supported by 'openai/dall-e-2'. {DALLE2_SIZES}",
+        "size",
+    ),
+    (
+        {"model": "openai/dall-e-3", "size": "1536x1024"},
+        "'size' 1536x1024 is not supported by 'openai/dall-e-3'. "
+        "Supported sizes: auto, 1024x1024, 1792x1024, 1024x1792",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "0x0"},
+        f"'size' 0x0 is not supported by 'test/test': {TEST_BOUNDS}",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "99999x99999"},
+        f"'size' 99999x99999 is not supported by 'test/test': {TEST_BOUNDS}",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "10000000000000000000000x1"},
+        f"'size' 10000000000000000000000x1 is not supported by 'test/test': {TEST_BOUNDS}",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "4096x4096"},
+        f"'size' 4096x4096 is not supported by 'test/test': {TEST_BOUNDS}",
+        "size",
+    ),
+    (
+        {"model": "openai/gpt-image-1", "size": "0X0"},
+        "'size' 0x0 is not supported by 'openai/gpt-image-1'. "
+        "Supported sizes: auto, 1024x1024, 1536x1024, 1024x1536",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "１０２４x１０２４"},
+        "'size' must be 'auto' or in the format 'WIDTHxHEIGHT' (e.g. '1024x768')",
+        "size",
+    ),
+    (
+        {"model": "test/test", "size": "1" * 5000 + "x1"},
+        "'size' must be 'auto' or in the format 'WIDTHxHEIGHT' (e.g. '1024x768')",
+        "size",
+    ),
+    ({"model": "test/test", "n": -1}, "'n' must be at least 1", "n"),
+    ({"model": "test/test", "n": 0}, "'n' must be at least 1", "n"),
+    ({"model": "test/test", "n": "0"}, "'n' must be at least 1", "n"),
+    ({"model": "test/test", "n": 10**18}, "'n' must be 4 or less for 'test/test'", "n"),
+    ({"model": "test/test", "n": 5}, "'n' must be 4 or less for 'test/test'", "n"),
+    ({"model": "test/test", "n": "abc"}, "'n' must be an integer", "n"),
+    ({"model": "test/test", "n": 1.5}, "'n' must be an integer", "n"),
+    ({"model": "test/test", "n": True}, "'n' must be an integer", "n"),
+    ({"model": "test/test", "n": "２"}, "'n' must be an integer", "n"),
+    ({"model": "openai/dall-e-3", "n": 2}, "'openai/dall-e-3' supports only n=1", "n"),
+    ({"model": "openai/dall-e-2", "n": 11}, "'n' must be 10 or less for 'openai/dall-e-2'", "n"),
+]
+
 VIDEO_CASES: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "cat"}, "Required"),
     ({"model": 5}, "Expected string, received number"),
@@ -96,6 +168,88 @@ async def test_image_validation_messages(
     error = response.json()["error"]
     assert error["message"] == message
     assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("body", "message", "param"), SIZE_AND_N_CASES)
+async def test_sizes_and_n_the_model_cannot_make_are_refused(
+    gateway: Gateway, body: dict[str, Any], message: str, param: str
+) -> None:
+    account, key = await gateway.account("1")
+    response = await gateway.post(IMAGE, key, json={"prompt": "cat", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["message"], error["param"], error["type"]) == (
+        message,
+        param,
+        "invalid_request_error",
+    )
+    assert gateway.openai.requests == []
+    assert await gateway.generations() == []
+    assert await gateway.balance(account) == usd_to_credits("1")
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param"),
+    [
+        (
+            {"model": "ir/test-video", "size": "99999x99999"},
+            f"'size' 99999x99999 is not supported by 'ir/test-video': {GLOBAL_BOUNDS}",
+            "size",
+        ),
+        (
+            {"model": "ir/test-video", "size": "0x0"},
+            f"'size' 0x0 is not supported by 'ir/test-video': {GLOBAL_BOUNDS}",
+            "size",
+        ),
+        ({"model": "ir/test-video", "n": 2}, "'ir/test-video' supports only n=1", "n"),
+        ({"model": "ir/test-video", "n": "abc"}, "'n' must be an integer", "n"),
+    ],
+)
+async def test_video_sizes_and_n_are_checked_too(
+    gateway: Gateway, body: dict[str, Any], message: str, param: str
+) -> None:
+    _, key = await gateway.account()
+    response = await gateway.post(VIDEO, key, json={"prompt": "cat", **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["message"], error["param"]) == (message, param)
+
+
+async def test_multipart_n_is_read_as_a_number(gateway: Gateway) -> None:
+    _, key = await gateway.account()
+    response = await gateway.post(
+        IMAGE, key, data={"model": "test/test", "prompt": "cat", "size": "64x64", "n": "3"}
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 3
+    refused = await gateway.post(IMAGE, key, data={"model": "test/test", "n": "-1"})
+    assert refused.json()["error"]["message"] == "'n' must be at least 1"
+
+
+async def test_n_images_are_held_and_charged_n_times(any_gateway: Gateway) -> None:
+    account, key = await any_gateway.account("1")
+    response = await any_gateway.post(
+        IMAGE, key, json={"model": "openai/dall-e-2", "prompt": "cat", "size": "512x512", "n": 2}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["data"]) == 2
+    assert body["cost"] == 0.032
+    assert [r.json["n"] for r in any_gateway.openai.requests] == [2]
+    [row] = await any_gateway.generations()
+    assert (row["held"], row["cost"]) == (320, 320)
+    assert len(row["output_urls"]) == 2
+    assert await any_gateway.balance(account) == usd_to_credits("1") - 320
+
+
+async def test_test_model_makes_n_images(gateway: Gateway) -> None:
+    _, key = await gateway.account()
+    response = await gateway.post(
+        IMAGE, key, json={"model": "test/test", "prompt": "cat", "size": "32x32", "n": 4}
+    )
+    assert response.status_code == 200, response.text
+    urls = [item["url"] for item in response.json()["data"]]
+    assert len(set(urls)) == 4
 
 
 @pytest.mark.parametrize(("body", "message"), VIDEO_CASES)

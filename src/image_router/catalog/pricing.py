@@ -39,6 +39,7 @@ class PriceFacts:
     image_count: int
     prompt_chars: int  # UTF-16 code units, like JavaScript's `.length`
     seconds: float | None  # resolved video seconds; None for images
+    outputs: int = 1  # images asked for (`n`); the vendor makes them in one call
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Fixed:
 
 @dataclass(frozen=True, kw_only=True)
 class PerOutput:
-    """A price per produced image (reference =GEM25); quoted for one output."""
+    """A price per produced image (reference =GEM25); quoted for the `n` outputs asked."""
 
     rule: Literal["per_output"] = "per_output"
     usd: Decimal
@@ -287,7 +288,12 @@ def grok_video_resolution(size: str) -> str:
 
 
 def quote(rule: PriceRule, facts: PriceFacts) -> Decimal:
-    """USD held before the upstream call: the most this job can cost."""
+    """USD held before the upstream call: the most this job can cost (all `n` outputs)."""
+    return _quote_one(rule, facts) * facts.outputs
+
+
+def _quote_one(rule: PriceRule, facts: PriceFacts) -> Decimal:
+    """The most one output of this job can cost."""
     match rule:
         case Fixed(usd=usd) | PerOutput(usd=usd):
             return usd
@@ -343,7 +349,9 @@ def settle(rule: PriceRule, facts: PriceFacts, outcome: PriceOutcome) -> Decimal
         case ReplicatePredictTime(usd_per_second=rate):
             elapsed = outcome.predict_seconds
             return quote(rule, facts) if elapsed is None else elapsed * rate
-    return quote(rule, facts)
+    # Priced per output: a vendor that made fewer than `n` is paid for what it made.
+    delivered = min(max(outcome.output_count, 1), facts.outputs)
+    return _quote_one(rule, facts) * delivered
 
 
 def _published_max(rule: PriceRule) -> Decimal:

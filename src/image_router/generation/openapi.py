@@ -59,7 +59,12 @@ class ImageGenerationRequest(BaseModel):
     model: str = Field(description="Model id, e.g. 'openai/gpt-image-1' or 'test/test'.")
     prompt: str | None = Field(None, max_length=10_000)
     quality: Literal["auto", "low", "medium", "high"] = "auto"
-    size: str = Field("auto", description="'auto' or 'WIDTHxHEIGHT'.")
+    size: str = Field(
+        "auto",
+        description="'auto' or 'WIDTHxHEIGHT' (ASCII digits): a size the model lists, or "
+        "within its side bounds (docs/catalog.md).",
+    )
+    n: int = Field(1, ge=1, description="Images to make: 1 up to the model's `max_n`.")
     response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
     output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
     provider: ProviderPreferences | None = _PROVIDER_FIELD

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -42,6 +43,7 @@ from image_router.generation.attempts import (
     call_routes,
     usable_plans,
 )
+from image_router.generation.holds import Hold
 from image_router.generation.outputs import StoredOutput, store_outputs
 from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
@@ -54,6 +56,7 @@ from image_router.providers.base import (
     Result,
     Target,
     UpstreamError,
+    UpstreamMisconfiguredError,
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
@@ -63,6 +66,9 @@ from image_router.routing.preferences import reason as steering_reason
 from image_router.usage import service as usage
 
 log = logging.getLogger(__name__)
+
+#: The `Retry-After` (seconds) of a 503 for a busy vendor that did not say when to return.
+BUSY_RETRY_AFTER_S = 5
 
 
 async def generate(
@@ -87,6 +93,7 @@ async def generate(
         image_count=len(request.images),
         prompt_chars=len((request.prompt or "").encode("utf-16-le")) // 2,
         seconds=request.seconds,
+        outputs=request.n,
     )
     plans = await usable_plans(
         plan_routes(res, spec, request, facts), res.health, request.preferences
@@ -166,8 +173,15 @@ async def generate(
     try:
         await asyncio.shield(holding)
     except asyncio.CancelledError:
-        await _give_back_after_cancel(res, caller, generation_id, held, holding, first)
+        await _give_back_after_cancel(res, caller, generation_id, holding, first)
         raise
+    hold = Hold(
+        res.engine,
+        caller.account_id,
+        generation_id,
+        held,
+        limited_key=caller.api_key_id if caller.spend_limit is not None else None,
+    )
 
     metrics.hold_taken()
     job = Job(
@@ -182,6 +196,7 @@ async def generate(
         mask=request.mask,
         user_ref=caller.account_id,
         job_id=generation_id,
+        n=request.n,
     )
     attempts = Attempts(prompt=request.prompt or "")
     note = _routing_note(request, plans)
@@ -194,7 +209,7 @@ async def generate(
                 res.providers,
                 plans,
                 job,
-                held,
+                hold.cover,
                 attempts,
                 health=res.health,
                 policy=RoutingPolicy(
@@ -210,19 +225,22 @@ async def generate(
         attempts.served(plan, plans[0])
         outputs = await store_outputs(
             res.store,
-            res.http,
+            res.outputs,
             result,
+            vendor_base_url=res.providers[plan.route.provider].base_url,
             generation_id=generation_id,
             response_format=request.response_format,
             output_format=request.output_format if request.modality == "image" else None,
             modality=request.modality,
         )
-        cost = _charge(plan, facts, result, held)
+        cost = _charge(plan, facts, result)
     except BaseException as exc:
         # Whatever happened (vendor failure, deadline, client gone, a bug), the hold goes back.
-        await asyncio.shield(
-            _release(res, caller, generation_id, held, attempts, _describe(exc), plans[0])
+        released = await asyncio.shield(
+            _release(res, caller, hold, attempts, _describe(exc), plans[0])
         )
+        if isinstance(exc, asyncio.CancelledError):
+            _log_disconnect(generation_id, "during the vendor call", released)
         metrics.hold_finished()
         metrics.count_generation(request.model, request.modality, _outcome(exc))
         if isinstance(exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit):
@@ -231,7 +249,7 @@ async def generate(
 
     async def settle_charge() -> int:
         async with unit_of_work(res.engine) as conn:
-            if await usage.finish(
+            held_now = await usage.finish(
                 conn,
                 generation_id,
                 "success",
@@ -247,9 +265,12 @@ async def generate(
                     if any(o.name for o in outputs)
                     else None,
                 ),
-            ):
+            )
+            if held_now is not None:
+                # The hold may have grown for a dearer fallback; what the served route did
+                # not cost goes back, whichever route that was.
                 await ledger.release(
-                    conn, caller.account_id, held - cost, generation_id=generation_id
+                    conn, caller.account_id, held_now - cost, generation_id=generation_id
                 )
                 return cost
         # The reconciler released this hold already (we outlived the deadline): the
@@ -258,7 +279,19 @@ async def generate(
         return 0
 
     # Shielded like the hold: a disconnect now must not cut the settle transaction in half.
-    cost = await asyncio.shield(asyncio.ensure_future(settle_charge()))
+    settling = asyncio.ensure_future(settle_charge())
+    try:
+        cost = await asyncio.shield(settling)
+    except asyncio.CancelledError:
+        # The client is gone but the generation was made: the settle finishes and charges.
+        charged = await settling
+        metrics.hold_finished()
+        log.info(
+            "generation %s: client disconnected during the settle; charged %d credits",
+            generation_id,
+            charged,
+        )
+        raise
 
     metrics.hold_finished()
     metrics.count_generation(request.model, request.modality, "success")
@@ -388,52 +421,66 @@ async def _give_back_after_cancel(
     res: Resources,
     caller: Caller,
     generation_id: str,
-    held: int,
     holding: asyncio.Future[None],
     plan: Plan,
 ) -> None:
     try:
         await holding
     except GatewayError:
+        _log_disconnect(generation_id, "while its hold was refused", 0)
         return  # refused (no credit, key limit): nothing was held
     except Exception:
         log.exception("taking the hold of generation %s failed", generation_id)
         return
-    await asyncio.shield(
-        _release(
-            res, caller, generation_id, held, Attempts(), _describe(asyncio.CancelledError()), plan
-        )
+    hold = Hold(res.engine, caller.account_id, generation_id, usd_to_credits(plan.quote_usd))
+    released = await asyncio.shield(
+        _release(res, caller, hold, Attempts(), _describe(asyncio.CancelledError()), plan)
+    )
+    _log_disconnect(generation_id, "while its hold was taken", released)
+
+
+def _log_disconnect(generation_id: str, stage: str, released: int) -> None:
+    """A client hanging up is normal: one INFO line (with the request id), no traceback."""
+    log.info(
+        "generation %s: client disconnected %s; released %d held credits",
+        generation_id,
+        stage,
+        released,
     )
 
 
-def _charge(plan: Plan, facts: PriceFacts, result: Result, held: int) -> int:
+def _charge(plan: Plan, facts: PriceFacts, result: Result) -> int:
     outcome = PriceOutcome(
         output_count=len(result.artifacts),
         usage=result.usage,
         reported_cost=result.reported_cost,
         predict_seconds=result.predict_seconds,
     )
+    quoted = usd_to_credits(plan.quote_usd)
     try:
         owed: int = usd_to_credits(settle(plan.route.price, facts, outcome))
     except PricingError:
         log.exception("settle price failed for %s; charging the quote", plan.route.upstream)
-        owed = held
-    # Never more than the hold: the quote is the most a client agreed to pay.
-    return max(0, min(owed, held))
+        owed = quoted
+    # Never more than the served route's quote, which the hold covered before the attempt:
+    # the quote is the most a client agreed to pay for that route.
+    return max(0, min(owed, quoted))
 
 
 async def _release(
     res: Resources,
     caller: Caller,
-    generation_id: str,
-    held: int,
+    hold: Hold,
     attempts: Attempts,
     error: str,
     plan: Plan,
-) -> None:
+) -> int:
+    """Give the hold back; returns the credits released (0 when nothing was held)."""
+    generation_id = hold.generation_id
     try:
+        await hold.finished()  # an extension cut short by a disconnect still commits first
         async with unit_of_work(res.engine) as conn:
-            if await usage.finish(
+            held = await usage.finish(
                 conn,
                 generation_id,
                 "error",
@@ -444,11 +491,14 @@ async def _release(
                     attempts=attempts.records,
                     error=attempts.scrub(error),
                 ),
-            ):
+            )
+            if held is not None:
                 await ledger.release(conn, caller.account_id, held, generation_id=generation_id)
+                return held
     except Exception:
         # The reconciler will release it after the deadline; say so loudly.
         log.exception("could not release hold of generation %s", generation_id)
+    return 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -466,6 +516,23 @@ def _client_error(exc: BaseException) -> GatewayError:
         return GenerationTimeout("The generation did not finish in time. You were not charged.")
     if isinstance(exc, UpstreamRejectedError):
         return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
+    if isinstance(exc, UpstreamMisconfiguredError):
+        # Our key or base URL, not the request: say so without the vendor's words (they
+        # may quote part of our key); the ERROR log names vendor and URL for the operator.
+        return GenerationFailed(
+            f"The gateway's configuration for {exc.provider} was refused by the vendor "
+            f"(HTTP {exc.status or '-'}); the operator must fix it. You were not charged.",
+            code="upstream_misconfigured",
+        )
+    if isinstance(exc, UpstreamError) and exc.busy:
+        # The last route left was busy, and still was when retried: a try-again-later case.
+        wait = max(1, math.ceil(exc.retry_after_s or BUSY_RETRY_AFTER_S))
+        return GenerationUnavailable(
+            f"The upstream provider is busy: {exc.message.rstrip('.')}. Try again in "
+            f"{wait} seconds. You were not charged.",
+            code="upstream_busy",
+            headers={"Retry-After": str(wait)},
+        )
     if isinstance(exc, UpstreamError):
         return GenerationFailed(
             f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",

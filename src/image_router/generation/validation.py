@@ -8,6 +8,7 @@ Multipart values arrive as strings, JSON values with their JSON types.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +32,9 @@ PROMPT_TOO_LONG = (
 )
 SIZE_FORMAT = "'size' must be 'auto' or in the format 'WIDTHxHEIGHT' (e.g. '1024x768')"
 OUTPUT_FORMAT = "'output_format' must be one of: 'png', 'jpeg' (or 'jpg'), 'webp'"
+N_NOT_INTEGER = "'n' must be an integer"
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+N_TOO_SMALL = "'n' must be at least 1"
 FREE_SIZE_CAP = (
     "Free models support maximum size of 1024x1024. Please use the paid models for higher quality."
 )
@@ -50,6 +54,7 @@ class GenerationRequest:
     images: tuple[InputFile, ...]
     mask: InputFile | None
     preferences: Preferences = NO_PREFERENCES  # the client's `provider` object
+    n: int = 1  # images asked for, within the model's `max_n`
 
     @property
     def input_types(self) -> list[str]:
@@ -70,6 +75,7 @@ def validate_image(
     quality = _enum(fields, "quality", QUALITIES)
     size = _size(fields)
     output_format = _output_format(fields)
+    n = _n(fields)
 
     resolved = catalog.resolve(model)
     if resolved in catalog.retired:
@@ -87,6 +93,7 @@ def validate_image(
         dims = parse_size(size)
         if dims is not None and (dims[0] > 1024 or dims[1] > 1024):
             raise InvalidRequest(FREE_SIZE_CAP, param="size")
+    _check_size_and_n(spec, size, n)
     return GenerationRequest(
         modality="image",
         model=resolved,
@@ -100,6 +107,7 @@ def validate_image(
         images=images,
         mask=mask,
         preferences=parse_preferences(fields, frozenset(PROVIDERS)),
+        n=n,
     )
 
 
@@ -116,6 +124,7 @@ def validate_video(
     quality = _enum(fields, "quality", QUALITIES)
     size = _size(fields)
     seconds = _seconds(fields)
+    n = _n(fields)
 
     resolved = catalog.resolve(model)
     spec = catalog.get(resolved)
@@ -127,6 +136,7 @@ def validate_video(
             )
         raise InvalidRequest(f"model '{resolved}' is not available", param="model")
     _require_enabled(spec, enabled)
+    _check_size_and_n(spec, size, n)
     return GenerationRequest(
         modality="video",
         model=resolved,
@@ -141,6 +151,7 @@ def validate_video(
         images=images[:1],
         mask=None,
         preferences=parse_preferences(fields, frozenset(PROVIDERS)),
+        n=n,
     )
 
 
@@ -204,6 +215,38 @@ def _size(fields: Mapping[str, Any]) -> str:
     if not is_size(value):
         raise InvalidRequest(SIZE_FORMAT, param="size")
     return normalise_size(value)
+
+
+def _n(fields: Mapping[str, Any]) -> int:
+    """`n` as a whole number ≥ 1 (its ceiling depends on the model, checked later).
+
+    The reference strips `n` and always makes one image; here it is honoured or refused,
+    never silently ignored. Multipart sends it as a string of ASCII digits.
+    """
+    value = fields.get("n")
+    if value is None:
+        return 1
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(N_NOT_INTEGER, param="n")
+    if value < 1:
+        raise InvalidRequest(N_TOO_SMALL, param="n")
+    return value
+
+
+def _check_size_and_n(spec: ModelSpec, size: str, n: int) -> None:
+    """Refuse, before anything is held or sent, what the model's vendors cannot make."""
+    refusal = spec.size_refusal(size)
+    if refusal is not None:
+        raise InvalidRequest(refusal, param="size", code="unsupported_size")
+    if n > spec.max_n:
+        message = (
+            f"'{spec.id}' supports only n=1"
+            if spec.max_n == 1
+            else f"'n' must be {spec.max_n} or less for '{spec.id}'"
+        )
+        raise InvalidRequest(message, param="n", code="unsupported_n")
 
 
 def _output_format(fields: Mapping[str, Any]) -> str | None:

@@ -68,7 +68,7 @@ class OpenAIRequest:
 def to_request(job: Job, target: Target) -> OpenAIRequest:
     """Map a job onto OpenAI's fields; images make it an edit (multipart, `image[]`)."""
     model = target.upstream
-    fields: dict[str, Any] = {"prompt": job.prompt, "model": model, "n": 1}
+    fields: dict[str, Any] = {"prompt": job.prompt, "model": model, "n": job.n}
     # dall-e has no "auto" size.
     fields["size"] = "1024x1024" if is_dalle(model) and job.size == "auto" else job.size
     # The catalog's quality mapping arrives resolved in the options; None means "omit"
@@ -171,6 +171,7 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 class OpenAIProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.openai.com/v1"
+    api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"multipart"})
 

@@ -15,7 +15,10 @@ size, output format and input files give byte-identical output.
   band. With a mask, the pixels brighter than 127 once it is greyscale are filled with
   the prompt colour ("white = repaint"; alpha is ignored).
 - `size` "auto" is 1024x1024; each side of a concrete size is clamped to 8..4096 (see
-  `MIN_SIDE`, `MAX_SIDE`). `output_format` png (default), jpeg or webp.
+  `MIN_SIDE`, `MAX_SIDE`; the catalog lets clients ask for 16..2048 only). `output_format`
+  png (default), jpeg or webp.
+- `n` images per job: the first is the one described above, each further one is drawn
+  from the prompt and its index, so the n images differ but stay deterministic.
 
 Video: a small bundled H.264 MP4 (320x180, 2 s at 12 fps, `assets/test-video.mp4`,
 made by `scripts/make_test_video.py`). `job.seconds`, size and inputs do not change it.
@@ -236,6 +239,7 @@ def render_image(
     output_format: str = "png",
     image: bytes | None = None,
     mask: bytes | None = None,
+    variant: int = 0,
 ) -> tuple[bytes, str]:
     """Draw a job's image at exactly `size`; returns (encoded bytes, content type).
 
@@ -246,7 +250,9 @@ def render_image(
         raise UpstreamRejectedError(
             f"output_format '{output_format}' is not supported", provider=PROVIDER_ID
         )
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    # Variant 0 is the prompt alone, so the first image does not change with `n`.
+    seed = prompt if variant == 0 else f"{prompt}\x00{variant}"
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
     colour: RGB = (digest[0], digest[1], digest[2])
     count = _SHAPES_BY_QUALITY.get(quality, _SHAPES_BY_QUALITY["medium"])
 
@@ -302,16 +308,16 @@ class TestProvider(Provider):
                 status=503,
             )
         if job.modality == "video":
-            artifact = await self._video_artifact()
+            artifacts: tuple[Artifact, ...] = (await self._video_artifact(),)
         else:
-            artifact = await self._image_artifact(job)
+            artifacts = tuple([await self._image_artifact(job, i) for i in range(max(job.n, 1))])
         return Result(
-            artifacts=(artifact,),
+            artifacts=artifacts,
             created=int(time.time()),
             raw={"provider": PROVIDER_ID},
         )
 
-    async def _image_artifact(self, job: Job) -> Artifact:
+    async def _image_artifact(self, job: Job, variant: int = 0) -> Artifact:
         try:
             size = output_size(job.dimensions)
         except ValueError as exc:
@@ -323,10 +329,12 @@ class TestProvider(Provider):
         fmt = job.output_format or "png"
         if size[0] * size[1] >= THREAD_THRESHOLD_PIXELS:
             data, content_type = await asyncio.to_thread(
-                render_image, job.prompt, job.quality, size, fmt, image, mask
+                render_image, job.prompt, job.quality, size, fmt, image, mask, variant
             )
         else:
-            data, content_type = render_image(job.prompt, job.quality, size, fmt, image, mask)
+            data, content_type = render_image(
+                job.prompt, job.quality, size, fmt, image, mask, variant
+            )
         return Artifact(data=data, content_type=content_type)
 
     async def _video_artifact(self) -> Artifact:

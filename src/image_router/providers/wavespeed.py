@@ -40,6 +40,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     error_body,
@@ -84,6 +85,10 @@ def to_request(job: Job, target: Target) -> WavespeedRequest:
     if job.modality == "video":
         if job.seconds is not None:
             body["duration"] = int(job.seconds) if job.seconds.is_integer() else job.seconds
+        dims = job.dimensions
+        # Only models priced by size take one (`send_size`); WaveSpeed writes it "W*H".
+        if target.options.get("send_size") is True and dims is not None:
+            body["size"] = f"{dims[0]}*{dims[1]}"
     else:
         body["enable_base64_output"] = False
         body["enable_sync_mode"] = True
@@ -187,6 +192,7 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
 class WavespeedProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.wavespeed.ai/api/v3"
+    api_prefix = "/api/v3"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"single_data_uri"})
 
@@ -203,9 +209,9 @@ class WavespeedProvider(Provider):
             result = from_prediction(prediction_of(body), body)
         return result
 
-    async def cancel(self, job: Job, target: Target) -> None:
+    async def cancel(self, job: Job, target: Target) -> bool:
         async with translate_errors(self.id):
-            await self._in_flight.cancel(job)
+            return await self._in_flight.cancel(job)
 
     async def _until_done(self, job: Job, body: Any) -> Any:
         prediction = prediction_of(body)
@@ -218,8 +224,11 @@ class WavespeedProvider(Provider):
             ) as watch:
                 while prediction.get("status") in _RUNNING:
                     await asyncio.sleep(self.poll_interval)
-                    body = await self._call("GET", result_url, polling=True)
-                    prediction = prediction_of(body)
+                    body, prediction = await poll_once(
+                        partial(self._poll, result_url),
+                        provider=self.id,
+                        interval=self.poll_interval,
+                    )
             abandoned = watch.abandoned
         if abandoned:
             raise UpstreamCancelledError(
@@ -254,6 +263,11 @@ class WavespeedProvider(Provider):
                 body=loggable(prediction),
             )
         return f"{self.base_url}/predictions/{quote(task_id, safe='')}{suffix}"
+
+    async def _poll(self, result_url: str) -> tuple[Any, Mapping[str, Any]]:
+        """One status check: the envelope and its task (an error envelope raises)."""
+        body = await self._call("GET", result_url, polling=True)
+        return body, prediction_of(body)
 
     async def _call(self, method: str, url: str, *, json: Any = None, polling: bool = False) -> Any:
         assert self.credential is not None

@@ -105,9 +105,9 @@ CASES: list[tuple[str, int, PriceFacts, PriceOutcome, D, D]] = [
     ("openai/dall-e-2", 1, facts("1536x1024"), ONE, D("0.02"), D("0.02")),
     ("openai/dall-e-2", 1, facts("1024x1536"), ONE, D("0.018"), D("0.018")),
     ("openai/dall-e-2", 1, facts("auto"), ONE, D("0.016"), D("0.016")),
-    ("openai/dall-e-3", 1, facts("1536x1024", "high"), ONE, D("0.12"), D("0.12")),
+    ("openai/dall-e-3", 1, facts("1792x1024", "high"), ONE, D("0.12"), D("0.12")),
     ("openai/dall-e-3", 1, facts("auto", "high"), ONE, D("0.08"), D("0.08")),
-    ("openai/dall-e-3", 1, facts("1024x1536", "medium"), ONE, D("0.08"), D("0.08")),
+    ("openai/dall-e-3", 1, facts("1024x1792", "medium"), ONE, D("0.08"), D("0.08")),
     ("openai/dall-e-3", 1, facts("1024x1024", "low"), ONE, D("0.04"), D("0.04")),
     # FALF2T: ((image ? 1 : 0) + w·h/1e6) × 0.008, auto = 1024×1024
     ("fal/flux-2-dev-turbo", 1, facts(), ONE, D("0.008388608"), D("0.008388608")),
@@ -254,3 +254,27 @@ def test_range_derived_from_a_lookup_table() -> None:
     # The reference's FLUX-2-klein-9b-base publishes min above average; kept as published.
     klein = CATALOG.models["black-forest-labs/FLUX-2-klein-9b-base"].routes[0].price
     assert price_range(klein) == (D("0.0084"), D("0.0042"), D("0.026"))
+
+
+# (model, route number, size, n, outputs delivered, expected quote, expected settle)
+N_CASES: list[tuple[str, int, str, int, int, D, D]] = [
+    # by_size: n × the size's price held; a vendor that made fewer is paid for those only
+    ("openai/dall-e-2", 1, "1024x1024", 3, 3, D("0.048"), D("0.048")),
+    ("openai/dall-e-2", 1, "1024x1024", 3, 2, D("0.048"), D("0.032")),
+    # after the fact: the published max for each output; the vendor's report is owed
+    ("openai/gpt-image-1", 2, "auto", 2, 2, D("0.6"), D("0.6")),
+    # per_output: held for n, settled per output actually made
+    ("google/gemini-2.5-flash", 1, "auto", 2, 1, D("0.07"), D("0.035")),
+]
+
+
+@pytest.mark.parametrize(("model", "route", "size", "n", "made", "held", "owed"), N_CASES)
+def test_n_outputs_multiply_the_hold(
+    model: str, route: int, size: str, n: int, made: int, held: D, owed: D
+) -> None:
+    rule = CATALOG.models[model].routes[route - 1].price
+    job = PriceFacts(size=size, quality="auto", image_count=0, prompt_chars=5, seconds=None)
+    many = PriceFacts(**{**job.__dict__, "outputs": n})
+    assert quote(rule, many) == held
+    assert quote(rule, job) * n == held
+    assert settle(rule, many, PriceOutcome(output_count=made)) == owed

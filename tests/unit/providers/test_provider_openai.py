@@ -478,3 +478,12 @@ async def test_fake_refuses_what_openai_refuses(http: httpx.AsyncClient) -> None
     assert no_prompt.status_code == 400
     assert no_prompt.json()["error"]["code"] == "missing_required_parameter"
     assert no_key.status_code == 401
+
+
+async def test_n_is_sent_and_every_image_comes_back(
+    fake: FakeOpenAI, provider: OpenAIProvider
+) -> None:
+    result = await provider.generate(job(size="512x512", n=3), Target("dall-e-2"))
+
+    assert fake.last.json["n"] == 3
+    assert len(result.artifacts) == 3

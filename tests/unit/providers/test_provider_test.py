@@ -393,3 +393,14 @@ async def test_video_is_a_real_playable_mp4(provider: TestProvider) -> None:
 async def test_video_is_the_same_asset_every_time(provider: TestProvider) -> None:
     job = Job(modality="video", model="ir/test-video", prompt="anything")
     assert (await run(provider, job))[1] == (await run(provider, job))[1]
+
+
+async def test_n_images_differ_and_the_first_is_the_single_one(provider: TestProvider) -> None:
+    result = await provider.generate(image_job(size="64x64", n=3), TARGET)
+    _, single = await run(provider, image_job(size="64x64"))
+
+    images = [artifact.data for artifact in result.artifacts]
+    assert len(images) == 3 and len(set(images)) == 3
+    assert images[0] == single
+    again = await provider.generate(image_job(size="64x64", n=3), TARGET)
+    assert [artifact.data for artifact in again.artifacts] == images

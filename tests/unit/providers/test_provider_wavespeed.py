@@ -24,6 +24,7 @@ from image_router.providers.base import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.wavespeed import (
     WavespeedProvider,
     error_from_response,
@@ -322,12 +323,27 @@ async def test_poll_failures_are_translated(
     expected: type[UpstreamError],
 ) -> None:
     fake.polls_to_finish = 3
-    fake.fail_polls(status)
+    fake.fail_polls(status, times=DEFAULT_RETRY.max_failures)
 
     with pytest.raises(expected):
         await provider.generate(video_job(), HUNYUAN)
 
-    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    # 5xx and 429 are retried until they fail too often in a row; a vanished task is final.
+    checks = DEFAULT_RETRY.max_failures if status != 404 else 1
+    assert [r.method for r in fake.requests] == ["POST"] + ["GET"] * checks + ["DELETE"]
+    assert len(fake.deleted) == 1  # given up: deleted at WaveSpeed
+
+
+async def test_one_failed_result_poll_does_not_lose_the_task(
+    fake: FakeWavespeed, provider: WavespeedProvider
+) -> None:
+    fake.polls_to_finish = 3
+    fake.fail_polls(502)
+
+    result = await provider.generate(video_job(), HUNYUAN)
+
+    assert result.artifacts
+    assert fake.deleted == []
 
 
 async def test_unknown_model_is_our_misconfiguration(provider: WavespeedProvider) -> None:
@@ -443,3 +459,31 @@ async def test_every_catalog_route_is_accepted_by_the_vendor(
         result = await provider.generate(sent, target)
 
         assert result.artifacts
+
+
+def catalog_target(model: str) -> Target:
+    route = load_catalog().models[model].routes[0]
+    return Target(route.upstream, route.resolve("auto"))
+
+
+@pytest.mark.parametrize(("size", "sent"), [("832x480", "832*480"), ("720x1280", "720*1280")])
+def test_hunyuan_sends_the_size_it_is_priced_by(size: str, sent: str) -> None:
+    target = catalog_target("tencent/hunyuan-video-1.5")
+
+    assert to_request(video_job(size=size), target).body["size"] == sent
+    with_image = to_request(video_job(size=size, images=(picture(),)), target)
+    assert with_image.body["size"] == sent
+
+
+def test_models_not_priced_by_size_send_none() -> None:
+    request = to_request(video_job(size="1920x1080"), catalog_target("minimax/hailuo-02-pro"))
+
+    assert "size" not in request.body
+
+
+async def test_the_size_reaches_wavespeed(fake: FakeWavespeed, provider: WavespeedProvider) -> None:
+    target = catalog_target("tencent/hunyuan-video-1.5")
+
+    await provider.generate(video_job(size="480x832"), target)
+
+    assert fake.requests[0].json["size"] == "480*832"
