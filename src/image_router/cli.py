@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, TypeVar
 
 import typer
@@ -20,11 +21,11 @@ from image_router.account import managed_keys
 from image_router.account import service as accounts
 from image_router.commands import erasure as erasure_commands
 from image_router.commands import export as export_command
-from image_router.commands import privacy_admin
+from image_router.commands import privacy_admin, startup
 from image_router.commands.common import fail, run_db, vault
 from image_router.commands.retention import retention_app
 from image_router.commands.vault import vault_app
-from image_router.config import Settings
+from image_router.config import Settings, set_variable_names
 from image_router.db.migrate import upgrade
 from image_router.db.tables import Account
 from image_router.kit.clock import utcnow
@@ -76,18 +77,27 @@ _run = run_db
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: PORT, 8000).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the API (and website) on HOST:PORT. Migrates and bootstraps first."""
     import uvicorn
 
+    configured = Settings()
+    host = host or configured.host
+    port = port or configured.port
     if not os.environ.get("PUBLIC_URL"):
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    for line in startup.variable_warnings(set_variable_names()):
+        typer.echo(line, err=True)
+    for line in startup.vendor_report(settings):
+        typer.echo(line)
     created = _run(_bootstrap_admin)
     if created is not None:
         email, secret = created
@@ -338,6 +348,7 @@ def credits_show(email: str) -> None:
 @catalog_app.command("check")
 def catalog_check() -> None:
     """List every model and route as enabled or disabled, and why."""
+    from image_router.catalog.fallbacks import dearer_fallbacks
     from image_router.catalog.spec import CatalogError, load_catalog
 
     settings = Settings()
@@ -349,7 +360,13 @@ def catalog_check() -> None:
     except CatalogError as exc:
         raise _fail(str(exc)) from None
     enabled_models = 0
+    dearer: list[str] = []
     for spec in catalog.models.values():
+        dearer.extend(
+            f"    {spec.id} → {d.route.provider} {d.route.upstream}: up to "
+            f"${_usd_text(d.usd)} where the first route holds ${_usd_text(d.first_usd)}"
+            for d in dearer_fallbacks(spec)
+        )
         lines = []
         any_enabled = False
         for route in spec.routes:
@@ -363,7 +380,19 @@ def catalog_check() -> None:
         typer.echo(f"{spec.id} [{spec.modality}] {'enabled' if any_enabled else 'disabled'}")
         for line in lines:
             typer.echo(line)
+    if dearer:
+        typer.echo(
+            f"{len(dearer)} routes priced above their model's first route (tried as "
+            "fallbacks only when the account can pay the difference):"
+        )
+        for line in dearer:
+            typer.echo(line)
     typer.echo(f"{enabled_models} of {len(catalog.models)} models enabled")
+
+
+def _usd_text(usd: Decimal) -> str:
+    """0.6, not 0.600."""
+    return format(usd.normalize(), "f")
 
 
 @providers_app.command("status")
@@ -375,9 +404,18 @@ def providers_status(
     """Show every vendor (enabled or why not) and each route's learned health."""
     import httpx
 
-    base = (url or Settings().public_url or "http://127.0.0.1:8000").rstrip("/")
+    settings = Settings()
+    base = (url or settings.public_url or _local_url(settings.host, settings.port)).rstrip("/")
     try:
-        body = httpx.get(f"{base}/v1/providers/status", timeout=10).json()
+        response = httpx.get(f"{base}/v1/providers/status", timeout=10)
+        response.raise_for_status()
+        body = response.json()
+    except httpx.ConnectError:
+        raise _fail(
+            f"nothing answers at {base} (connection refused): is `image-router serve` "
+            "running there? Pass --url http://HOST:PORT, or set PUBLIC_URL or HOST/PORT "
+            "as for serve"
+        ) from None
     except (httpx.HTTPError, ValueError) as exc:
         raise _fail(f"could not read {base}/v1/providers/status: {exc}") from None
     for pid, state in body["providers"].items():
@@ -392,6 +430,13 @@ def providers_status(
             f"  {key:<60} {h['state']:<9} errors {h['error_rate']:.0%}  latency {latency}"
             f"  ({h['samples']} samples)"
         )
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches `serve` listening on host:port."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # listening everywhere: loopback answers too
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 # ------------------------------------------------------------------------------- bans
