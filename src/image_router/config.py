@@ -6,14 +6,18 @@ reference uses, so a deployment can move over without renaming anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
 import limits
-from pydantic import Field, SecretStr, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from image_router.limits.networks import canonical, parse_network
@@ -23,6 +27,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- serving
+    host: str = "127.0.0.1"  # `serve` listens here; `providers status` asks here
+    port: int = Field(default=8000, ge=1, le=65535)
     data_dir: Path = Path("data")
     database_url: str | None = None
     public_url: str | None = None
@@ -169,7 +175,10 @@ class Settings(BaseSettings):
     chutes_api_token: SecretStr | None = None
     chutes_base_url: str | None = None  # "{model}" is replaced by the chute name
     nano_gpt_api_key: SecretStr | None = None
-    nanogpt_base_url: str | None = None
+    # NANO_GPT_BASE_URL, like its key; NANOGPT_BASE_URL (the earlier name) is still read.
+    nano_gpt_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("nano_gpt_base_url", "nanogpt_base_url")
+    )
     google_gemini_api_key: SecretStr | None = None  # comma-separated list
     gemini_base_url: str | None = None  # AI Studio: gemini, Imagen and Veo
     google_cloud_project_id: str | None = None
@@ -178,7 +187,10 @@ class Settings(BaseSettings):
     vertex_base_url: str | None = None
     vertex_token_url: str | None = None
     xai_api_key: SecretStr | None = None
-    grok_base_url: str | None = None
+    # XAI_BASE_URL, like its key; GROK_BASE_URL (the earlier name) is still read.
+    xai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("xai_base_url", "grok_base_url")
+    )
     zai_api_key: SecretStr | None = None
     zai_base_url: str | None = None
     openrouter_api_key: SecretStr | None = None  # comma-separated list
@@ -321,7 +333,7 @@ class ProviderFields:
 PROVIDER_SETTINGS: Mapping[str, ProviderFields] = {
     "fal": ProviderFields("fal_api_key", extra={"sync_base_url": "fal_sync_base_url"}),
     "chutes": ProviderFields("chutes_api_token"),
-    "nanogpt": ProviderFields("nano_gpt_api_key"),
+    "nanogpt": ProviderFields("nano_gpt_api_key", "nano_gpt_base_url"),
     "gemini": ProviderFields("google_gemini_api_key", "gemini_base_url"),
     "geminiImagen": ProviderFields("google_gemini_api_key", "gemini_base_url"),
     "vertex": ProviderFields(
@@ -333,7 +345,7 @@ PROVIDER_SETTINGS: Mapping[str, ProviderFields] = {
             "token_url": "vertex_token_url",
         },
     ),
-    "grok": ProviderFields("xai_api_key", "grok_base_url"),
+    "grok": ProviderFields("xai_api_key", "xai_base_url"),
 }
 
 
@@ -341,3 +353,77 @@ def credential_field(provider: str) -> str:
     """The settings field (and, upper-cased, the environment variable) of a vendor's key."""
     known = PROVIDER_SETTINGS.get(provider)
     return known.credential if known else f"{provider}_api_key"
+
+
+#: The shapes of a vendor setting, for spotting a misspelt one (`misnamed_variables`).
+_VENDOR_NAME = re.compile(r"^([A-Z0-9_]+?)_(BASE_URL|API_KEY|API_TOKEN)$")
+
+
+def vendor_variables(*, aliases: bool = True) -> frozenset[str]:
+    """Every environment variable naming a vendor key or host (earlier names included
+    unless `aliases` is false)."""
+    names: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [name]
+        names.update(c.upper() for c in (choices if aliases else choices[:1]))
+    return frozenset(n for n in names if _VENDOR_NAME.match(n))
+
+
+def misnamed_variables(names: Iterable[str]) -> list[str]:
+    """A warning for each set variable shaped like a vendor setting that is not one but
+    resembles one, naming that one: a misspelt key or host is otherwise silently ignored
+    (and the gateway calls the vendor's real host)."""
+    known = vendor_variables()
+    canonical = sorted(vendor_variables(aliases=False))
+    warnings = []
+    for name in sorted({n.upper() for n in names}):
+        if name in known or not _VENDOR_NAME.match(name):
+            continue
+        match = _by_provider_id(name) or _closest(name, canonical)
+        if match is not None:
+            warnings.append(f"{name} is set but not read; did you mean {match}?")
+    return warnings
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate for the same vendor (a similar or contained name) and the same kind
+    of setting (a key, or a host) as `name`, or None."""
+    vendor, kind = _split_vendor_name(name)
+    best: tuple[float, str] | None = None
+    for candidate in candidates:
+        their_vendor, their_kind = _split_vendor_name(candidate)
+        if their_kind != kind:
+            continue
+        ratio = difflib.SequenceMatcher(None, vendor, their_vendor).ratio()
+        if vendor in their_vendor.split("_") or their_vendor in vendor.split("_"):
+            ratio = max(ratio, 0.8)
+        if ratio >= 0.75 and (best is None or ratio > best[0]):
+            best = (ratio, candidate)
+    return best[1] if best else None
+
+
+def _by_provider_id(name: str) -> str | None:
+    """The setting of a provider named by its id (GROK_API_KEY: xAI's key is XAI_API_KEY)."""
+    vendor, kind = _split_vendor_name(name)
+    fields = PROVIDER_SETTINGS.get(vendor.lower())
+    if fields is None:
+        return None
+    found = fields.credential if kind == "key" else fields.base_url
+    return found.upper() if found else None
+
+
+def _split_vendor_name(name: str) -> tuple[str, str]:
+    """("REPLICATE", "key") for REPLICATE_API_TOKEN; ("XAI", "host") for XAI_BASE_URL."""
+    found = _VENDOR_NAME.match(name)
+    if found is None:
+        return name, ""
+    return found.group(1), "host" if found.group(2) == "BASE_URL" else "key"
+
+
+def set_variable_names(env_file: Path | None = Path(".env")) -> set[str]:
+    """The names set in the environment and in the `.env` file settings are read from."""
+    names = set(os.environ)
+    if env_file is not None and env_file.is_file():
+        names.update(dotenv_values(env_file))
+    return names

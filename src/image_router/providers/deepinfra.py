@@ -228,6 +228,7 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 class DeepInfraProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.deepinfra.com"
+    api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"single_blob"})
 

@@ -165,6 +165,7 @@ def image_from_response(body: Any) -> Result:
 class GeminiProvider(Provider):
     id = PROVIDER_ID
     default_base_url = DEFAULT_BASE_URL
+    api_prefix = "/v1beta"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"inline_data", "base64_image"})
 

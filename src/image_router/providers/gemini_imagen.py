@@ -110,6 +110,7 @@ def _encoded(item: Mapping[str, Any]) -> str | None:
 class GeminiImagenProvider(Provider):
     id = PROVIDER_ID
     default_base_url = DEFAULT_BASE_URL
+    api_prefix = "/v1beta"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 

@@ -263,6 +263,7 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 class GrokProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.x.ai/v1"
+    api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"single_data_uri"})
 

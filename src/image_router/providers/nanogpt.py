@@ -254,6 +254,7 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
 class NanoGPTProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://nano-gpt.com"
+    api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"nanogpt_data_urls", "single_data_uri"})
 

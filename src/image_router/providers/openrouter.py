@@ -227,6 +227,7 @@ def _error_status(error: Mapping[str, Any], default: int) -> int:
 class OpenRouterProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://openrouter.ai"
+    api_prefix = "/api/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"image_url_parts"})
 

@@ -226,6 +226,7 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
 class ReplicateProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.replicate.com/v1"
+    api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"reve", "start_image"})
 

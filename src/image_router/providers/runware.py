@@ -273,6 +273,7 @@ def _rejected(message: str, code: str) -> UpstreamRejectedError:
 class RunwareProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.runware.ai/v1"
+    api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset(IMAGE_PLACES) | VIDEO_TOKENS
 

@@ -144,6 +144,7 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 class TogetherProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.together.xyz"
+    api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 

@@ -235,6 +235,7 @@ def _mime(item: Mapping[str, Any]) -> str | None:
 class VertexProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://{location}-aiplatform.googleapis.com"
+    api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"inline_data", "base64_image"})
 

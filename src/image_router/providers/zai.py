@@ -110,6 +110,7 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 class ZaiProvider(Provider):
     id = PROVIDER_ID
     default_base_url = "https://api.z.ai/api/paas/v4"
+    api_prefix = "/api/paas/v4"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 
