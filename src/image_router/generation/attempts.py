@@ -1,10 +1,12 @@
 """Trying routes: health-ordered failover with per-attempt timeouts and back-off.
 
 Each route of a model is tried at most once per request, healthiest first (catalog order
-among healthy routes, cheapest first among degraded ones; open circuits are skipped). An
+among healthy routes, cheapest first among degraded ones; open circuits are skipped); a
+dearer fallback only when the account can pay for it (the hold is extended first). An
 error another route may fix moves on to the next route at once — or, when a vendor said
 "slow down" (429) and the next route is the same vendor, after a short jittered back-off —
-and an error about the user's input stops at once. Every
+and an error about the user's input stops at once. The one exception to "at most once":
+when the last route left said "busy, try again", it is retried once. Every
 outcome feeds the route's health unless the account opted out of routing improvement.
 An attempt that is abandoned (deadline, client gone) asks the vendor to cancel its job.
 """
@@ -15,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,6 +34,7 @@ from image_router.providers.base import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
+    log_operator_fault,
 )
 from image_router.routing.health import HealthStore, order_routes, route_key
 from image_router.routing.preferences import NO_PREFERENCES, Candidate, Preferences, steer
@@ -94,6 +97,19 @@ class Attempts:
         self.records.append(record)
         self.last_error = error
 
+    def skip(self, plan: Plan, reason: str) -> None:
+        """Record a route that was not tried, and why (it is not an error of the vendor)."""
+        self.records.append(
+            {
+                "provider": plan.route.provider,
+                "upstream": plan.target.upstream,
+                "kind": "skipped",
+                "status": None,
+                "message": reason,
+                "body": None,
+            }
+        )
+
     def scrub(self, text: str) -> str:
         """`text` without the prompt (vendors quote it in refusals)."""
         prompt = self.prompt.strip()
@@ -132,11 +148,19 @@ async def usable_plans(
     return ordered
 
 
+#: Makes sure a route's quote (credits) is held before it is tried: None when it is,
+#: else why it cannot be (the route is then skipped). `generation.holds.Hold.cover`.
+Cover = Callable[[int], Awaitable[str | None]]
+
+#: A retry of a busy vendor is worth making only with at least this much deadline left.
+MIN_RETRY_BUDGET_S = 1.0
+
+
 async def call_routes(
     providers: Mapping[str, Provider],
     plans: list[Plan],
     job: Job,
-    held: int,
+    cover: Cover,
     attempts: Attempts,
     *,
     health: HealthStore,
@@ -146,12 +170,19 @@ async def call_routes(
 ) -> tuple[Plan, Result]:
     """Try the plans in order until one succeeds; raise the last error otherwise.
 
-    A fallback whose quote exceeds what was held is skipped: the client agreed to the
-    first quote, and we never charge more than we held.
+    Before each attempt `cover` makes sure the route's quote is held (a dearer fallback
+    extends the hold); a route the account cannot pay for is skipped, and the attempts
+    record says why. When every route has been tried and the last one said "busy, try
+    again" (429), that route is tried once more after its `Retry-After` (or a short
+    back-off) if the deadline allows.
     """
     tried = 0
+    last_plan: Plan | None = None
     for plan in plans:
-        if usd_to_credits(plan.quote_usd) > held:
+        refusal = await cover(usd_to_credits(plan.quote_usd))
+        if refusal is not None:
+            attempts.skip(plan, refusal)
+            log.info("route %s skipped: %s", plan.key, refusal)
             continue
         last = attempts.last_error
         if (
@@ -162,29 +193,72 @@ async def call_routes(
             # The vendor asked us to slow down and the next route is the same vendor.
             await _back_off(tried, policy, deadline)
         tried += 1
-        provider: Provider = providers[plan.route.provider]
-        started = time.monotonic()
-        try:
-            result = await _attempt(provider, job, plan.target, policy, deadline)
-        except UpstreamError as exc:
-            attempts.add(plan, exc)
-            await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
-            log.info("route %s failed: %s (%s)", plan.key, exc.kind, attempts.scrub(exc.message))
-            if not exc.retry_elsewhere:
-                raise
-            continue
-        if not result.artifacts:
-            error = UpstreamProtocolError(
-                "the vendor returned no output", provider=plan.route.provider
+        result = await _try(providers, plan, job, attempts, health, policy, learn, deadline)
+        if result is not None:
+            return plan, result
+        last_plan = plan
+    last = attempts.last_error
+    if last is not None and last.busy and last_plan is not None:
+        # No other route is left: the reference retries a busy vendor once, and so do we.
+        delay = _busy_delay(last, tried, policy, deadline)
+        if delay is not None:
+            await asyncio.sleep(delay)
+            result = await _try(
+                providers, last_plan, job, attempts, health, policy, learn, deadline
             )
-            attempts.add(plan, error)
-            await _learn(health, plan, error.kind, time.monotonic() - started, learn)
-            continue
-        await _learn(health, plan, "success", time.monotonic() - started, learn)
-        return plan, result
+            if result is not None:
+                return last_plan, result
     if attempts.last_error is not None:
         raise attempts.last_error
     raise GenerationUnavailable("No route could take this request; try again shortly.")
+
+
+async def _try(
+    providers: Mapping[str, Provider],
+    plan: Plan,
+    job: Job,
+    attempts: Attempts,
+    health: HealthStore,
+    policy: RoutingPolicy,
+    learn: bool,
+    deadline: float,
+) -> Result | None:
+    """One attempt: its result, or None (recorded) when another attempt may succeed; an
+    error another route would not fix is raised."""
+    provider: Provider = providers[plan.route.provider]
+    started = time.monotonic()
+    try:
+        result = await _attempt(provider, job, plan.target, policy, deadline)
+    except UpstreamError as exc:
+        attempts.add(plan, exc)
+        await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
+        log.info("route %s failed: %s (%s)", plan.key, exc.kind, attempts.scrub(exc.message))
+        log_operator_fault(provider, exc)
+        if not exc.retry_elsewhere:
+            raise
+        return None
+    if not result.artifacts:
+        error = UpstreamProtocolError("the vendor returned no output", provider=plan.route.provider)
+        attempts.add(plan, error)
+        await _learn(health, plan, error.kind, time.monotonic() - started, learn)
+        return None
+    await _learn(health, plan, "success", time.monotonic() - started, learn)
+    return result
+
+
+def _busy_delay(
+    error: UpstreamError, tried: int, policy: RoutingPolicy, deadline: float
+) -> float | None:
+    """How long to wait before asking a busy vendor again; None when the deadline does not
+    leave room for the wait and an attempt after it."""
+    if error.retry_after_s is not None:
+        delay = error.retry_after_s
+    else:
+        delay = min(policy.backoff_max_s, policy.backoff_s * 2 ** max(0, tried - 1))
+        delay *= random.uniform(0.5, 1.0)
+    if time.monotonic() + delay + MIN_RETRY_BUDGET_S > deadline:
+        return None
+    return delay
 
 
 async def _attempt(
@@ -197,26 +271,49 @@ async def _attempt(
     try:
         return await asyncio.wait_for(asyncio.shield(task), timeout=budget)
     except TimeoutError:
-        await _abandon(provider, job, target, task)
-        raise UpstreamTimeoutError(
+        cancelled = await _abandon(provider, job, target, task, "deadline")
+        error = UpstreamTimeoutError(
             f"{provider.id} did not answer within {budget:.0f} s", provider=provider.id
-        ) from None
+        )
+        error.vendor_job_cancelled = cancelled
+        raise error from None
     except asyncio.CancelledError:
-        await _abandon(provider, job, target, task)
+        await _abandon(provider, job, target, task, "cancelled")
+        raise
+    except UpstreamError as exc:
+        if exc.vendor_job_cancelled:  # the provider gave up polling and stopped the job
+            _cancelled_at_vendor(provider, job, "poll_failed")
         raise
 
 
 async def _abandon(
-    provider: Provider, job: Job, target: Target, task: asyncio.Future[Result]
-) -> None:
-    """Stop waiting for a vendor job and ask the vendor to cancel it, best effort."""
+    provider: Provider, job: Job, target: Target, task: asyncio.Future[Result], reason: str
+) -> bool:
+    """Stop waiting for a vendor job and ask the vendor to cancel it, best effort.
+
+    Returns whether a running vendor job was asked to stop.
+    """
     task.cancel()
     try:
-        await asyncio.shield(asyncio.wait_for(provider.cancel(job, target), CANCEL_TIMEOUT_S))
+        cancelled = await asyncio.shield(
+            asyncio.wait_for(provider.cancel(job, target), CANCEL_TIMEOUT_S)
+        )
     except (UpstreamError, TimeoutError, asyncio.CancelledError) as exc:
         log.warning("could not cancel the %s job %s: %s", provider.id, job.job_id, exc)
+        return False
     except Exception:
         log.exception("cancelling the %s job %s failed", provider.id, job.job_id)
+        return False
+    if cancelled:
+        _cancelled_at_vendor(provider, job, reason)
+    return cancelled
+
+
+def _cancelled_at_vendor(provider: Provider, job: Job, reason: str) -> None:
+    log.info(
+        "cancelled the abandoned %s job %s at the vendor (%s)", provider.id, job.job_id, reason
+    )
+    metrics.count_vendor_cancel(provider.id, reason)
 
 
 async def _back_off(tried: int, policy: RoutingPolicy, deadline: float) -> None:
