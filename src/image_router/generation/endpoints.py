@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from image_router.account.service import Caller
 from image_router.deps import ImageCallerDep, ResourcesDep, VideoCallerDep, client_ip
@@ -99,6 +100,10 @@ async def _respond(
         # From here on the streaming response listens for the disconnect itself.
         watcher.cancel()
     if done:
+        if task.cancelled():
+            # Only the disconnect watcher cancels it: the client hung up, and the generation
+            # released (or settled) its hold and logged so. Nobody is left to answer.
+            raise ClientDisconnect()
         return _json(200, task.result())  # a GatewayError propagates to the error handler
     return StreamingResponse(
         _heartbeat(task, res.settings.heartbeat_interval_s),

@@ -13,6 +13,8 @@ letters, digits, `.`, `_`, `-`), otherwise a fresh uuid4 hex. It is the value of
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import time
@@ -24,7 +26,11 @@ from image_router.observability.metrics import observe_http
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 HEADER = b"x-request-id"
+#: The status recorded for a request whose client hung up before the answer (nginx's).
+CLIENT_CLOSED = 499
 UNMATCHED = "unmatched"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -78,10 +84,29 @@ class RequestObservability:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        disconnected = False
+
+        async def receive_noting_disconnect() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
         token = request_id.set(rid)
         start = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_disconnect, send_with_id)
+        except asyncio.CancelledError:
+            if not _abandoned_by_client(disconnected):
+                raise
+            # Work the application cancelled because the client hung up let its
+            # CancelledError escape. A hang-up is normal: one line, no traceback, and
+            # the server does not log it as "Exception in ASGI application".
+            log.info(
+                "client disconnected before the answer to %s %s", scope["method"], scope["path"]
+            )
+            status = CLIENT_CLOSED
         finally:
             elapsed = time.perf_counter() - start
             request_id.reset(token)
@@ -89,3 +114,13 @@ class RequestObservability:
             observe_http(
                 method if method in _METHODS else "other", route_template(scope), status, elapsed
             )
+
+
+def _abandoned_by_client(disconnected: bool) -> bool:
+    """Whether a CancelledError out of the application comes from a hang-up.
+
+    Only when the client did disconnect and this request's own task is not being
+    cancelled: a cancellation of the request itself (server shutdown) must go on.
+    """
+    task = asyncio.current_task()
+    return disconnected and task is not None and not task.cancelling()

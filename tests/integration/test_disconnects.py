@@ -1,0 +1,210 @@
+"""A client hanging up is normal: at each stage of a generation (taking the hold, the
+vendor call, the settle) it logs one INFO line with the request id and what was released
+or charged, never an ERROR or a traceback, and it leaves no hold behind.
+
+The requests are driven as a server drives the application (raw ASGI), so a hang-up is a
+real `http.disconnect` message at a chosen moment and an exception escaping the
+application (which uvicorn logs as "Exception in ASGI application") is seen here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from image_router.generation import service as generation_service
+from image_router.observability.logging import RequestIdFilter
+from tests.conftest import Gateway
+
+IMAGE = "/v1/openai/images/generations"
+DALLE2 = {"model": "openai/dall-e-2", "size": "1024x1024", "prompt": "a lighthouse"}
+DALLE2_PRICE = 160  # credits: $0.016
+
+
+class Records(logging.Handler):
+    """Every log record of the run, stamped with its request id like the real handler."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.addFilter(RequestIdFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+class HangingClient:
+    """Sends its body, then hangs up when told (`gone`); records what it was sent."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.gone = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self._body_sent = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._body_sent:
+            self._body_sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def scope(key: str, body: bytes, rid: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": IMAGE,
+        "raw_path": IMAGE.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"gateway.test"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"x-request-id", rid.encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("gateway.test", 80),
+    }
+
+
+class Gate:
+    """Stops a step of the generation until the test opens it; says when it was reached."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def pass_through(self) -> None:
+        self.reached.set()
+        await self.open.wait()
+
+
+async def hang_up(
+    gw: Gateway, key: str, rid: str, reached: Callable[[], Awaitable[None]], gate: Gate | None
+) -> HangingClient:
+    """POST a generation, hang up once `reached` returns, open `gate`; the app must end
+    without an exception."""
+    app = gw.client._transport.app  # type: ignore[attr-defined]  # httpx.ASGITransport
+    body = orjson.dumps(DALLE2)
+    client = HangingClient(body)
+    served = asyncio.ensure_future(app(scope(key, body, rid), client.receive, client.send))
+    await asyncio.wait_for(reached(), 10)
+    client.gone.set()
+    await asyncio.sleep(0.05)  # the disconnect watcher cancels the generation
+    if gate is not None:
+        gate.open.set()
+    await asyncio.wait_for(served, 10)  # raised here before: CancelledError
+    return client
+
+
+def disconnect_lines(records: Records, rid: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in records.records
+        if r.levelno >= logging.INFO
+        and "client disconnected" in r.getMessage()
+        and getattr(r, "request_id", None) == rid
+    ]
+
+
+async def assert_no_hold_left(gw: Gateway, account: str, balance: int) -> None:
+    assert await gw.balance(account) == balance == await gw.ledger_sum(account)
+    assert await gw.rows("SELECT id FROM generations WHERE status = 'processing'") == []
+
+
+async def test_a_hang_up_while_the_hold_is_taken(
+    gateway: Gateway, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account, key = await gateway.account("1.00")
+    gate = Gate()
+    real_hold = generation_service.ledger.hold
+
+    async def slow_hold(*args: Any, **kwargs: Any) -> bool:
+        await gate.pass_through()
+        return await real_hold(*args, **kwargs)
+
+    monkeypatch.setattr(generation_service.ledger, "hold", slow_hold)
+
+    await hang_up(gateway, key, "rid-hold", gate.reached.wait, gate)
+
+    assert [r for r in records.records if r.levelno >= logging.ERROR] == []
+    [line] = disconnect_lines(records, "rid-hold")
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert f"while its hold was taken; released {DALLE2_PRICE} held credits" in line.getMessage()
+    await assert_no_hold_left(gateway, account, 10_000)
+    assert gateway.openai.requests == []  # the vendor was never called
+    [row] = await gateway.rows("SELECT status FROM generations")
+    assert row["status"] == "error"
+
+
+async def test_a_hang_up_during_the_vendor_call(gateway: Gateway, records: Records) -> None:
+    account, key = await gateway.account("1.00")
+    gateway.openai.hang_next(30)
+
+    async def vendor_called() -> None:
+        # The fake records the request before it stalls; there is no event to wait on.
+        for _ in range(1000):
+            if gateway.openai.requests:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the vendor was never called")
+
+    await hang_up(gateway, key, "rid-vendor", vendor_called, None)
+
+    assert [r for r in records.records if r.levelno >= logging.ERROR] == []
+    [line] = disconnect_lines(records, "rid-vendor")
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert f"during the vendor call; released {DALLE2_PRICE} held credits" in line.getMessage()
+    await assert_no_hold_left(gateway, account, 10_000)
+
+
+async def test_a_hang_up_during_the_settle(
+    gateway: Gateway, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account, key = await gateway.account("1.00")
+    gate = Gate()
+    real_finish = generation_service.usage.finish
+
+    async def slow_finish(conn: Any, generation_id: str, status: str, outcome: Any) -> Any:
+        if status == "success":
+            await gate.pass_through()
+        return await real_finish(conn, generation_id, status, outcome)
+
+    monkeypatch.setattr(generation_service.usage, "finish", slow_finish)
+
+    await hang_up(gateway, key, "rid-settle", gate.reached.wait, gate)
+
+    assert [r for r in records.records if r.levelno >= logging.ERROR] == []
+    [line] = disconnect_lines(records, "rid-settle")
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert f"during the settle; charged {DALLE2_PRICE} credits" in line.getMessage()
+    # The image was made: it is charged once, and nothing stays held.
+    await assert_no_hold_left(gateway, account, 10_000 - DALLE2_PRICE)
+    [row] = await gateway.rows("SELECT status, cost FROM generations")
+    assert row == {"status": "success", "cost": DALLE2_PRICE}
