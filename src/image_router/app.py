@@ -27,7 +27,13 @@ from image_router.account.key_endpoints import router as api_keys_router
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
 from image_router.discovery.endpoints import router as discovery_router
-from image_router.errors import GatewayError, InternalError, InvalidRequest, NotFound
+from image_router.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+)
 from image_router.files import router as files_router
 from image_router.generation.endpoints import router as generation_router
 from image_router.generation.openapi import document_generation_routes
@@ -36,6 +42,7 @@ from image_router.limits.asgi import RateLimitMiddleware
 from image_router.observability import metrics
 from image_router.observability.logging import ensure_logging
 from image_router.observability.middleware import RequestObservability
+from image_router.openapi_errors import document_errors
 from image_router.payment.endpoints import router as payment_router
 from image_router.privacy import jobs, retention
 from image_router.privacy.account_endpoints import router as privacy_account_router
@@ -178,6 +185,7 @@ def create_app(
     app.include_router(web_legal_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     document_generation_routes(app)
+    document_errors(app)
 
     @app.get("/.well-known/openapi.yaml", include_in_schema=False)
     async def openapi_yaml() -> Response:
@@ -218,8 +226,16 @@ async def _render_gateway_error(request: Request, exc: GatewayError) -> Response
 
 
 async def _render_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code in (404, 405):
-        # Like Express: a path without this method is simply not found.
+    if exc.status_code == 405:
+        # Honest, unlike the reference's Express: the path exists, the method does not
+        # (TRACE included, which nothing here serves).
+        allowed = (exc.headers or {}).get("Allow", "")
+        return _error_response(
+            MethodNotAllowed(
+                f"Cannot {request.method} {request.url.path}", headers={"Allow": allowed}
+            )
+        )
+    if exc.status_code == 404:
         return _error_response(NotFound(f"Cannot {request.method} {request.url.path}"))
     body = InvalidRequest(str(exc.detail)).body()
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")

@@ -69,6 +69,12 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class MethodNotAllowed(GatewayError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class Unauthenticated(GatewayError):
     status = 401
     error_type = "unauthorized"

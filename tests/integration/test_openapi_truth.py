@@ -1,0 +1,34 @@
+"""`/openapi.json` declares what the server answers; a method a path lacks is a 405."""
+
+from __future__ import annotations
+
+from tests.conftest import Gateway
+
+
+async def test_trace_and_other_missing_methods_are_405_with_allow(gateway: Gateway) -> None:
+    for method, path in (("TRACE", "/health"), ("TRACE", "/v1/models"), ("PUT", "/health")):
+        response = await gateway.client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["allow"] == "GET"
+        assert response.json()["error"]["code"] == "method_not_allowed"
+    assert (await gateway.client.request("TRACE", "/v1/nothing-here")).status_code == 404
+
+
+async def test_operations_declare_their_error_statuses_and_no_422(gateway: Gateway) -> None:
+    paths = (await gateway.client.get("/openapi.json")).json()["paths"]
+    responses = {
+        (method, path): set(operation["responses"])
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    }
+    assert not any("422" in declared for declared in responses.values())
+    assert {"400", "401", "403", "404", "429"} <= responses["patch", "/v1/api-keys/{key_id}"]
+    assert {"400", "401", "403", "429"} <= responses["get", "/v1/account/usage"]
+    assert {"404", "429"} <= responses["get", "/v1/models/{model_id}"]
+    assert "401" not in responses["get", "/v1/models/{model_id}"]
+    assert responses["get", "/health"] == {"200"}
+    assert "503" in responses["post", "/v1/web-token"]
+    error = paths["/v1/api-keys/{key_id}"]["delete"]["responses"]["401"]
+    assert error["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
