@@ -25,6 +25,16 @@ async def books_balance(gateway: Gateway, account: str) -> None:
     assert await gateway.ledger_sum(account) == await gateway.balance(account)
 
 
+def fail_later_routes(gateway: Gateway, model: str, after: tuple[str, ...], times: int) -> None:
+    """Make the routes of `model` past the vendors `after` fail too: a dearer fallback is
+    tried whenever the account can pay for it, so "every route fails" must include them."""
+    spec = gateway.res.catalog.get(model)
+    assert spec is not None
+    for route in spec.routes:
+        if route.provider not in after:
+            gateway.fakes[route.provider].fail_next(503, times=times)
+
+
 async def test_a_failing_route_falls_over_to_the_next(vendors_gateway: Gateway) -> None:
     gw = vendors_gateway
     account, key = await gw.account("1")
@@ -55,10 +65,11 @@ async def test_every_route_failing_is_502_and_free(vendors_gateway: Gateway) -> 
     account, key = await gw.account("1")
     gw.fakes["runware"].fail_next(500)
     gw.fakes["deepinfra"].fail_next(502)
+    fail_later_routes(gw, FLUX["model"], ("runware", "deepinfra"), times=1)
     response = await gw.post(IMAGE, key, json=FLUX)
     assert response.status_code == 502
     [row] = await gw.generations()
-    assert [a["provider"] for a in row["attempts"]] == ["runware", "deepinfra"]
+    assert [a["provider"] for a in row["attempts"]][:2] == ["runware", "deepinfra"]
     assert row["status"] == "error"
     assert await gw.balance(account) == usd_to_credits("1")
     await books_balance(gw, account)
@@ -82,7 +93,7 @@ async def test_a_failing_route_is_tried_after_healthy_ones(vendors_gateway: Gate
     assert posts(gw, "deepinfra") == 2
 
 
-# One route only: runware.
+# Runware first (and, where the catalog has it, a dearer fallback made to fail as well).
 DEV = {"model": "black-forest-labs/FLUX-1-dev", "prompt": "a red barn", "size": "1024x1024"}
 
 
@@ -93,6 +104,7 @@ async def test_circuit_opens_skips_the_route_and_closes_again(vendors_gateway: G
     gw.res.health = MemoryHealthStore(gw.res.health.policy, clock)
     account, key = await gw.account("5")
     gw.fakes["runware"].fail_next(503, times=2)
+    fail_later_routes(gw, DEV["model"], ("runware",), times=2)
     for _ in range(2):
         assert (await gw.post(IMAGE, key, json=DEV)).status_code == 502
     status = (await gw.client.get("/v1/providers/status")).json()
@@ -119,6 +131,7 @@ async def test_every_circuit_open_fails_fast_with_503(vendors_gateway: Gateway) 
     account, key = await gw.account("1")
     gw.fakes["runware"].fail_next(503)
     gw.fakes["deepinfra"].fail_next(503)
+    fail_later_routes(gw, FLUX["model"], ("runware", "deepinfra"), times=1)
     assert (await gw.post(IMAGE, key, json=FLUX)).status_code == 502
     response = await gw.post(IMAGE, key, json=FLUX)
     assert response.status_code == 503
