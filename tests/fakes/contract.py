@@ -20,6 +20,9 @@ class ContractCase:
 
     `base_path` is appended to the fake's root to form the provider's base URL; values of
     `extra` may contain "{root}" (the fake's root URL), for vendors with a second host.
+    `polls`: `job` runs as a vendor job whose status the provider polls (the fake's poll
+    routes); `cancels`: the vendor can stop such a job, and the fake lists the jobs it was
+    asked to stop (`FakeVendor.cancelled_jobs`).
     """
 
     id: str
@@ -31,6 +34,8 @@ class ContractCase:
     target: Target
     refused_job: Job
     extra: Mapping[str, str] = field(default_factory=dict)
+    polls: bool = False
+    cancels: bool = False
 
     def build(self, http: httpx.AsyncClient, root: str, credential: str | None = None) -> Provider:
         return self.provider(

@@ -136,7 +136,7 @@ class FakeFal(FakeVendor):
         self.files: dict[str, tuple[bytes, str]] = {}
         self.add_route("/files/{name}", self._file, ["GET"], scripted=False)
         base = "/{owner}/{app}/requests/{request_id}"
-        self.add_route(base + "/status", self._status, ["GET"])
+        self.add_route(base + "/status", self._status, ["GET"], poll=True)
         self.add_route(base + "/cancel", self._cancel, ["PUT"])
         self.add_route(base, self._result, ["GET"])
         self.add_route("/{endpoint:path}", self._submit, ["POST"])
@@ -163,6 +163,9 @@ class FakeFal(FakeVendor):
     def cancelled(self) -> list[str]:
         """Request ids a client asked to cancel."""
         return [request_id for request_id, job in self.jobs.items() if job.cancelled]
+
+    def cancelled_jobs(self) -> list[str]:
+        return self.cancelled
 
     # ------------------------------------------------------------------ routes
 
@@ -391,5 +394,7 @@ CONTRACT_CASES = [
         target=Target("fal-ai/z-image/turbo", {"num_inference_steps": 8}),
         refused_job=replace(_CONTRACT_JOB, prompt="a forbidden-content scene"),
         extra={"sync_base_url": "{root}/sync"},
+        polls=True,
+        cancels=True,
     ),
 ]

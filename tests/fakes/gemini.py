@@ -209,7 +209,9 @@ class FakeGemini(FakeVendor):
         self.files: dict[str, bytes] = {}
         self.signed: dict[str, str] = {}
         self.add_route("/v1beta/models/{call}", self._call, ["POST"])
-        self.add_route("/v1beta/models/{model}/operations/{op}", self._operation, ["GET"])
+        self.add_route(
+            "/v1beta/models/{model}/operations/{op}", self._operation, ["GET"], poll=True
+        )
         self.add_route("/v1beta/files/{call}", self._file, ["GET"], scripted=False)
         self.add_route("/storage/{token}", self._storage, ["GET"], scripted=False)
 
@@ -537,6 +539,7 @@ def _case(
         job=job,
         target=Target(upstream),
         refused_job=replace(job, prompt=f"a {REFUSAL_TRIGGER} scene"),
+        polls=job.modality == "video",  # Veo: a long-running operation, not cancellable
     )
 
 

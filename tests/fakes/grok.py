@@ -98,7 +98,7 @@ class FakeGrok(FakeVendor):
         self.add_route("/v1/images/generations", self._images, ["POST"])
         self.add_route("/v1/images/edits", self._images, ["POST"])
         self.add_route("/v1/videos/generations", self._submit_video, ["POST"])
-        self.add_route("/v1/videos/{request_id}", self._poll_video, ["GET"])
+        self.add_route("/v1/videos/{request_id}", self._poll_video, ["GET"], poll=True)
         self.add_route("/files/{name}", self._file, ["GET"], scripted=False)
 
     def error_body(self, status: int) -> object:
@@ -356,5 +356,6 @@ CONTRACT_CASES = [
         job=_VIDEO_JOB,
         target=Target("grok-imagine-video"),
         refused_job=replace(_VIDEO_JOB, prompt="a forbidden-content scene"),
+        polls=True,  # xAI has no cancel for video jobs
     ),
 ]

@@ -13,7 +13,7 @@ NanoGPT would refuse fails here too:
   Midjourney answers `{task_id, status: "submitted", cost, ...}` and its status check goes
   IN_PROGRESS for `midjourney_polls` checks, then SUCCESS with an `imageUrl` the fake
   serves at `GET /files/<id>.png` (or FAILED with `midjourney_fail_reason` when set);
-  `fail_next_status_checks` makes only the status checks fail.
+  `fail_polls` (of `FakeVendor`) makes only the status checks fail.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import io
 import re
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -142,10 +141,9 @@ class FakeNanoGPT(FakeVendor):
         #: When set, the next Midjourney tasks FAIL with this reason.
         self.midjourney_fail_reason: str | None = None
         self.tasks: dict[str, MidjourneyTask] = {}
-        self._status_failures: deque[int] = deque()
         self.files: dict[str, bytes] = {}
         self.add_route("/v1/images/generations", self._generations, ["POST"])
-        self.add_route("/api/check-midjourney-status", self._midjourney_status, ["POST"])
+        self.add_route("/api/check-midjourney-status", self._midjourney_status, ["POST"], poll=True)
         self.add_route("/files/{name}", self._file, ["GET"], scripted=False)
 
     def error_body(self, status: int) -> object:
@@ -164,10 +162,6 @@ class FakeNanoGPT(FakeVendor):
         if status >= 500:
             return openai_style_error("Internal server error", "server_error")
         return openai_style_error(f"Fake NanoGPT error {status}")
-
-    def fail_next_status_checks(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` Midjourney status checks (only) with `status`."""
-        self._status_failures.extend([status] * times)
 
     @property
     def generation_requests(self) -> list[Recorded]:
@@ -231,9 +225,6 @@ class FakeNanoGPT(FakeVendor):
         }
 
     async def _midjourney_status(self, request: Request, rec: Recorded) -> Response:
-        if self._status_failures:
-            status = self._status_failures.popleft()
-            return JSONResponse(self.error_body(status), status_code=status)
         if rec.headers.get("x-api-key") != self.api_key:
             return JSONResponse(legacy_error("Invalid API key", 401), status_code=401)
         task_id = rec.json.get("task_id") if isinstance(rec.json, dict) else None
@@ -360,5 +351,6 @@ CONTRACT_CASES = [
         job=_MIDJOURNEY_JOB,
         target=Target("midjourney"),
         refused_job=replace(_MIDJOURNEY_JOB, prompt="a forbidden-content scene"),
+        polls=True,  # NanoGPT has no call that stops a Midjourney task
     ),
 ]

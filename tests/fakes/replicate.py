@@ -17,7 +17,7 @@ Life-cycle: a prediction needs `polls_to_finish` GETs before it ends; with 0 it 
 the `Prefer: wait` window (created already `succeeded`). It then fails when its prompt
 contains `refusal_trigger` (Replicate's E005 "flagged as sensitive" error) or when a message
 was queued with `fail_predictions`, and succeeds otherwise with `metrics.predict_time`.
-`fail_polls` scripts HTTP failures of the next polls only.
+`fail_polls` (of `FakeVendor`) scripts HTTP failures of the next polls only.
 """
 
 from __future__ import annotations
@@ -189,10 +189,9 @@ class FakeReplicate(FakeVendor):
         #: Set by every poll (in-process use only: it belongs to the test's event loop).
         self.polled = asyncio.Event()
         self._prediction_failures: deque[str] = deque()
-        self._poll_failures: deque[tuple[int, dict[str, Any]]] = deque()
         self.add_route("/v1/models/{owner}/{name}/predictions", self._create_official, ["POST"])
         self.add_route("/v1/predictions", self._create_versioned, ["POST"])
-        self.add_route("/v1/predictions/{id}", self._get, ["GET"])
+        self.add_route("/v1/predictions/{id}", self._get, ["GET"], poll=True)
         self.add_route("/v1/predictions/{id}/cancel", self._cancel, ["POST"], scripted=False)
         self.add_route("/delivery/{id}/{file}", self._file, ["GET"], scripted=False)
 
@@ -202,10 +201,8 @@ class FakeReplicate(FakeVendor):
         """The next `times` predictions end `failed` with `error`."""
         self._prediction_failures.extend([error] * times)
 
-    def fail_polls(self, status: int, body: dict[str, Any] | None = None, times: int = 1) -> None:
-        """The next `times` polls answer `status` with a problem document."""
-        body = body or problem(status, "Error", f"fake Replicate error {status}")
-        self._poll_failures.extend([(status, body)] * times)
+    def cancelled_jobs(self) -> list[str]:
+        return list(self.canceled)
 
     def error_body(self, status: int) -> object:
         if status == 401:
@@ -252,9 +249,6 @@ class FakeReplicate(FakeVendor):
         except _Invalid as exc:
             return JSONResponse(exc.body, status_code=exc.body["status"])
         self.polled.set()
-        if self._poll_failures:
-            status, body = self._poll_failures.popleft()
-            return JSONResponse(body, status_code=status)
         prediction = self.predictions.get(request.path_params["id"])
         if prediction is None:
             return JSONResponse(NOT_FOUND, status_code=404)
@@ -412,6 +406,8 @@ CONTRACT_CASES = [
         refused_job=Job(
             modality="image", model="stabilityai/sd3.5", prompt="a forbidden-content scene"
         ),
+        polls=True,
+        cancels=True,
     ),
     ContractCase(
         id="replicate",
@@ -422,5 +418,7 @@ CONTRACT_CASES = [
         job=_VIDEO_JOB,
         target=Target("kwaivgi/kling-v1.6-standard"),
         refused_job=replace(_VIDEO_JOB, prompt="a forbidden-content scene"),
+        polls=True,
+        cancels=True,
     ),
 ]

@@ -224,6 +224,11 @@ class FakeRunware(FakeVendor):
                 "invalidRequestBody", "The request body must be a JSON array of task objects."
             )
             return JSONResponse({"errors": [entry]}, status_code=400)
+        if any(isinstance(t, dict) and t.get("taskType") == "getResponse" for t in rec.json):
+            # Status checks share this route with every other task.
+            misbehaved = await self.poll_misbehaviour()
+            if misbehaved is not None:
+                return misbehaved
         data: list[dict[str, Any]] = []
         for task in rec.json:
             try:
@@ -475,5 +480,6 @@ CONTRACT_CASES = [
         job=_VIDEO_JOB,
         target=_VIDEO_TARGET,
         refused_job=Job(modality="video", model="x", prompt="a forbidden-content scene", seconds=5),
+        polls=True,  # Runware has no call that stops a task
     ),
 ]

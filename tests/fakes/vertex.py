@@ -264,7 +264,7 @@ class FakeVertex(FakeVendor):
         self.add_route(f"{model}:predict", self._predict, ["POST"])
         self.add_route(f"{model}:generateContent", self._generate_content, ["POST"])
         self.add_route(f"{model}:predictLongRunning", self._submit_video, ["POST"])
-        self.add_route(f"{model}:fetchPredictOperation", self._fetch_operation, ["POST"])
+        self.add_route(f"{model}:fetchPredictOperation", self._fetch_operation, ["POST"], poll=True)
         self.add_route(f"{model}/operations/{{operation}}:cancel", self._cancel, ["POST"])
 
     # ------------------------------------------------------------------ test controls
@@ -448,6 +448,9 @@ class FakeVertex(FakeVendor):
             video = {"bytesBase64Encoded": encoded, "mimeType": "video/mp4"}
             response["videos"] = [video] * operation.sample_count
         return JSONResponse({"name": name, "done": True, "response": response})
+
+    def cancelled_jobs(self) -> list[str]:
+        return [name for name, operation in self.operations.items() if operation.cancelled]
 
     async def _cancel(self, request: Request, rec: Recorded) -> Response:
         try:
@@ -650,6 +653,8 @@ def _case(job: Job, upstream: str) -> ContractCase:
         target=Target(upstream),
         refused_job=replace(job, prompt=f"a {REFUSAL_TRIGGER} scene"),
         extra=_EXTRA,
+        polls=job.modality == "video",  # Veo: a long-running operation, cancellable
+        cancels=job.modality == "video",
     )
 
 

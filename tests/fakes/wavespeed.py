@@ -123,9 +123,8 @@ class FakeWavespeed(FakeVendor):
         #: Set by every poll (in-process use only: it belongs to the test's event loop).
         self.polled = asyncio.Event()
         self._task_failures: deque[str] = deque()
-        self._poll_failures: deque[tuple[int, dict[str, Any]]] = deque()
-        self.add_route("/api/v3/predictions/{id}/result", self._get, ["GET"])
-        self.add_route("/api/v3/predictions/{id}", self._get, ["GET"])
+        self.add_route("/api/v3/predictions/{id}/result", self._get, ["GET"], poll=True)
+        self.add_route("/api/v3/predictions/{id}", self._get, ["GET"], poll=True)
         self.add_route("/api/v3/predictions/{id}", self._delete, ["DELETE"], scripted=False)
         self.add_route("/api/v3/{model:path}", self._submit, ["POST"])
         self.add_route("/media/{id}/{file}", self._file, ["GET"], scripted=False)
@@ -136,10 +135,8 @@ class FakeWavespeed(FakeVendor):
         """The next `times` tasks end `failed` with `error`."""
         self._task_failures.extend([error] * times)
 
-    def fail_polls(self, status: int, body: dict[str, Any] | None = None, times: int = 1) -> None:
-        """The next `times` polls answer `status` with an error envelope."""
-        body = body or envelope(status, f"fake WaveSpeed error {status}")
-        self._poll_failures.extend([(status, body)] * times)
+    def cancelled_jobs(self) -> list[str]:
+        return list(self.deleted)
 
     def error_body(self, status: int) -> object:
         if status == 401:
@@ -183,9 +180,6 @@ class FakeWavespeed(FakeVendor):
         except _Invalid as exc:
             return JSONResponse(exc.body, status_code=exc.status)
         self.polled.set()
-        if self._poll_failures:
-            status, body = self._poll_failures.popleft()
-            return JSONResponse(body, status_code=status)
         task = self.tasks.get(request.path_params["id"])
         if task is None:
             return JSONResponse(envelope(404, "prediction not found"), status_code=404)
@@ -293,6 +287,8 @@ CONTRACT_CASES = [
             prompt="a forbidden-content scene",
             seconds=6.0,
         ),
+        polls=True,
+        cancels=True,
     ),
     ContractCase(
         id="wavespeed",

@@ -70,6 +70,13 @@ UPSTREAM_ERRORS = Counter(
     "Failed attempts at a vendor, by error kind.",
     ["provider", "kind"],
 )
+VENDOR_CANCELS = Counter(
+    "image_router_vendor_cancels_total",
+    "Vendor jobs given up on and cancelled at the vendor, by reason "
+    "(deadline: the attempt ran out of time, cancelled: the request was cancelled (client gone), "
+    "poll_failed: its status checks kept failing).",
+    ["provider", "reason"],
+)
 HOLDS_OUTSTANDING = Gauge(
     "image_router_holds_outstanding",
     "Credit holds taken and not yet settled or released.",
@@ -121,6 +128,11 @@ def observe_attempt(provider: str, upstream: str, outcome: str, seconds: float) 
     PROVIDER_DURATION.labels(provider, outcome).observe(seconds)
     if outcome != "success":
         UPSTREAM_ERRORS.labels(provider, outcome).inc()
+
+
+def count_vendor_cancel(provider: str, reason: str) -> None:
+    """A running vendor job we gave up on was asked to stop (it would bill us otherwise)."""
+    VENDOR_CANCELS.labels(provider, reason).inc()
 
 
 def hold_taken() -> None:

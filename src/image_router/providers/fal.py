@@ -10,8 +10,9 @@ the endpoint becomes the route's `image_upstream` when it has one.
 
 Deliberate differences from the reference, which returned billed "soft failures":
 
-- a FAILED/CANCELED/ERROR job, a failed poll and a failed result fetch all raise the
-  matching `UpstreamError` (an NSFW or content-policy refusal is `UpstreamRejectedError`);
+- a FAILED/CANCELED/ERROR job, a failed poll (once `polling.poll_once` stops retrying it)
+  and a failed result fetch all raise the matching `UpstreamError` (an NSFW or
+  content-policy refusal is `UpstreamRejectedError`);
 - the catalog's `steps` mapping (qwen-image, Ovis) is sent as `num_inference_steps`, which
   those endpoints take; the reference dropped it (spec §13 item 11);
 - `output_format` is sent only as png or jpeg, which every fal image endpoint takes; webp
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -49,6 +51,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import error_body, mentions
 
 PROVIDER_ID = "fal"
@@ -307,30 +310,40 @@ class FalProvider(Provider):
             if response.is_error:
                 raise error_from_response(response.status_code, error_body(response))
             queued = queued_job(response_json(self.id, response), self.base_url, request.endpoint)
-            async with self._in_flight.running(job, queued.cancel_url):
-                body = await self._wait(queued, headers)
-            return from_response(body, job.modality)
-
-    async def _wait(self, queued: QueuedJob, headers: Mapping[str, str]) -> Any:
-        done = queued.completed
-        separator = "&" if "?" in queued.status_url else "?"
-        while not done:
-            # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
-            await asyncio.sleep(self.poll_interval)
-            response = await self.http.get(f"{queued.status_url}{separator}logs=0", headers=headers)
+            if not queued.completed:
+                # Only the wait is inside: a job fal reports as ended needs no cancel.
+                async with self._in_flight.running(job, queued.cancel_url):
+                    status = await self._wait(queued, headers)
+                read_status(status)
+            response = await self.http.get(queued.response_url, headers=headers)
             if response.is_error:
                 raise error_from_response(
                     response.status_code, error_body(response), on_submit=False
                 )
-            done = read_status(response_json(self.id, response))
-        response = await self.http.get(queued.response_url, headers=headers)
+            return from_response(response_json(self.id, response), job.modality)
+
+    async def _wait(self, queued: QueuedJob, headers: Mapping[str, str]) -> Any:
+        """Poll the job's status until it is no longer pending; return that status."""
+        separator = "&" if "?" in queued.status_url else "?"
+        url = f"{queued.status_url}{separator}logs=0"
+        while True:
+            # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
+            await asyncio.sleep(self.poll_interval)
+            status = await poll_once(
+                partial(self._status, url, headers), provider=self.id, interval=self.poll_interval
+            )
+            if not isinstance(status, Mapping) or status.get("status") not in _PENDING:
+                return status
+
+    async def _status(self, url: str, headers: Mapping[str, str]) -> Any:
+        response = await self.http.get(url, headers=headers)
         if response.is_error:
             raise error_from_response(response.status_code, error_body(response), on_submit=False)
         return response_json(self.id, response)
 
-    async def cancel(self, job: Job, target: Target) -> None:
+    async def cancel(self, job: Job, target: Target) -> bool:
         """Best effort `PUT cancel_url` (see `cancel_quietly`)."""
-        await cancel_quietly(self._in_flight.cancel(job), vendor="fal")
+        return await cancel_quietly(self._in_flight.cancel(job), vendor="fal")
 
     async def _send_cancel(self, cancel_url: str) -> None:
         response = await self.http.put(cancel_url, headers=self._headers())

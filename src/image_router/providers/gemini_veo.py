@@ -9,7 +9,8 @@ Deliberate differences from the reference:
 - Veo failures raise (never billed soft failures, §2.9); a failed operation is classified
   by its google.rpc code. Veo 2 gets no `resolution`: it renders 720p only.
 - The Gemini API cannot cancel a Veo operation (only tuning and batch jobs), so the Gemini
-  adapter's `cancel` stays the base no-op: an abandoned job is simply no longer polled.
+  adapter's `cancel` stays the base no-op: an abandoned job is simply no longer polled,
+  and a failed status check is retried (`polling.poll_once`) rather than abandoning it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, Final
 
 import httpx
@@ -47,9 +49,10 @@ from image_router.providers.google_ai import (
     size_table,
     text_or_none,
 )
+from image_router.providers.polling import poll_once
+from image_router.providers.upstream_text import expect_object
 
 #: Veo on AI Studio runs under the Gemini adapter's id.
-from image_router.providers.upstream_text import expect_object
 
 PROVIDER_ID: Final = "gemini"
 
@@ -186,14 +189,22 @@ async def generate_video(
     while operation.get("done") is not True:
         # Also yields to the loop when poll_interval is 0, so a cancel gets through.
         await asyncio.sleep(poll_interval)
-        response = await http.get(f"{root}/{name}", headers={KEY_HEADER: key})
-        raise_for_google(response, key, PROVIDER_ID)
-        operation = expect_object(
-            response_json(PROVIDER_ID, response), vendor="Google", provider=PROVIDER_ID
+        operation = await poll_once(
+            partial(_fetch_operation, http, f"{root}/{name}", key),
+            provider=PROVIDER_ID,
+            interval=poll_interval,
         )
     result = video_from_operation(operation)
     artifacts = [await _download(http, base_url, item, key) for item in result.artifacts]
     return replace(result, artifacts=tuple(artifacts))
+
+
+async def _fetch_operation(http: httpx.AsyncClient, url: str, key: str) -> Mapping[str, Any]:
+    response = await http.get(url, headers={KEY_HEADER: key})
+    raise_for_google(response, key, PROVIDER_ID)
+    return expect_object(
+        response_json(PROVIDER_ID, response), vendor="Google", provider=PROVIDER_ID
+    )
 
 
 async def _download(

@@ -11,7 +11,7 @@ xAI errors are `{"code": <gRPC status text>, "error": <message>}`. A wrong key i
 `respect_moderation: false`; "We're experiencing high demand…" means try elsewhere.
 xAI reports costs in ticks of 1e-10 USD (`usage.cost_in_usd_ticks`): kept as
 `reported_cost`. There is no cancel endpoint for video jobs, so an abandoned job is left
-to finish.
+to finish; a failed status check is retried (`polling.poll_once`) rather than abandoning it.
 
 `to_request`, `from_image_response`, `read_video_status` and `error_from_response` are pure.
 """
@@ -24,6 +24,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -47,6 +48,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import error_body, mentions, scrub
 
 PROVIDER_ID = "grok"
@@ -286,12 +288,19 @@ class GrokProvider(Provider):
             while True:
                 # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
                 await asyncio.sleep(self.poll_interval)
-                poll = await self.http.get(f"{self.base_url}/videos/{request_id}", headers=headers)
-                # A pending job may answer 202 with no body at all; an error never passes.
-                answer = self._answer(poll) if poll.content or poll.is_error else None
+                answer = await poll_once(
+                    partial(self._poll, f"{self.base_url}/videos/{request_id}", headers),
+                    provider=self.id,
+                    interval=self.poll_interval,
+                )
                 finished = read_video_status(answer)
                 if finished is not None:
                     return self._scrubbed(finished)
+
+    async def _poll(self, url: str, headers: Mapping[str, str]) -> Any:
+        poll = await self.http.get(url, headers=headers)
+        # A pending job may answer 202 with no body at all; an error never passes.
+        return self._answer(poll) if poll.content or poll.is_error else None
 
     def _answer(self, response: httpx.Response) -> Any:
         if response.is_error:

@@ -15,6 +15,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     OUR_KEY_PHRASES,
@@ -51,11 +53,6 @@ from image_router.providers.upstream_text import (
 PROVIDER_ID = "nanogpt"
 GENERATIONS_PATH = "/v1/images/generations"
 MIDJOURNEY_STATUS_PATH = "/api/check-midjourney-status"
-
-#: Consecutive failed status checks (5xx, 429, timeouts, unreadable bodies) tolerated while
-#: a Midjourney task runs: NanoGPT charged us at submission, so one proxy hiccup should not
-#: throw the paid job away.
-POLL_ERROR_BUDGET = 3
 
 _REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 # Substrings (lower case) of refusals of the user's prompt or image, from NanoGPT or the
@@ -279,28 +276,25 @@ class NanoGPTProvider(Provider):
         )
 
     async def _await_task(self, task_id: str, cost: Decimal | None, key: str) -> Result:
-        failures = 0
         while True:
             # Also yields to the loop when poll_interval is 0, so polling never spins.
             await asyncio.sleep(self.poll_interval)
-            try:
-                async with translate_errors(self.id):
-                    response = await self.http.post(
-                        self.base_url + MIDJOURNEY_STATUS_PATH,
-                        headers={"x-api-key": key},
-                        json={"task_id": task_id},
-                    )
-                    status = self._read(response, key)
-            except (UpstreamUnavailableError, UpstreamRateLimitedError, UpstreamProtocolError):
-                failures += 1
-                if failures >= POLL_ERROR_BUDGET:
-                    raise
-                continue
-            failures = 0
+            # NanoGPT charged us at submission: a failed check must not throw the job away.
+            status = await poll_once(
+                partial(self._check, task_id, key), provider=self.id, interval=self.poll_interval
+            )
             async with translate_errors(self.id):
                 result = from_status(status, cost)
             if result is not None:
                 return result
+
+    async def _check(self, task_id: str, key: str) -> Any:
+        response = await self.http.post(
+            self.base_url + MIDJOURNEY_STATUS_PATH,
+            headers={"x-api-key": key},
+            json={"task_id": task_id},
+        )
+        return self._read(response, key)
 
     def _read(self, response: httpx.Response, key: str) -> Any:
         if response.is_error:

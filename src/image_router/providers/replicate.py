@@ -39,6 +39,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     error_body,
@@ -245,9 +246,9 @@ class ReplicateProvider(Provider):
             result = from_prediction(prediction)
         return result
 
-    async def cancel(self, job: Job, target: Target) -> None:
+    async def cancel(self, job: Job, target: Target) -> bool:
         async with translate_errors(self.id):
-            await self._in_flight.cancel(job)
+            return await self._in_flight.cancel(job)
 
     async def _until_done(self, job: Job, prediction: Mapping[str, Any]) -> Mapping[str, Any]:
         abandoned = False
@@ -257,7 +258,11 @@ class ReplicateProvider(Provider):
             async with self._in_flight.running(job, cancel_url) as watch:
                 while prediction.get("status") in _RUNNING:
                     await asyncio.sleep(self.poll_interval)
-                    prediction = await self._call("GET", get_url, polling=True)
+                    prediction = await poll_once(
+                        partial(self._call, "GET", get_url, polling=True),
+                        provider=self.id,
+                        interval=self.poll_interval,
+                    )
             abandoned = watch.abandoned
         status = prediction.get("status")
         if status == "succeeded":

@@ -8,7 +8,8 @@ is, is `runware_errors`'s to say.
 
 How the route takes input images is its `image_input` token (in `target.options`); the
 other route options are listed in docs/catalog.md. Runware has no call that stops a task,
-so an abandoned video simply stops being polled.
+so an abandoned video simply stops being polled; a failed status check is retried
+(`polling.poll_once`) rather than abandoning it.
 
 Deliberate differences from the reference: every failure raises (it never bills a "soft
 failure", §2.9); `jpeg` is sent as Runware's `JPG`; background removal and upscaling get
@@ -24,6 +25,7 @@ import binascii
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from image_router.providers.base import (
@@ -39,6 +41,7 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.runware_dimensions import image_task_size, video_task_size
 from image_router.providers.runware_errors import (
     MISSING_IMAGE_MESSAGE,
@@ -288,9 +291,12 @@ class RunwareProvider(Provider):
             while True:
                 # Also yields to the loop when the interval is 0, so a cancel can land.
                 await asyncio.sleep(self.poll_interval)
-                outcome = video_outcome(
-                    await self._send(poll_request(task_uuid), task_uuid), task_uuid
+                answer = await poll_once(
+                    partial(self._send, poll_request(task_uuid), task_uuid),
+                    provider=self.id,
+                    interval=self.poll_interval,
                 )
+                outcome = video_outcome(answer, task_uuid)
                 if outcome is not None:
                     return outcome
 

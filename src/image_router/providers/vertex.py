@@ -14,7 +14,6 @@ error instead of returning an empty, billed success.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from typing import Any
 
 from image_router.providers.base import (
     Artifact,
+    InFlight,
     Job,
     Provider,
     Result,
     Target,
     UpstreamMisconfiguredError,
     UpstreamUnavailableError,
-    cancel_quietly,
     redact,
     response_json,
     translate_errors,
@@ -43,6 +42,7 @@ from image_router.providers.vertex_auth import (
 from image_router.providers.vertex_veo import (
     PROVIDER_ID,
     decode_media,
+    from_operation,
     operation_name,
     protocol_error,
     rejected,
@@ -242,10 +242,8 @@ class VertexProvider(Provider):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tokens: AccessTokens | None = None
-        #: job id → running Veo operation, so `cancel` can stop what it abandoned.
-        self._operations: dict[str, str] = {}
-        #: operations we asked Google to cancel: their polling stops at once.
-        self._cancelled: set[str] = set()
+        #: The Veo operations running for jobs, by the URL that cancels each.
+        self._in_flight = InFlight(self._cancel_operation, vendor="Vertex AI")
 
     async def generate(self, job: Job, target: Target) -> Result:
         async with translate_errors(self.id):
@@ -257,43 +255,31 @@ class VertexProvider(Provider):
             if request.method == "generateContent":
                 return from_gemini(body)
             name = operation_name(body)
-        if job.job_id:
-            self._operations[job.job_id] = name
-        try:
-            return await self._wait(request.model, name)
-        except asyncio.CancelledError:
-            await self._cancel_operation(name)
-            raise
-        finally:
-            self._operations.pop(job.job_id, None)
-            self._cancelled.discard(name)
+            async with self._in_flight.running(job, f"{self._host()}/v1/{name}:cancel"):
+                operation = await self._wait(request.model, name, job)
+            # Read outside the wait: a job Google reports as failed needs no cancel.
+            result = from_operation(operation)
+        if result is None:
+            raise AssertionError("unreachable: wait_for_operation returns a done operation")
+        return result
 
-    async def cancel(self, job: Job, target: Target) -> None:
-        name = self._operations.get(job.job_id) if job.job_id else None
-        if name is not None:
-            await self._cancel_operation(name)
+    async def cancel(self, job: Job, target: Target) -> bool:
+        async with translate_errors(self.id):
+            return await self._in_flight.cancel(job)
 
     # ------------------------------------------------------------------ polling
 
-    async def _wait(self, model: str, name: str) -> Result:
+    async def _wait(self, model: str, name: str, job: Job) -> Mapping[str, Any]:
         url = self._model_url(model, "fetchPredictOperation")
         return await wait_for_operation(
             lambda: self._post(url, {"operationName": name}),
             name,
             poll_interval=self.poll_interval,
-            cancelled=lambda: name in self._cancelled,
+            cancelled=lambda: self._in_flight.abandoned(job),
         )
 
-    async def _cancel_operation(self, name: str) -> None:
-        """Best effort (see `cancel_quietly`): stop a job nobody will collect."""
-        url = f"{self._host()}/v1/{name}:cancel"
-        self._cancelled.add(name)
-
-        async def attempt() -> None:
-            async with translate_errors(self.id):
-                await self._post(url, {})
-
-        await cancel_quietly(attempt(), vendor=f"Vertex AI (operation {name})")
+    async def _cancel_operation(self, url: str) -> None:
+        await self._post(url, {})
 
     # ------------------------------------------------------------------ HTTP
 

@@ -22,18 +22,14 @@ from image_router.providers.base import (
     Result,
     UpstreamCancelledError,
     UpstreamProtocolError,
-    UpstreamRateLimitedError,
     UpstreamRejectedError,
-    UpstreamUnavailableError,
     redact,
-    translate_errors,
 )
+from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import expect_object
 from image_router.providers.vertex_auth import operation_error
 
 PROVIDER_ID: Final = "vertex"
-#: A Veo job keeps running when one status check fails; a short hiccup must not lose it.
-MAX_POLL_FAILURES = 3
 
 
 # ---------------------------------------------------------------------------- mapping
@@ -113,9 +109,11 @@ async def wait_for_operation(
     *,
     poll_interval: float,
     cancelled: Callable[[], bool],
-) -> Result:
-    """Poll with `fetch` until the operation is done; `cancelled` stops it at once."""
-    failures = 0
+) -> Mapping[str, Any]:
+    """Poll with `fetch` until the operation is done and return it; `cancelled` stops it
+    at once. A failed fetch is retried (`polling.poll_once`); the done operation is read by
+    `from_operation`, outside the wait, so that a failed job is never taken for a lost one.
+    """
     while True:
         # Also yields to the loop when poll_interval is 0.
         await asyncio.sleep(poll_interval)
@@ -123,20 +121,10 @@ async def wait_for_operation(
             raise UpstreamCancelledError(
                 f"Vertex AI operation {name} was cancelled", provider=PROVIDER_ID
             )
-        try:
-            async with translate_errors(PROVIDER_ID):
-                body = await fetch()
-        except (UpstreamUnavailableError, UpstreamRateLimitedError):
-            failures += 1
-            if failures > MAX_POLL_FAILURES:
-                raise
-            continue
-        failures = 0
-        # A failed job is final: its error is raised, never polled again.
-        async with translate_errors(PROVIDER_ID):
-            result = from_operation(body)
-        if result is not None:
-            return result
+        body = await poll_once(fetch, provider=PROVIDER_ID, interval=poll_interval)
+        operation = expect_object(body, vendor="Vertex AI", provider=PROVIDER_ID)
+        if operation.get("done"):
+            return operation
 
 
 # ---------------------------------------------------------------------------- answers

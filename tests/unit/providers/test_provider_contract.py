@@ -24,6 +24,7 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from tests.fakes import FakeVendor, serve_in_thread
 from tests.fakes.contract import ContractCase, discover_cases
 
@@ -149,6 +150,61 @@ async def test_content_refusal_is_rejected_and_not_retried(
 
     assert caught.value.retry_elsewhere is False
     assert caught.value.message
+    assert_no_secret(case, caught.value.record())
+
+
+POLLING_CASES = [c for c in CONTRACT_CASES if c.polls]
+
+
+def submissions(fake: FakeVendor) -> int:
+    """How many jobs were submitted: requests carrying the first request's body (every
+    status check differs from it, even where checks share the submit's URL)."""
+    first = fake.requests[0].body
+    return sum(1 for r in fake.requests if r.body == first)
+
+
+@pytest.mark.parametrize("case", POLLING_CASES, indirect=True, ids=lambda c: c.id)
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_transient_poll_failures_are_ridden_over(
+    case: ContractCase, fake: FakeVendor, provider: Provider, status: int
+) -> None:
+    """Two failed status checks of a running job, then success: one job, one result."""
+    fake.fail_polls(status, times=2)
+
+    result = await provider.generate(case.job, case.target)
+
+    assert_has_images(result)
+    assert fake.poll_failures_left == 0, "the provider never polled through the failures"
+    assert submissions(fake) == 1
+    assert fake.cancelled_jobs() == []
+
+
+@pytest.mark.parametrize("case", POLLING_CASES, indirect=True, ids=lambda c: c.id)
+async def test_a_poll_read_timeout_is_ridden_over(
+    case: ContractCase, fake: FakeVendor, provider: Provider
+) -> None:
+    fake.hang_polls(SHORT_TIMEOUT * 3, times=2)
+
+    result = await provider.generate(case.job, case.target)
+
+    assert_has_images(result)
+    assert submissions(fake) == 1
+
+
+@pytest.mark.parametrize("case", POLLING_CASES, indirect=True, ids=lambda c: c.id)
+async def test_polling_failing_for_good_gives_up_and_cancels_the_job(
+    case: ContractCase, fake: FakeVendor, provider: Provider
+) -> None:
+    fake.fail_polls(503, times=100)
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        await provider.generate(case.job, case.target)
+
+    assert 100 - fake.poll_failures_left == DEFAULT_RETRY.max_failures
+    assert caught.value.retry_elsewhere is True
+    assert caught.value.vendor_job_cancelled is case.cancels
+    assert caught.value.record().get("vendor_job_cancelled", False) is case.cancels
+    assert len(fake.cancelled_jobs()) == (1 if case.cancels else 0)
     assert_no_secret(case, caught.value.record())
 
 

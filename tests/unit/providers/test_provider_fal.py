@@ -32,6 +32,7 @@ from image_router.providers.fal import (
     read_status,
     to_request,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from tests.fakes.fal import (
     CONTENT_POLICY_BODY,
     CONTENT_POLICY_MESSAGE,
@@ -327,16 +328,26 @@ async def test_unknown_endpoint_is_our_misconfiguration(provider: FalProvider) -
 async def test_a_failed_poll_raises_instead_of_a_billed_soft_failure(
     fake: FakeFal, provider: FalProvider, status: int, expected: type[Exception]
 ) -> None:
-    fake.fail_after_submit(status)
+    """Once the status checks keep failing, the job is given up and cancelled at fal."""
+    fake.fail_polls(status, times=DEFAULT_RETRY.max_failures)
     with pytest.raises(expected):
         await provider.generate(job(), FLUX)
-    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    polls = ["GET"] * DEFAULT_RETRY.max_failures
+    assert [r.method for r in fake.requests] == ["POST", *polls, "PUT"]
+    assert fake.cancelled == list(fake.jobs)
+
+
+async def test_one_failed_poll_does_not_end_the_job(fake: FakeFal, provider: FalProvider) -> None:
+    fake.fail_polls(503)
+    result = await provider.generate(job(), FLUX)
+    assert result.artifacts
+    assert fake.cancelled == []
 
 
 async def test_garbage_from_a_poll_is_a_protocol_error(
     fake: FakeFal, provider: FalProvider
 ) -> None:
-    fake.fail_after_submit(200, "<html>proxy</html>")
+    fake.fail_polls(200, "<html>proxy</html>", times=DEFAULT_RETRY.max_failures)
     with pytest.raises(UpstreamProtocolError):
         await provider.generate(job(), FLUX)
 

@@ -33,6 +33,7 @@ from image_router.providers.gemini_veo import (
     video_request,
 )
 from image_router.providers.google_ai import error_from_response
+from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.upstream_text import first_key
 from tests.fakes.gemini import (
     API_KEY_INVALID_BODY,
@@ -516,13 +517,24 @@ async def test_failed_operation_is_classified_by_its_code(
 async def test_a_failing_poll_surfaces_as_unavailable(
     fake: FakeGemini, provider: GeminiProvider
 ) -> None:
-    fake.hang_next(0)  # the submit passes untouched...
-    fake.fail_next(500)  # ...and the first poll fails
+    fake.fail_polls(500, times=DEFAULT_RETRY.max_failures)  # every check fails, in a row
 
     with pytest.raises(UpstreamUnavailableError):
         await provider.generate(video_job(), Target(VEO3_FAST))
 
+    polls = [r for r in fake.requests if "/operations/" in r.path]
+    assert len(polls) == DEFAULT_RETRY.max_failures
     assert "/operations/" in fake.last.path
+
+
+async def test_one_failing_poll_does_not_lose_the_video(
+    fake: FakeGemini, provider: GeminiProvider
+) -> None:
+    fake.fail_polls(503)
+
+    result = await provider.generate(video_job(), Target(VEO3_FAST))
+
+    assert result.artifacts
 
 
 async def test_cancelled_mid_poll_stops_polling(fake: FakeGemini, http: httpx.AsyncClient) -> None:

@@ -32,6 +32,7 @@ from image_router.providers.grok import (
     read_video_status,
     to_request,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from tests.fakes.grok import DEFAULT_API_KEY, HIGH_DEMAND, MODERATED_VIDEO, FakeGrok, xai_error
 
 ROOT = "http://fake.test"
@@ -236,16 +237,24 @@ async def test_a_failed_video_job_raises_the_matching_error(
 async def test_a_failed_poll_raises(
     fake: FakeGrok, provider: GrokProvider, status: int, expected: type[Exception]
 ) -> None:
-    fake.fail_after_submit(status)
+    fake.fail_polls(status, times=DEFAULT_RETRY.max_failures)
     with pytest.raises(expected):
         await provider.generate(video(), VIDEO)
-    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    assert [r.method for r in fake.requests] == ["POST"] + ["GET"] * DEFAULT_RETRY.max_failures
+
+
+async def test_one_failed_poll_does_not_lose_the_video(
+    fake: FakeGrok, provider: GrokProvider
+) -> None:
+    fake.fail_polls(503)
+    result = await provider.generate(video(), VIDEO)
+    assert result.artifacts
 
 
 async def test_an_error_poll_without_a_body_is_not_mistaken_for_pending(
     fake: FakeGrok, provider: GrokProvider
 ) -> None:
-    fake.fail_after_submit(500, b"")
+    fake.fail_polls(500, b"", times=DEFAULT_RETRY.max_failures)
     with pytest.raises(UpstreamUnavailableError, match="HTTP 500"):
         await provider.generate(video(), VIDEO)
 

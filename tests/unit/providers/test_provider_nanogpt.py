@@ -25,7 +25,6 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
 )
 from image_router.providers.nanogpt import (
-    POLL_ERROR_BUDGET,
     NanoGPTProvider,
     error_from_response,
     from_response,
@@ -35,6 +34,7 @@ from image_router.providers.nanogpt import (
     task_failure,
     to_request,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from tests.fakes.nanogpt import (
     DEFAULT_API_KEY,
     MIDJOURNEY_REFUSAL,
@@ -255,7 +255,7 @@ async def test_midjourney_unexplained_failure_may_go_elsewhere(
 async def test_a_passing_status_check_error_does_not_lose_the_paid_task(
     fake: FakeNanoGPT, provider: NanoGPTProvider
 ) -> None:
-    fake.fail_next_status_checks(502, times=POLL_ERROR_BUDGET - 1)
+    fake.fail_polls(502, times=DEFAULT_RETRY.max_failures - 1)
 
     result = await provider.generate(job(), Target("midjourney"))
 
@@ -267,18 +267,18 @@ async def test_status_checks_failing_in_a_row_end_the_job(
     fake: FakeNanoGPT, provider: NanoGPTProvider
 ) -> None:
     fake.midjourney_polls = 50
-    fake.fail_next_status_checks(500, times=POLL_ERROR_BUDGET)
+    fake.fail_polls(500, times=DEFAULT_RETRY.max_failures)
 
     with pytest.raises(UpstreamUnavailableError):
         await provider.generate(job(), Target("midjourney"))
 
-    assert len(fake.status_requests) == POLL_ERROR_BUDGET
+    assert len(fake.status_requests) == DEFAULT_RETRY.max_failures
 
 
 async def test_status_check_refusing_our_key_ends_at_once(
     fake: FakeNanoGPT, provider: NanoGPTProvider
 ) -> None:
-    fake.fail_next_status_checks(401)
+    fake.fail_polls(401)
 
     with pytest.raises(UpstreamMisconfiguredError) as caught:
         await provider.generate(job(), Target("midjourney"))

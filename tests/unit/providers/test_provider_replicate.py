@@ -26,6 +26,7 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.replicate import (
     ReplicateProvider,
     error_from_response,
@@ -444,12 +445,28 @@ async def test_poll_failures_are_translated(
     expected: type[UpstreamError],
 ) -> None:
     fake.polls_to_finish = 3
-    fake.fail_polls(status)
+    fake.fail_polls(status, times=DEFAULT_RETRY.max_failures)
 
-    with pytest.raises(expected):
+    with pytest.raises(expected) as caught:
         await provider.generate(job(), Target("luma/photon"))
 
-    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    # 5xx and 429 are retried until they fail too often in a row; our key refused is final.
+    checks = DEFAULT_RETRY.max_failures if status != 401 else 1
+    assert [r.method for r in fake.requests] == ["POST"] + ["GET"] * checks + ["POST"]
+    assert fake.canceled == list(fake.predictions)  # given up: stopped at Replicate
+    assert caught.value.vendor_job_cancelled
+
+
+async def test_one_failed_poll_does_not_lose_the_prediction(
+    fake: FakeReplicate, provider: ReplicateProvider
+) -> None:
+    fake.polls_to_finish = 3
+    fake.fail_polls(500)
+
+    result = await provider.generate(job(), Target("luma/photon"))
+
+    assert result.artifacts
+    assert fake.canceled == []
 
 
 async def test_cancelled_task_cancels_the_prediction(

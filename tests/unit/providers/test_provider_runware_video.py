@@ -20,6 +20,7 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.runware import RunwareProvider, video_outcome
 from tests.fakes.runware import (
     DEFAULT_API_KEY,
@@ -186,17 +187,27 @@ async def test_poll_failures_are_translated_like_submit_failures(
     provider: RunwareProvider, fake: FakeRunware
 ) -> None:
     fake.polls_to_finish = 5
-    fake.hang_next(0.0)  # the submit goes through untouched
-    fake.fail_next(500)
+    fake.fail_polls(500, times=DEFAULT_RETRY.max_failures)
     with pytest.raises(UpstreamUnavailableError):
         await provider.generate(JOB, KLING)
 
     fake.reset()
     fake.hang_next(0.0, times=2)  # submit and first poll
-    fake.garbage_next()
+    fake.garbage_next(times=DEFAULT_RETRY.max_failures)
     with pytest.raises(UpstreamProtocolError):
         await provider.generate(JOB, KLING)
-    assert [t["taskType"] for t in fake.tasks] == ["videoInference", "getResponse", "getResponse"]
+    assert [t["taskType"] for t in fake.tasks].count("videoInference") == 1  # never resubmitted
+
+
+async def test_one_failed_poll_does_not_lose_the_video(
+    provider: RunwareProvider, fake: FakeRunware
+) -> None:
+    fake.polls_to_finish = 3
+    fake.fail_polls(503)
+
+    result = await provider.generate(JOB, KLING)
+
+    assert result.artifacts
 
 
 async def test_an_abandoned_video_stops_being_polled(

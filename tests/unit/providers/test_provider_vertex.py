@@ -27,6 +27,7 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.vertex import (
     VertexProvider,
     from_gemini,
@@ -483,7 +484,7 @@ async def test_veo_text_to_video_life_cycle(fake: FakeVertex, provider: VertexPr
     (artifact,) = result.artifacts
     assert artifact.data == video_bytes()
     assert artifact.content_type == "video/mp4"
-    assert provider._operations == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_veo_image_to_video_sends_the_first_image(
@@ -556,12 +557,16 @@ async def test_veo_survives_a_few_failed_polls(fake: FakeVertex, provider: Verte
 async def test_veo_gives_up_after_repeated_poll_failures(
     fake: FakeVertex, provider: VertexProvider
 ) -> None:
-    fake.hang_next(0.0)
-    fake.fail_next(500, times=4)
+    fake.fail_polls(500, times=DEFAULT_RETRY.max_failures)
 
-    with pytest.raises(UpstreamUnavailableError, match="Internal error encountered"):
+    with pytest.raises(UpstreamUnavailableError, match="Internal error encountered") as caught:
         await provider.generate(video_job(), VEO)
-    assert len(fake.api_requests("fetchPredictOperation")) == 4
+    polls = fake.api_requests("fetchPredictOperation")
+    assert len(polls) == DEFAULT_RETRY.max_failures
+    # Given up, the operation is cancelled: it would otherwise render (and bill) for nobody.
+    (operation,) = fake.operations.values()
+    assert operation.cancelled
+    assert caught.value.vendor_job_cancelled
 
 
 async def test_abandoned_veo_job_is_cancelled_at_the_vendor(
@@ -571,7 +576,8 @@ async def test_abandoned_veo_job_is_cancelled_at_the_vendor(
     provider = make()
     task = asyncio.create_task(provider.generate(video_job(job_id="job-1"), VEO))
     await until(lambda: len(fake.api_requests("fetchPredictOperation")) >= 2)
-    assert provider._operations == {"job-1": next(iter(fake.operations))}
+    operation_name = next(iter(fake.operations))
+    assert provider._in_flight.urls == {"job-1": f"{ROOT}/v1/{operation_name}:cancel"}
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -581,7 +587,7 @@ async def test_abandoned_veo_job_is_cancelled_at_the_vendor(
     (operation,) = fake.operations.values()
     assert cancel.path == f"/v1/{operation.name}:cancel"
     assert operation.cancelled
-    assert provider._operations == {}
+    assert provider._in_flight.urls == {}
 
 
 async def test_cancel_stops_the_running_operation_of_a_job(
