@@ -21,12 +21,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_router import __version__
-from image_router.account.clerk_endpoints import clerk_routes
-from image_router.account.endpoints import router as account_router
-from image_router.account.key_endpoints import router as api_keys_router
+from image_router.api.account import router as account_router
+from image_router.api.clerk import clerk_routes
+from image_router.api.erasure import router as erasure_router
+from image_router.api.error_statuses import document_errors
+from image_router.api.export import router as export_router
+from image_router.api.files import router as files_router
+from image_router.api.generation import router as generation_router
+from image_router.api.keys import router as api_keys_router
+from image_router.api.models import router as discovery_router
+from image_router.api.openapi import document_generation_routes
+from image_router.api.payments import router as payment_router
+from image_router.api.privacy import router as privacy_account_router
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
-from image_router.discovery.endpoints import router as discovery_router
 from image_router.errors import (
     GatewayError,
     InternalError,
@@ -34,32 +42,20 @@ from image_router.errors import (
     MethodNotAllowed,
     NotFound,
 )
-from image_router.files import router as files_router
-from image_router.generation.endpoints import router as generation_router
-from image_router.generation.openapi import document_generation_routes
 from image_router.generation.recovery import run_periodically
 from image_router.limits.asgi import RateLimitMiddleware
 from image_router.observability import metrics
 from image_router.observability.logging import ensure_logging
 from image_router.observability.middleware import RequestObservability
-from image_router.openapi_errors import document_errors
-from image_router.payment.endpoints import router as payment_router
 from image_router.privacy import jobs, retention
-from image_router.privacy.account_endpoints import router as privacy_account_router
 from image_router.privacy.erasure import queue_erasure
-from image_router.privacy.erasure_endpoints import router as erasure_router
-from image_router.privacy.export_endpoints import router as export_router
 from image_router.resources import Resources, build_resources
 from image_router.web.billing import router as web_billing_router
 from image_router.web.common import PageAnswer
-from image_router.web.docs import ASSETS as DOCS_ASSETS
-from image_router.web.docs import ASSETS_PATH as DOCS_ASSETS_PATH
-from image_router.web.docs import router as web_docs_router
 from image_router.web.keys import router as web_keys_router
 from image_router.web.legal import router as web_legal_router
 from image_router.web.legal_site import LEGAL_UI, build_legal_site, queue_privacy_notice
 from image_router.web.pages import router as web_pages_router
-from image_router.web.refusals import rate_limited_page
 from image_router.web.settings import router as web_settings_router
 from image_router.web.state import STATIC_DIR, build_web_state
 from image_router.web.tokens import router as web_token_router
@@ -161,17 +157,11 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible image and video generation with prepaid credits.",
         lifespan=lifespan,
-        docs_url=None,  # web/docs.py serves /docs, with no CDN
-        redoc_url=None,
     )
     app.state.legal = legal
     if settings.rate_limits_enabled:
         # Inside CORS, so a browser can read the 429 (spec §2.1: cors, then the limiter).
-        app.add_middleware(
-            RateLimitMiddleware,
-            limits_of=lambda: app.state.resources.limits,
-            html_page=lambda wait: rate_limited_page(app.state.web.templates, wait),
-        )
+        app.add_middleware(RateLimitMiddleware, limits_of=lambda: app.state.resources.limits)
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
@@ -193,9 +183,7 @@ def create_app(
     app.include_router(web_billing_router, dependencies=[LEGAL_UI])
     app.include_router(web_settings_router, dependencies=[LEGAL_UI])
     app.include_router(web_legal_router)
-    app.include_router(web_docs_router, dependencies=[LEGAL_UI])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount(DOCS_ASSETS_PATH, DOCS_ASSETS, name="docs-assets")
     document_generation_routes(app)
     document_errors(app)
 

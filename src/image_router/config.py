@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from image_router.limits.networks import canonical, parse_network
+from image_router.kit.networks import canonical, parse_network
 
 
 class Settings(BaseSettings):

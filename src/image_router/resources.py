@@ -30,11 +30,11 @@ from image_router.db.key_store import KeyStore
 from image_router.db.session import make_engine
 from image_router.kit.crypto import decode_key, load_or_create_key
 from image_router.kit.money import usd_to_credits
+from image_router.kit.networks import parse_network
 from image_router.limits.bans import BanList, load_networks
 from image_router.limits.client_ip import ClientIpPolicy
 from image_router.limits.free_tier import FreeTier
 from image_router.limits.guard import Limits, RatePolicy
-from image_router.limits.networks import parse_network
 from image_router.limits.rates import AccountScale, Rate, memory_counter, redis_counter
 from image_router.payment.stripe_api import StripeGateway
 from image_router.payment.topups import Payments, TopupPolicy

@@ -348,7 +348,7 @@ async def clerk_gateway(
 
 
 def _add_principal_routes(app: FastAPI) -> None:
-    from image_router.principal import get_principal, require_recent_sign_in
+    from image_router.api.principal import get_principal, require_recent_sign_in
 
     async def principal(request: Request) -> dict[str, Any]:
         who = await get_principal(request, request.app.state.resources)

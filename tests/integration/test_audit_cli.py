@@ -13,7 +13,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from image_router.cli import app as cli_app
-from image_router.commands import common
+from image_router.cli import common
 from image_router.db.session import make_engine, unit_of_work
 
 

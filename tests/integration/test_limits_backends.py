@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from image_router.errors import Forbidden, RateLimited
+from image_router.kit.networks import parse_network
 from image_router.limits.bans import BanList
 from image_router.limits.client_ip import ClientIpPolicy
 from image_router.limits.free_tier import FreeTier
@@ -24,7 +25,6 @@ from image_router.limits.guard import (
     RatePolicy,
     latest_decision,
 )
-from image_router.limits.networks import parse_network
 from image_router.limits.rates import (
     AccountScale,
     Rate,

@@ -483,7 +483,7 @@ async def cli(gw: Gateway, *args: str) -> tuple[int, str, str]:
     from typer.testing import CliRunner
 
     from image_router.cli import app as cli_app
-    from image_router.commands import common
+    from image_router.cli import common
 
     settings = gw.res.settings
     env: dict[str, str | None] = {

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from image_router.account import service as accounts
 from image_router.cli import app as cli_app
-from image_router.commands import common
+from image_router.cli import common
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.db.tables import BannedNetwork
 from image_router.kit.clock import utcnow
-from image_router.limits.networks import (
+from image_router.kit.networks import (
     Network,
     NetworkError,
     NetworkSet,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from image_router.limits.networks import parse_address
+from image_router.kit.networks import parse_address
 
 _STATE_KEY = "image_router.client_ip"
 _FORWARDED_FOR = b"x-forwarded-for"

@@ -15,9 +15,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from image_router.account.clerk_endpoints import SESSION_COOKIE as CLERK_SESSION_COOKIE
-from image_router.account.clerk_endpoints import session_view as clerk_session_view
 from image_router.account.sessions import SessionView, load_session
+from image_router.api.clerk import SESSION_COOKIE as CLERK_SESSION_COOKIE
+from image_router.api.clerk import session_view as clerk_session_view
 from image_router.db.session import unit_of_work
 from image_router.resources import Resources
 from image_router.web.state import WebState

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from image_router.api.principal import PrincipalDep
 from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden, InvalidRequest, NotFound
 from image_router.kit.clock import utcnow
@@ -27,7 +28,6 @@ from image_router.legal.consent_cookie import (
     new_consent_id,
     parse_consent_cookie,
 )
-from image_router.principal import PrincipalDep
 from image_router.privacy import policy
 from image_router.web.common import (
     CSRF_COOKIE,

@@ -18,8 +18,8 @@ from image_router.account import local_auth
 from image_router.account.mailer import MailError
 from image_router.account.service import AccountError
 from image_router.account.sessions import SessionView, revoke_session, start_session
+from image_router.api.deps import client_ip
 from image_router.db.session import unit_of_work
-from image_router.deps import client_ip
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.limits.rates import Decision

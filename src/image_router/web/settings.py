@@ -21,13 +21,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from image_router.account.sessions import SessionView
+from image_router.api.principal import Principal, require_recent_sign_in
+from image_router.api.privacy import parse_before, privacy_version
 from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
-from image_router.principal import Principal, require_recent_sign_in
 from image_router.privacy import content, erasure, export, preferences, profile, restriction
-from image_router.privacy.account_endpoints import parse_before, privacy_version
 from image_router.resources import Resources
 from image_router.web.common import clear_session_cookie, field, redirect, render, resources_of
 from image_router.web.keys import when

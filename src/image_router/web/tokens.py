@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from image_router.account.web_tokens import GUEST_USER_ID, mint
-from image_router.deps import ResourcesDep, client_ip
+from image_router.api.deps import ResourcesDep, client_ip
 from image_router.errors import Forbidden, GatewayError
 from image_router.web.common import current_session
 

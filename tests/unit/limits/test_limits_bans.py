@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from image_router.kit.networks import parse_network
 from image_router.limits.bans import BanList
-from image_router.limits.networks import parse_network
 
 
 class Store:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from image_router.limits.networks import (
+from image_router.kit.networks import (
     NetworkError,
     NetworkSet,
     canonical,

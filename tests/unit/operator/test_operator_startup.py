@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from image_router.commands.startup import variable_warnings, vendor_report
+from image_router.cli.startup import variable_warnings, vendor_report
 from image_router.config import Settings
 
 

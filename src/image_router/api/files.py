@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from image_router.deps import ResourcesDep
+from image_router.api.deps import ResourcesDep
 from image_router.errors import NotFound
 from image_router.privacy.export import EXPORT_PREFIX
 from image_router.storage.base import StorageError

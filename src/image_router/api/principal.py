@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
-from image_router.account.clerk_endpoints import looks_like_session_token, sign_in_with_token
 from image_router.account.service import authenticate_key
+from image_router.api.clerk import looks_like_session_token, sign_in_with_token
+from image_router.api.deps import ResourcesDep
 from image_router.db.session import autocommit
-from image_router.deps import ResourcesDep
 from image_router.errors import Forbidden, Unauthenticated
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import API_KEY_LENGTH

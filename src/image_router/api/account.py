@@ -12,8 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import spend_limits
+from image_router.api.deps import CallerDep, ResourcesDep
 from image_router.db.session import unit_of_work
-from image_router.deps import CallerDep, ResourcesDep
 from image_router.errors import InternalError
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd

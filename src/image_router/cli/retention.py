@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from image_router.commands.common import fail, settings
+from image_router.cli.common import fail, settings
 from image_router.db.migrate import upgrade
 from image_router.privacy import retention
 from image_router.resources import build_resources

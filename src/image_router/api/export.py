@@ -26,12 +26,12 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from image_router.account import service as accounts
 from image_router.account.mailer import MailError, build_mailer
+from image_router.api.deps import ResourcesDep
+from image_router.api.principal import Principal, PrincipalDep, require_recent_sign_in
 from image_router.db.session import autocommit, unit_of_work
-from image_router.deps import ResourcesDep
 from image_router.errors import GatewayError, NotFound
 from image_router.kit.clock import utcnow
 from image_router.observability.logging import request_id
-from image_router.principal import Principal, PrincipalDep, require_recent_sign_in
 from image_router.privacy import export, jobs
 from image_router.resources import Resources, public_url
 from image_router.web.legal_site import policy_facts, site_base

@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import managed_keys
 from image_router.account import service as accounts
-from image_router.commands import erasure as erasure_commands
-from image_router.commands import export as export_command
-from image_router.commands import privacy_admin, startup
-from image_router.commands.common import fail, run_db, vault
-from image_router.commands.retention import retention_app
-from image_router.commands.vault import vault_app
+from image_router.cli import erasure as erasure_commands
+from image_router.cli import export as export_command
+from image_router.cli import privacy_admin, startup
+from image_router.cli.common import fail, run_db, vault
+from image_router.cli.retention import retention_app
+from image_router.cli.vault import vault_app
 from image_router.config import Settings, set_variable_names
 from image_router.db.migrate import upgrade
 from image_router.db.tables import Account

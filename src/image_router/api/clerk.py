@@ -33,10 +33,10 @@ from image_router.account.clerk import (
 )
 from image_router.account.personal_data import Vault
 from image_router.account.sessions import SessionView
+from image_router.api.deps import ResourcesDep
 from image_router.config import Settings
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Account
-from image_router.deps import ResourcesDep
 from image_router.errors import (
     GatewayError,
     InvalidRequest,

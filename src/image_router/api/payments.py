@@ -14,8 +14,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from image_router.api.deps import CallerDep, ResourcesDep
 from image_router.db.session import unit_of_work
-from image_router.deps import CallerDep, ResourcesDep
 from image_router.errors import InvalidRequest, NotFound, PayloadTooLarge
 from image_router.payment import topups, webhooks
 from image_router.payment.amounts import format_cents

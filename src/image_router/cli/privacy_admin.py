@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import service as accounts
-from image_router.commands.common import fail, run_db, vault
+from image_router.cli.common import fail, run_db, vault
 from image_router.db.tables import Account
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd

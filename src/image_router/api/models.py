@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from image_router.deps import ResourcesDep
+from image_router.api.deps import ResourcesDep
 from image_router.discovery import service
 from image_router.errors import ModelNotFound
 

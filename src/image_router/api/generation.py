@@ -19,10 +19,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from image_router.account.service import Caller
-from image_router.deps import ImageCallerDep, ResourcesDep, VideoCallerDep, client_ip
+from image_router.api.deps import ImageCallerDep, ResourcesDep, VideoCallerDep, client_ip
+from image_router.api.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
 from image_router.errors import GatewayError, InternalError
 from image_router.generation import service
-from image_router.generation.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
 from image_router.generation.validation import GenerationRequest, validate_image, validate_video
 
 router = APIRouter()

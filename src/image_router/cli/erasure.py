@@ -16,8 +16,8 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from image_router.commands.common import fail, run_db, settings, vault
-from image_router.commands.privacy_admin import account_id_of, operator
+from image_router.cli.common import fail, run_db, settings, vault
+from image_router.cli.privacy_admin import account_id_of, operator
 from image_router.db.tables import Account
 from image_router.privacy import erasure
 from image_router.resources import build_resources

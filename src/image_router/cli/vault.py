@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from image_router.commands.common import fail, run_db, vault
-from image_router.commands.privacy_admin import operator
+from image_router.cli.common import fail, run_db, vault
+from image_router.cli.privacy_admin import operator
 from image_router.kit.crypto import new_key
 from image_router.privacy import audit
 

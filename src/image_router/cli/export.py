@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 from image_router.account.service import AccountError
-from image_router.commands.common import fail, settings
-from image_router.commands.privacy_admin import Reason, _required_reason, account_id_of, operator
+from image_router.cli.common import fail, settings
+from image_router.cli.privacy_admin import Reason, _required_reason, account_id_of, operator
 from image_router.db.migrate import upgrade
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow

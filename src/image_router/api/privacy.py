@@ -21,12 +21,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from image_router.api.deps import ResourcesDep
+from image_router.api.principal import PrincipalDep, require_recent_sign_in
 from image_router.db.session import unit_of_work
-from image_router.deps import ResourcesDep
 from image_router.errors import Forbidden, GatewayError, InvalidRequest, NotFound
 from image_router.kit.money import format_usd
 from image_router.observability.logging import request_id
-from image_router.principal import PrincipalDep, require_recent_sign_in
 from image_router.privacy import preferences, profile, restriction
 from image_router.privacy.preferences import PreferenceError
 from image_router.privacy.profile import (

@@ -28,8 +28,9 @@ from image_router.account.service import (
     create_key,
 )
 from image_router.account.spend_limits import iso
+from image_router.api.deps import ResourcesDep
+from image_router.api.principal import Principal, PrincipalDep, require_recent_sign_in
 from image_router.db.session import autocommit, unit_of_work
-from image_router.deps import ResourcesDep
 from image_router.errors import (
     Forbidden,
     InternalError,
@@ -40,7 +41,6 @@ from image_router.errors import (
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import API_KEY_LENGTH
 from image_router.kit.money import format_usd
-from image_router.principal import Principal, PrincipalDep, require_recent_sign_in
 from image_router.resources import Resources
 
 log = logging.getLogger(__name__)

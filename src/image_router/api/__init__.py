@@ -1,0 +1,1 @@
+"""The HTTP API edge: thin endpoints over the use cases, and who is calling."""
