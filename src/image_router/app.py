@@ -52,10 +52,14 @@ from image_router.privacy.erasure import queue_erasure
 from image_router.resources import Resources, build_resources
 from image_router.web.billing import router as web_billing_router
 from image_router.web.common import PageAnswer
+from image_router.web.docs import ASSETS as DOCS_ASSETS
+from image_router.web.docs import ASSETS_PATH as DOCS_ASSETS_PATH
+from image_router.web.docs import router as web_docs_router
 from image_router.web.keys import router as web_keys_router
 from image_router.web.legal import router as web_legal_router
 from image_router.web.legal_site import LEGAL_UI, build_legal_site, queue_privacy_notice
 from image_router.web.pages import router as web_pages_router
+from image_router.web.refusals import rate_limited_page
 from image_router.web.settings import router as web_settings_router
 from image_router.web.state import STATIC_DIR, build_web_state
 from image_router.web.tokens import router as web_token_router
@@ -157,11 +161,17 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible image and video generation with prepaid credits.",
         lifespan=lifespan,
+        docs_url=None,  # web/docs.py serves /docs, with no CDN
+        redoc_url=None,
     )
     app.state.legal = legal
     if settings.rate_limits_enabled:
         # Inside CORS, so a browser can read the 429 (spec §2.1: cors, then the limiter).
-        app.add_middleware(RateLimitMiddleware, limits_of=lambda: app.state.resources.limits)
+        app.add_middleware(
+            RateLimitMiddleware,
+            limits_of=lambda: app.state.resources.limits,
+            html_page=lambda wait: rate_limited_page(app.state.web.templates, wait),
+        )
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
@@ -183,7 +193,9 @@ def create_app(
     app.include_router(web_billing_router, dependencies=[LEGAL_UI])
     app.include_router(web_settings_router, dependencies=[LEGAL_UI])
     app.include_router(web_legal_router)
+    app.include_router(web_docs_router, dependencies=[LEGAL_UI])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(DOCS_ASSETS_PATH, DOCS_ASSETS, name="docs-assets")
     document_generation_routes(app)
     document_errors(app)
 

@@ -158,7 +158,7 @@ async def test_history_shows_refunds_and_disputes(payer: Gateway) -> None:
     for words in ("refunded", "disputed", "partially refunded", "awaiting payment"):
         assert f'class="deposit-status">{words}<' in page
     partial_row = page.split(f'id="deposit-{partial}"')[1].split("</tr>")[0]
-    assert "<td>$5.00</td>" in partial_row  # of $30.00 refunded
+    assert 'data-label="Refunded">$5.00</td>' in partial_row  # of $30.00 refunded
     assert balance_of(page) == "$25.0000"  # 30 - 5 refunded; the disputed 15 taken back
 
 

@@ -124,7 +124,7 @@ async def test_unknown_e_mail_gets_the_same_answer_and_no_mail(
     await gateway.account(email="known@example.com")
     unknown = await _ask_for_reset(gateway, "stranger@example.com")
     known = await _ask_for_reset(gateway, "known@example.com")
-    assert unknown.split("<main>")[1] == known.split("<main>")[1]
+    assert unknown.split("<main")[1] == known.split("<main")[1]
     assert [m["To"] for m in inbox[0].messages] == ["known@example.com"]
 
 

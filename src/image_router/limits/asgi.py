@@ -2,7 +2,9 @@
 
 It counts every HTTP request by client IP, answers 429 itself when the count is over, and
 writes the `RateLimit-*` headers of the latest decision on every response — the general
-limiter's, or the account limiter's on the generation routes (spec §2.10).
+limiter's, or the account limiter's on the generation routes (spec §2.10). A browser that
+asked for a page (`Accept: text/html`) gets an HTML page with the wait instead of JSON, when
+the app gives the middleware a way to draw one (`html_page`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,27 @@ _POLICY = b"ratelimit-policy"
 WEBHOOK_PREFIX = "/webhooks/"
 
 
+def wants_html(scope: Scope) -> bool:
+    """Whether the client asked for a web page: browsers navigating send `Accept: text/html`;
+    API clients (SDKs, curl, fetch) do not."""
+    for name, value in scope.get("headers", []):
+        if name == b"accept":
+            return b"text/html" in value
+    return False
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, limits_of: Callable[[], Limits]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits_of: Callable[[], Limits],
+        html_page: Callable[[int], bytes] | None = None,
+    ) -> None:
         """`limits_of` is read per request: the limits are built at start-up, after the
-        middleware stack."""
+        middleware stack. `html_page(retry_after_s)` draws the refusal for a browser."""
         self.app = app
         self.limits_of = limits_of
+        self.html_page = html_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(WEBHOOK_PREFIX):
@@ -44,13 +61,18 @@ class RateLimitMiddleware:
             return
         if not decision.allowed:
             error = RateLimited(GENERAL)
-            body = orjson.dumps(error.body())
+            if self.html_page is not None and wants_html(scope):
+                body = self.html_page(max(1, decision.reset_s))
+                content_type = b"text/html; charset=utf-8"
+            else:
+                body = orjson.dumps(error.body())
+                content_type = b"application/json"
             await send(
                 {
                     "type": "http.response.start",
                     "status": error.status,
                     "headers": [
-                        (b"content-type", b"application/json"),
+                        (b"content-type", content_type),
                         (b"content-length", str(len(body)).encode()),
                         *decision.raw_headers(),
                     ],
