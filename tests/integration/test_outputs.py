@@ -29,6 +29,9 @@ async def test_url_output_is_stored_and_served(gateway: Gateway) -> None:
     served = await gateway.client.get(url)
     assert served.status_code == 200
     assert served.headers["content-type"] == "image/png"
+    # Vendor bytes on our origin: nothing in them may run or be sniffed as another type.
+    assert "sandbox" in served.headers["content-security-policy"]
+    assert served.headers["x-content-type-options"] == "nosniff"
     assert Image.open(io.BytesIO(served.content)).size == (1024, 1024)
     [row] = await gateway.generations()
     assert row["output_urls"] == [url]

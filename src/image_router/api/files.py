@@ -36,5 +36,8 @@ async def get_file(name: str, res: ResourcesDep) -> Response:
         headers={
             "cache-control": "public, max-age=31536000, immutable",
             "cross-origin-resource-policy": "cross-origin",
+            # Outputs are vendor bytes served from our origin: an SVG may carry script, so
+            # a file opened directly runs nothing (nosniff is set for every response).
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
         },
     )
