@@ -30,8 +30,8 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import Job, Target
 from image_router.providers.chutes import FREE_CAPACITY_MESSAGE, ChutesProvider
+from image_router.providers.contract import Job, Target
 from tests.fakes.contract import ContractCase
 from tests.fakes.upstream import FakeVendor, Recorded
 

@@ -324,7 +324,7 @@ async def clerk_gateway(
     **overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """The gateway in Clerk mode, with this fake under `http://fakes/clerk` (and `others`
-    under `http://fakes/<name>`), plus two routes that show what `PrincipalDep` resolved
+    under `http://fakes/<name>`), plus two routes that show what `IdentityDep` resolved
     (`/test/principal`) and apply the step-up rule of destructive operations
     (`/test/step-up`)."""
     from image_router.app import create_app
@@ -348,10 +348,10 @@ async def clerk_gateway(
 
 
 def _add_principal_routes(app: FastAPI) -> None:
-    from image_router.api.principal import get_principal, require_recent_sign_in
+    from image_router.api.identity import get_identity, require_recent_sign_in
 
     async def principal(request: Request) -> dict[str, Any]:
-        who = await get_principal(request, request.app.state.resources)
+        who = await get_identity(request, request.app.state.resources)
         at = who.authenticated_at
         return {
             "account_id": who.account_id,
@@ -361,7 +361,7 @@ def _add_principal_routes(app: FastAPI) -> None:
 
     async def step_up(request: Request) -> dict[str, bool]:
         res = request.app.state.resources
-        require_recent_sign_in(await get_principal(request, res), res)
+        require_recent_sign_in(await get_identity(request, res), res)
         return {"ok": True}
 
     app.add_api_route("/test/principal", principal, methods=["GET", "POST"])

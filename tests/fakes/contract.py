@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 
 import tests.fakes
-from image_router.providers.base import Job, Provider, Target
+from image_router.providers.contract import Job, Provider, Target
 from tests.fakes.upstream import FakeVendor
 
 

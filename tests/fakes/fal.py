@@ -35,7 +35,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import Job, Target
+from image_router.providers.contract import Job, Target
 from image_router.providers.fal import FalProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.openai import image_bytes

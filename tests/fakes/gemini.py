@@ -37,7 +37,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from image_router.providers.base import Job, Target
+from image_router.providers.contract import Job, Target
 from image_router.providers.gemini import GeminiProvider
 from image_router.providers.gemini_imagen import GeminiImagenProvider
 from image_router.providers.test import VIDEO_ASSET

@@ -31,7 +31,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import Job, Target
+from image_router.providers.contract import Job, Target
 from image_router.providers.nanogpt import NanoGPTProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.openai import MODERATION_BODY, image_bytes

@@ -33,7 +33,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import Job, Target
+from image_router.providers.contract import Job, Target
 from image_router.providers.openai import OpenAIProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.upstream import FakeVendor, Recorded, RecordedFile

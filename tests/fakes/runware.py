@@ -38,7 +38,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import InputFile, Job, Target
+from image_router.providers.contract import InputFile, Job, Target
 from image_router.providers.runware import RunwareProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.openai import image_bytes

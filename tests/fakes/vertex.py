@@ -43,7 +43,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import InputFile, Job, Target
+from image_router.providers.contract import InputFile, Job, Target
 from image_router.providers.vertex import VertexProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.upstream import FakeVendor, Recorded

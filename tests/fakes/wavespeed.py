@@ -35,7 +35,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import InputFile, Job, Target
+from image_router.providers.contract import InputFile, Job, Target
 from image_router.providers.wavespeed import WavespeedProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.openai import image_bytes

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from image_router.providers.base import Job, Target
+from image_router.providers.contract import Job, Target
 from image_router.providers.zai import ZaiProvider
 from tests.fakes.contract import ContractCase
 from tests.fakes.openai import image_bytes

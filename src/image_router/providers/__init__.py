@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from image_router.providers.base import Provider
 from image_router.providers.chutes import ChutesProvider
+from image_router.providers.contract import Provider
 from image_router.providers.deepinfra import DeepInfraProvider
 from image_router.providers.fal import FalProvider
 from image_router.providers.gemini import GeminiProvider

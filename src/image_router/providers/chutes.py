@@ -27,21 +27,23 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from image_router.providers.base import (
+from image_router.providers.contract import (
     Artifact,
     Job,
     Provider,
     Result,
     Target,
+    refuse_image_inputs,
+)
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
     error_for_status,
-    refuse_image_inputs,
     retry_after,
     translate_errors,
 )
@@ -183,6 +185,12 @@ def error_from_response(
 
 class ChutesProvider(Provider):
     id = PROVIDER_ID
+    key_env = "CHUTES_API_TOKEN"
+    base_url_env = ("CHUTES_BASE_URL",)
+    env_notes: ClassVar[Mapping[str, str]] = {
+        "CHUTES_BASE_URL": "`{model}` = chute name; shared-host chutes such as qwen-image "
+        "use `image` in its place"
+    }
     default_base_url = DEFAULT_BASE_URL
     modalities = frozenset({"image"})
     image_inputs = frozenset()

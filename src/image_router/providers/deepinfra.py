@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from image_router.providers.base import (
+from image_router.providers.contract import (
     Artifact,
     InputFile,
     Job,
     Provider,
     Result,
     Target,
+    refuse_mask,
+)
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -34,15 +37,11 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
-    refuse_mask,
-    response_json,
-    translate_errors,
 )
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     OUR_KEY_PHRASES,
     RETRYABLE_PHRASES,
-    error_body,
     expect_object,
     mentions,
     usd_amount,
@@ -227,29 +226,24 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 
 class DeepInfraProvider(Provider):
     id = PROVIDER_ID
+    key_env = "DEEPINFRA_API_KEY"
+    base_url_env = ("DEEPINFRA_BASE_URL",)
     default_base_url = "https://api.deepinfra.com"
     api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"single_blob"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        self.require_credential("DeepInfra API key")
+        key = self.require_credential("DeepInfra API key")
         request = to_request(job, target)
-        url = self.base_url + request.path
-        headers = {"Authorization": f"Bearer {self.credential}"}
-        async with translate_errors(self.id):
-            if request.image is not None:
-                image = request.image
-                response = await self.http.post(
-                    url,
-                    headers=headers,
-                    data=request.fields,
-                    files={"image": (image.filename, image.data, image.content_type)},
-                )
-            else:
-                response = await self.http.post(url, headers=headers, json=request.json)
-            if response.is_error:
-                raise error_from_response(
-                    response.status_code, error_body(response, self.credential)
-                )
-            return from_response(response_json(self.id, response))
+        image = request.image
+        return await self.post_json(
+            self.base_url + request.path,
+            request.json,
+            key=key,
+            errors=error_from_response,
+            read=from_response,
+            # An image makes it a multipart form: the fields, and the file as `image`.
+            data=request.fields if image else None,
+            files={"image": (image.filename, image.data, image.content_type)} if image else None,
+        )

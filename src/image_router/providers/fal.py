@@ -27,30 +27,24 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from image_router.providers.base import (
-    Artifact,
-    InFlight,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target, refuse_mask
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
-    cancel_quietly,
     error_for_status,
     redact,
-    refuse_mask,
     response_json,
     translate_errors,
 )
+from image_router.providers.inflight import InFlight, cancel_quietly
 from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import error_body, mentions
 
@@ -282,12 +276,24 @@ def _error(
     return cls(message, provider=PROVIDER_ID, status=status, body=body, code=code)
 
 
+#: Errors of calls about a submitted job (status, result, cancel).
+_after_submit = partial(error_from_response, on_submit=False)
+
+
 class FalProvider(Provider):
     """fal.ai queue API. `extra["sync_base_url"]` (the `fal.run` host) is accepted but not
     used: like the reference, every call goes through the queue, which fal retries on
     runner failures and which can be cancelled."""
 
     id = PROVIDER_ID
+    key_env = "FAL_API_KEY"
+    base_url_env = ("FAL_BASE_URL",)
+    extra_env: ClassVar[Mapping[str, str]] = {"sync_base_url": "FAL_SYNC_BASE_URL"}
+    env_notes: ClassVar[Mapping[str, str]] = {
+        "FAL_BASE_URL": "the queue host",
+        "FAL_SYNC_BASE_URL": "the `fal.run` host, default `https://fal.run`; read, not used: "
+        "every call goes through the queue",
+    }
     default_base_url = "https://queue.fal.run"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"fal_image_url", "fal_image_urls"})
@@ -297,32 +303,26 @@ class FalProvider(Provider):
         self.sync_base_url = self.extra.get("sync_base_url", DEFAULT_SYNC_BASE_URL).rstrip("/")
         self._in_flight = InFlight(self._send_cancel, vendor="fal")
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key {self.require_credential('fal.ai API key')}"}
-
     async def generate(self, job: Job, target: Target) -> Result:
-        headers = self._headers()
+        key = self.require_credential("fal.ai API key")
         request = to_request(job, target)
+        queued = await self.post_json(
+            f"{self.base_url}/{request.endpoint}",
+            request.body,
+            key=key,
+            auth="Key",
+            errors=error_from_response,
+            read=lambda body: queued_job(body, self.base_url, request.endpoint),
+        )
         async with translate_errors(self.id):
-            response = await self.http.post(
-                f"{self.base_url}/{request.endpoint}", headers=headers, json=request.body
-            )
-            if response.is_error:
-                raise error_from_response(response.status_code, error_body(response))
-            queued = queued_job(response_json(self.id, response), self.base_url, request.endpoint)
             if not queued.completed:
                 # Only the wait is inside: a job fal reports as ended needs no cancel.
                 async with self._in_flight.running(job, queued.cancel_url):
-                    status = await self._wait(queued, headers)
+                    status = await self._wait(queued, key)
                 read_status(status)
-            response = await self.http.get(queued.response_url, headers=headers)
-            if response.is_error:
-                raise error_from_response(
-                    response.status_code, error_body(response), on_submit=False
-                )
-            return from_response(response_json(self.id, response), job.modality)
+            return from_response(await self._get(queued.response_url, key), job.modality)
 
-    async def _wait(self, queued: QueuedJob, headers: Mapping[str, str]) -> Any:
+    async def _wait(self, queued: QueuedJob, key: str) -> Any:
         """Poll the job's status until it is no longer pending; return that status."""
         separator = "&" if "?" in queued.status_url else "?"
         url = f"{queued.status_url}{separator}logs=0"
@@ -330,15 +330,14 @@ class FalProvider(Provider):
             # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
             await asyncio.sleep(self.poll_interval)
             status = await poll_once(
-                partial(self._status, url, headers), provider=self.id, interval=self.poll_interval
+                partial(self._get, url, key), provider=self.id, interval=self.poll_interval
             )
             if not isinstance(status, Mapping) or status.get("status") not in _PENDING:
                 return status
 
-    async def _status(self, url: str, headers: Mapping[str, str]) -> Any:
-        response = await self.http.get(url, headers=headers)
-        if response.is_error:
-            raise error_from_response(response.status_code, error_body(response), on_submit=False)
+    async def _get(self, url: str, key: str) -> Any:
+        """A job's status or result (a 404 now means the job vanished, not our endpoint)."""
+        response = await self.send("GET", url, key=key, auth="Key", errors=_after_submit)
         return response_json(self.id, response)
 
     async def cancel(self, job: Job, target: Target) -> bool:
@@ -346,9 +345,8 @@ class FalProvider(Provider):
         return await cancel_quietly(self._in_flight.cancel(job), vendor="fal")
 
     async def _send_cancel(self, cancel_url: str) -> None:
-        response = await self.http.put(cancel_url, headers=self._headers())
+        key = self.require_credential("fal.ai API key")
+        response = await self.http.put(cancel_url, headers={"Authorization": f"Key {key}"})
         # 400 ALREADY_COMPLETED / 404 NOT_FOUND: nothing is left running to stop.
         if response.is_error and response.status_code not in (400, 404):
-            raise error_from_response(
-                response.status_code, error_body(response, self.credential), on_submit=False
-            )
+            raise _after_submit(response.status_code, error_body(response, key))

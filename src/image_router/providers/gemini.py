@@ -17,19 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Provider,
-    Result,
-    Target,
-    UpstreamMisconfiguredError,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target, refuse_mask
+from image_router.providers.errors import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
     redact,
-    refuse_mask,
     translate_errors,
 )
 from image_router.providers.gemini_veo import PROVIDER_ID, generate_video
@@ -42,7 +36,7 @@ from image_router.providers.google_ai import (
     size_table,
     text_or_none,
 )
-from image_router.providers.upstream_text import expect_object, first_key, scrub
+from image_router.providers.upstream_text import expect_object, scrub
 
 # §9.13 `sizeToAspectRatio`, by model family.
 FLASH_SIZES: Final = size_table(
@@ -164,17 +158,18 @@ def image_from_response(body: Any) -> Result:
 
 class GeminiProvider(Provider):
     id = PROVIDER_ID
+    key_env = "GOOGLE_GEMINI_API_KEY"
+    base_url_env = ("GEMINI_BASE_URL",)
+    env_notes: ClassVar[Mapping[str, str]] = {
+        "GOOGLE_GEMINI_API_KEY": "comma list: the first is used"
+    }
     default_base_url = DEFAULT_BASE_URL
     api_prefix = "/v1beta"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"inline_data", "base64_image"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        key = first_key(self.credential)
-        if key is None:
-            raise UpstreamMisconfiguredError(
-                "no Google AI Studio API key is configured", provider=self.id
-            )
+        key = self.require_credential("Google AI Studio API key", first=True)
         async with translate_errors(self.id):
             if job.modality == "video":
                 result = await generate_video(

@@ -20,19 +20,20 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-from image_router.providers.base import (
+from image_router.providers.contract import (
     Artifact,
     Job,
     Provider,
     Result,
     Target,
-    UpstreamMisconfiguredError,
+    refuse_image_inputs,
+)
+from image_router.providers.errors import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
     redact,
-    refuse_image_inputs,
     translate_errors,
 )
 from image_router.providers.google_ai import (
@@ -44,7 +45,7 @@ from image_router.providers.google_ai import (
     size_table,
     text_or_none,
 )
-from image_router.providers.upstream_text import expect_object, first_key, scrub
+from image_router.providers.upstream_text import expect_object, scrub
 
 PROVIDER_ID = "geminiImagen"
 
@@ -109,17 +110,18 @@ def _encoded(item: Mapping[str, Any]) -> str | None:
 
 class GeminiImagenProvider(Provider):
     id = PROVIDER_ID
+    key_env = "GOOGLE_GEMINI_API_KEY"
+    base_url_env = ("GEMINI_BASE_URL",)
+    env_notes: ClassVar[Mapping[str, str]] = {
+        "GOOGLE_GEMINI_API_KEY": "comma list: the first is used"
+    }
     default_base_url = DEFAULT_BASE_URL
     api_prefix = "/v1beta"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        key = first_key(self.credential)
-        if key is None:
-            raise UpstreamMisconfiguredError(
-                "no Google AI Studio API key is configured", provider=self.id
-            )
+        key = self.require_credential("Google AI Studio API key", first=True)
         url = f"{self.base_url}/{API_VERSION}/models/{target.upstream}:predict"
         async with translate_errors(self.id):
             body = await post_json(self.http, url, to_request(job, target), key, self.id)

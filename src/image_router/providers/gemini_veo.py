@@ -25,11 +25,8 @@ from typing import Any, Final
 
 import httpx
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Result, Target
+from image_router.providers.errors import (
     UpstreamProtocolError,
     UpstreamRejectedError,
     UpstreamUnavailableError,

@@ -1,6 +1,6 @@
 """Google AI Studio (the Gemini API) as the Gemini and Imagen adapters both speak it.
 
-Not a provider: a library like `base`, so `gemini` (with `gemini_veo`) and `gemini_imagen`
+Not a provider: a library like `contract`, so `gemini` (with `gemini_veo`) and `gemini_imagen`
 share one host, one key handling and one error model without importing each other.
 
 The key (`first_key` of the comma-separated list) travels only in the `x-goog-api-key`
@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import httpx
 
-from image_router.providers.base import (
-    Job,
+from image_router.providers.contract import Job
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,

@@ -27,14 +27,8 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-import httpx
-
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target, refuse_mask
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -44,12 +38,11 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
-    refuse_mask,
     response_json,
     translate_errors,
 )
 from image_router.providers.polling import poll_once
-from image_router.providers.upstream_text import error_body, mentions, scrub
+from image_router.providers.upstream_text import mentions, scrub
 
 PROVIDER_ID = "grok"
 USD_PER_TICK = Decimal("1e-10")
@@ -262,22 +255,29 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
     return cls(message, provider=PROVIDER_ID, status=status, body=body, code=code)
 
 
+_ACCEPT_JSON = {"accept": "application/json"}
+
+
 class GrokProvider(Provider):
     id = PROVIDER_ID
+    key_env = "XAI_API_KEY"
+    base_url_env = ("XAI_BASE_URL", "GROK_BASE_URL")
     default_base_url = "https://api.x.ai/v1"
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"single_data_uri"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        self.require_credential("xAI API key")
+        key = self.require_credential("xAI API key")
         request = to_request(job, target)
-        headers = {"Authorization": f"Bearer {self.credential}", "accept": "application/json"}
+        answer: Any = await self.post_json(
+            self.base_url + request.path,
+            request.body,
+            key=key,
+            errors=error_from_response,
+            headers=_ACCEPT_JSON,
+        )
         async with translate_errors(self.id):
-            response = await self.http.post(
-                self.base_url + request.path, headers=headers, json=request.body
-            )
-            answer = self._answer(response)
             if job.modality != "video":
                 return self._scrubbed(from_image_response(answer))
             request_id = answer.get("request_id") if isinstance(answer, Mapping) else None
@@ -289,7 +289,7 @@ class GrokProvider(Provider):
                 # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
                 await asyncio.sleep(self.poll_interval)
                 answer = await poll_once(
-                    partial(self._poll, f"{self.base_url}/videos/{request_id}", headers),
+                    partial(self._poll, f"{self.base_url}/videos/{request_id}", key),
                     provider=self.id,
                     interval=self.poll_interval,
                 )
@@ -297,15 +297,12 @@ class GrokProvider(Provider):
                 if finished is not None:
                     return self._scrubbed(finished)
 
-    async def _poll(self, url: str, headers: Mapping[str, str]) -> Any:
-        poll = await self.http.get(url, headers=headers)
-        # A pending job may answer 202 with no body at all; an error never passes.
-        return self._answer(poll) if poll.content or poll.is_error else None
-
-    def _answer(self, response: httpx.Response) -> Any:
-        if response.is_error:
-            raise error_from_response(response.status_code, error_body(response, self.credential))
-        return response_json(self.id, response)
+    async def _poll(self, url: str, key: str) -> Any:
+        poll = await self.send(
+            "GET", url, key=key, errors=error_from_response, headers=_ACCEPT_JSON
+        )
+        # A pending job may answer 202 with no body at all.
+        return response_json(self.id, poll) if poll.content else None
 
     def _scrubbed(self, result: Result) -> Result:
         # xAI never echoes our key in a success, but the usage log must not depend on that.

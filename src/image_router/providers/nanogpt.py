@@ -18,14 +18,8 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-import httpx
-
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -34,7 +28,6 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
-    response_json,
     translate_errors,
 )
 from image_router.providers.polling import poll_once
@@ -43,7 +36,6 @@ from image_router.providers.upstream_text import (
     OUR_KEY_PHRASES,
     RETRYABLE_PHRASES,
     PhraseRules,
-    error_body,
     expect_object,
     first_match,
     scrub,
@@ -250,6 +242,8 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
 
 class NanoGPTProvider(Provider):
     id = PROVIDER_ID
+    key_env = "NANO_GPT_API_KEY"
+    base_url_env = ("NANO_GPT_BASE_URL", "NANOGPT_BASE_URL")
     default_base_url = "https://nano-gpt.com"
     api_prefix = "/v1"
     modalities = frozenset({"image"})
@@ -257,18 +251,16 @@ class NanoGPTProvider(Provider):
 
     async def generate(self, job: Job, target: Target) -> Result:
         key = self.require_credential("NanoGPT API key")
-        body = to_request(job, target)
+        answer: Any = await self.post_json(
+            self.base_url + GENERATIONS_PATH,
+            to_request(job, target),
+            key=key,
+            errors=error_from_response,
+        )
         async with translate_errors(self.id):
-            response = await self.http.post(
-                self.base_url + GENERATIONS_PATH,
-                headers={"Authorization": f"Bearer {key}"},
-                json=body,
-            )
-            answer = self._read(response, key)
             task_id = submitted_task(answer)
             if task_id is None:
-                result = from_response(answer)
-                return _clean(result, key)
+                return _clean(from_response(answer), key)
         result = await self._await_task(task_id, reported_cost(answer), key)
         # The submission holds the cost and task id; keep both answers for the usage log.
         return _clean(
@@ -289,17 +281,14 @@ class NanoGPTProvider(Provider):
                 return result
 
     async def _check(self, task_id: str, key: str) -> Any:
-        response = await self.http.post(
+        return await self.post_json(
             self.base_url + MIDJOURNEY_STATUS_PATH,
+            {"task_id": task_id},
+            key=key,
+            errors=error_from_response,
+            auth=None,
             headers={"x-api-key": key},
-            json={"task_id": task_id},
         )
-        return self._read(response, key)
-
-    def _read(self, response: httpx.Response, key: str) -> Any:
-        if response.is_error:
-            raise error_from_response(response.status_code, error_body(response, key))
-        return response_json(self.id, response)
 
 
 def _clean(result: Result, key: str) -> Result:

@@ -12,13 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from image_router.providers.base import (
-    Artifact,
-    InputFile,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, InputFile, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -26,10 +21,8 @@ from image_router.providers.base import (
     UpstreamRejectedError,
     error_for_status,
     redact,
-    response_json,
-    translate_errors,
 )
-from image_router.providers.upstream_text import error_body, expect_object, scrub
+from image_router.providers.upstream_text import expect_object, scrub
 from image_router.storage.images import sniff_content_type
 
 PROVIDER_ID = "openai"
@@ -170,32 +163,26 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 
 class OpenAIProvider(Provider):
     id = PROVIDER_ID
+    key_env = "OPENAI_API_KEY"
+    base_url_env = ("OPENAI_BASE_URL",)
     default_base_url = "https://api.openai.com/v1"
     api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"multipart"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        self.require_credential("OpenAI API key")
+        key = self.require_credential("OpenAI API key")
         request = to_request(job, target)
-        url = self.base_url + request.path
-        headers = {"Authorization": f"Bearer {self.credential}"}
-        async with translate_errors(self.id):
-            if request.files:
-                response = await self.http.post(
-                    url,
-                    headers=headers,
-                    data={name: str(value) for name, value in request.fields.items()},
-                    files=[
-                        (name, (file.filename, file.data, file.content_type))
-                        for name, file in request.files
-                    ],
-                )
-            else:
-                response = await self.http.post(url, headers=headers, json=request.fields)
-            if response.is_error:
-                raise error_from_response(
-                    response.status_code, error_body(response, self.credential)
-                )
-            result = from_response(response_json(self.id, response))
-        return replace(result, raw=scrub(result.raw, self.credential))
+        # Images make it an edit: the same fields as a multipart form, with the files.
+        form = {name: str(value) for name, value in request.fields.items()}
+        files = [(name, (f.filename, f.data, f.content_type)) for name, f in request.files]
+        result = await self.post_json(
+            self.base_url + request.path,
+            None if files else request.fields,
+            key=key,
+            errors=error_from_response,
+            read=from_response,
+            data=form if files else None,
+            files=files or None,
+        )
+        return replace(result, raw=scrub(result.raw, key))

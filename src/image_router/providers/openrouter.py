@@ -14,14 +14,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -29,13 +25,9 @@ from image_router.providers.base import (
     UpstreamRejectedError,
     error_for_status,
     redact,
-    response_json,
-    translate_errors,
 )
 from image_router.providers.upstream_text import (
-    error_body,
     expect_object,
-    first_key,
     scrub,
     usd_amount,
     without_data_uris,
@@ -226,28 +218,22 @@ def _error_status(error: Mapping[str, Any], default: int) -> int:
 
 class OpenRouterProvider(Provider):
     id = PROVIDER_ID
+    key_env = "OPENROUTER_API_KEY"
+    base_url_env = ("OPENROUTER_BASE_URL",)
+    env_notes: ClassVar[Mapping[str, str]] = {"OPENROUTER_API_KEY": "comma list: the first is used"}
     default_base_url = "https://openrouter.ai"
     api_prefix = "/api/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"image_url_parts"})
 
     async def generate(self, job: Job, target: Target) -> Result:
-        key = first_key(self.credential)
-        if key is None:
-            raise UpstreamMisconfiguredError(
-                "no OpenRouter API key is configured", provider=self.id
-            )
-        body = to_request(job, target)
-        headers = {"Authorization": f"Bearer {key}", "X-Title": APP_TITLE}
-        async with translate_errors(self.id):
-            response = await self.http.post(
-                self.base_url + COMPLETIONS_PATH, headers=headers, json=body
-            )
-            if response.is_error:
-                raise error_from_response(response.status_code, error_body(response, key))
-            try:
-                result = from_response(response_json(self.id, response))
-            except UpstreamError as exc:
-                exc.body = scrub(exc.body, key)
-                raise
+        key = self.require_credential("OpenRouter API key", first=True)
+        result = await self.post_json(
+            self.base_url + COMPLETIONS_PATH,
+            to_request(job, target),
+            key=key,
+            errors=error_from_response,
+            read=from_response,
+            headers={"X-Title": APP_TITLE},
+        )
         return replace(result, raw=scrub(result.raw, key))

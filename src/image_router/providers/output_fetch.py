@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from image_router.providers.base import UpstreamProtocolError
+from image_router.providers.errors import UpstreamProtocolError
 
 #: Resolves (host, port) to the IP addresses a connection would use.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from image_router.providers.base import (
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,

@@ -21,13 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from image_router.providers.base import (
-    Artifact,
-    InFlight,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamCancelledError,
     UpstreamError,
     UpstreamMisconfiguredError,
@@ -39,10 +34,10 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.inflight import InFlight
 from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
-    error_body,
     loggable,
     mentions,
     scrub,
@@ -226,6 +221,8 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
 
 class ReplicateProvider(Provider):
     id = PROVIDER_ID
+    key_env = "REPLICATE_API_KEY"
+    base_url_env = ("REPLICATE_BASE_URL",)
     default_base_url = "https://api.replicate.com/v1"
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
@@ -308,15 +305,15 @@ class ReplicateProvider(Provider):
         polling: bool = False,
     ) -> Mapping[str, Any]:
         assert self.credential is not None
-        headers = {"Authorization": f"Bearer {self.credential}"}
-        if wait:
+        response = await self.send(
+            method,
+            url,
+            key=self.credential,
+            errors=partial(error_from_response, polling=polling),
             # Replicate holds the answer up to 60 s, which often spares every poll.
-            headers["Prefer"] = "wait"
-        response = await self.http.request(method, url, headers=headers, json=json)
-        if response.is_error:
-            raise error_from_response(
-                response.status_code, error_body(response, self.credential), polling=polling
-            )
+            headers={"Prefer": "wait"} if wait else None,
+            json=json,
+        )
         parsed = response_json(self.id, response)
         if not isinstance(parsed, Mapping):
             raise UpstreamProtocolError(

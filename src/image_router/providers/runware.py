@@ -28,12 +28,8 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRejectedError,
@@ -48,7 +44,7 @@ from image_router.providers.runware_errors import (
     PROVIDER_ID,
     error_from_response,
 )
-from image_router.providers.upstream_text import error_body, usd_amount
+from image_router.providers.upstream_text import usd_amount
 
 # image_input token → the task field its data URIs go to, and whether it takes one image.
 IMAGE_PLACES = {
@@ -275,6 +271,8 @@ def _rejected(message: str, code: str) -> UpstreamRejectedError:
 
 class RunwareProvider(Provider):
     id = PROVIDER_ID
+    key_env = "RUNWARE_API_KEY"
+    base_url_env = ("RUNWARE_BASE_URL",)
     default_base_url = "https://api.runware.ai/v1"
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
@@ -301,13 +299,14 @@ class RunwareProvider(Provider):
                     return outcome
 
     async def _send(self, tasks: list[dict[str, Any]], task_uuid: str) -> Mapping[str, Any]:
-        response = await self.http.post(
+        assert self.credential is not None
+        response = await self.send(
+            "POST",
             self.base_url,
-            headers={"Authorization": f"Bearer {self.credential}"},
+            key=self.credential,
+            errors=partial(error_from_response, task_uuid=task_uuid),
             json=tasks,
         )
-        if response.is_error:
-            raise error_from_response(response.status_code, error_body(response), task_uuid)
         body = response_json(self.id, response)
         if isinstance(body, Mapping) and isinstance(body.get("data"), list):
             return body

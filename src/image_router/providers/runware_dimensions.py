@@ -21,7 +21,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from image_router.kit.sizes import parse_size
-from image_router.providers.base import Job, UpstreamMisconfiguredError, UpstreamRejectedError
+from image_router.providers.contract import Job
+from image_router.providers.errors import UpstreamMisconfiguredError, UpstreamRejectedError
 
 _KEYS = ("min_pixels", "max_pixels", "min_dimension", "max_dimension", "pixel_step")
 

@@ -45,16 +45,8 @@ from typing import ClassVar
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Modality,
-    Provider,
-    Result,
-    Target,
-    UpstreamRejectedError,
-    UpstreamUnavailableError,
-)
+from image_router.providers.contract import Artifact, Job, Modality, Provider, Result, Target
+from image_router.providers.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 PROVIDER_ID = "test"
 VIDEO_ASSET = Path(__file__).with_name("assets") / "test-video.mp4"

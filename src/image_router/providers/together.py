@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from image_router.providers.base import (
+from image_router.providers.contract import (
     Artifact,
     Job,
     Provider,
     Result,
     Target,
+    refuse_image_inputs,
+)
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -26,14 +29,10 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
-    refuse_image_inputs,
-    response_json,
-    translate_errors,
 )
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     RETRYABLE_PHRASES,
-    error_body,
     expect_object,
     mentions,
 )
@@ -143,19 +142,19 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 
 class TogetherProvider(Provider):
     id = PROVIDER_ID
+    key_env = "TOGETHER_API_KEY"
+    base_url_env = ("TOGETHER_BASE_URL",)
     default_base_url = "https://api.together.xyz"
     api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        self.require_credential("Together AI API key")
-        body = to_request(job, target)
-        headers = {"Authorization": f"Bearer {self.credential}"}
-        async with translate_errors(self.id):
-            response = await self.http.post(self.base_url + PATH, headers=headers, json=body)
-            if response.is_error:
-                raise error_from_response(
-                    response.status_code, error_body(response, self.credential)
-                )
-            return from_response(response_json(self.id, response))
+        key = self.require_credential("Together AI API key")
+        return await self.post_json(
+            self.base_url + PATH,
+            to_request(job, target),
+            key=key,
+            errors=error_from_response,
+            read=from_response,
+        )

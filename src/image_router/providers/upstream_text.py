@@ -1,6 +1,6 @@
 """What vendors say, read once for every adapter: error bodies and the spec's phrase tables.
 
-Not a provider: a library like `base`. Spec §7.2 decides failover by substrings of the
+Not a provider: a library like `errors`. Spec §7.2 decides failover by substrings of the
 error message (lower-cased `includes`); here those substrings are grouped by what they
 mean for us, and each adapter maps a group onto its `UpstreamError` class, adding the
 phrases its own vendor uses. Also the two copies every adapter needs of what a vendor
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import httpx
 
-from image_router.providers.base import UpstreamError, UpstreamProtocolError, redact
+from image_router.providers.errors import UpstreamError, UpstreamProtocolError, redact
 
 #: §7.2 PROVIDER_SWITCH_ERRORS that say our account with the vendor is out of money or
 #: requests: the user is not at fault and another route may still work.

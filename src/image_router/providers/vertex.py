@@ -17,21 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from image_router.providers.base import (
-    Artifact,
-    InFlight,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamUnavailableError,
     redact,
     response_json,
     translate_errors,
 )
+from image_router.providers.inflight import InFlight
 from image_router.providers.upstream_text import error_body, expect_object
 from image_router.providers.vertex_auth import (
     DEFAULT_TOKEN_URL,
@@ -234,6 +230,20 @@ def _mime(item: Mapping[str, Any]) -> str | None:
 
 class VertexProvider(Provider):
     id = PROVIDER_ID
+    key_env = "GOOGLE_SERVICE_ACCOUNT_KEY"
+    base_url_env = ("VERTEX_BASE_URL",)
+    extra_env: ClassVar[Mapping[str, str]] = {
+        "project_id": "GOOGLE_CLOUD_PROJECT_ID",
+        "location": "GOOGLE_CLOUD_LOCATION",
+        "token_url": "VERTEX_TOKEN_URL",
+    }
+    env_notes: ClassVar[Mapping[str, str]] = {
+        "GOOGLE_SERVICE_ACCOUNT_KEY": "base64 of the JSON key",
+        "GOOGLE_CLOUD_PROJECT_ID": "required",
+        "GOOGLE_CLOUD_LOCATION": "default `us-central1`",
+        "VERTEX_TOKEN_URL": "default: the key's `token_uri`, else "
+        "`https://oauth2.googleapis.com/token`",
+    }
     default_base_url = "https://{location}-aiplatform.googleapis.com"
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})

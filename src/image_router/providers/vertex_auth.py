@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import jwt
 
-from image_router.providers.base import (
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,

@@ -16,10 +16,8 @@ import binascii
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from image_router.providers.base import (
-    Artifact,
-    Job,
-    Result,
+from image_router.providers.contract import Artifact, Job, Result
+from image_router.providers.errors import (
     UpstreamCancelledError,
     UpstreamProtocolError,
     UpstreamRejectedError,

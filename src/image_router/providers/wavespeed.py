@@ -22,13 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
-from image_router.providers.base import (
-    Artifact,
-    InFlight,
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Artifact, Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamCancelledError,
     UpstreamError,
     UpstreamMisconfiguredError,
@@ -40,10 +35,10 @@ from image_router.providers.base import (
     response_json,
     translate_errors,
 )
+from image_router.providers.inflight import InFlight
 from image_router.providers.polling import poll_once
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
-    error_body,
     loggable,
     mentions,
     scrub,
@@ -191,6 +186,8 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
 
 class WavespeedProvider(Provider):
     id = PROVIDER_ID
+    key_env = "WAVESPEED_API_KEY"
+    base_url_env = ("WAVESPEED_BASE_URL",)
     default_base_url = "https://api.wavespeed.ai/api/v3"
     api_prefix = "/api/v3"
     modalities = frozenset({"image", "video"})
@@ -271,10 +268,11 @@ class WavespeedProvider(Provider):
 
     async def _call(self, method: str, url: str, *, json: Any = None, polling: bool = False) -> Any:
         assert self.credential is not None
-        headers = {"Authorization": f"Bearer {self.credential}"}
-        response = await self.http.request(method, url, headers=headers, json=json)
-        if response.is_error:
-            raise error_from_response(
-                response.status_code, error_body(response, self.credential), polling=polling
-            )
+        response = await self.send(
+            method,
+            url,
+            key=self.credential,
+            errors=partial(error_from_response, polling=polling),
+            json=json,
+        )
         return scrub(response_json(self.id, response), self.credential)

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from image_router.providers.base import (
+from image_router.providers.contract import (
     Artifact,
     Job,
     Provider,
     Result,
     Target,
+    refuse_image_inputs,
+)
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -27,11 +30,8 @@ from image_router.providers.base import (
     UpstreamUnavailableError,
     error_for_status,
     redact,
-    refuse_image_inputs,
-    response_json,
-    translate_errors,
 )
-from image_router.providers.upstream_text import error_body, expect_object
+from image_router.providers.upstream_text import expect_object
 
 PROVIDER_ID = "zai"
 #: What the reference sends when the size is "auto" (GLM-Image's own default).
@@ -109,20 +109,19 @@ def error_from_response(status: int, body: Any) -> UpstreamError:
 
 class ZaiProvider(Provider):
     id = PROVIDER_ID
+    key_env = "ZAI_API_KEY"
+    base_url_env = ("ZAI_BASE_URL",)
     default_base_url = "https://api.z.ai/api/paas/v4"
     api_prefix = "/api/paas/v4"
     modalities = frozenset({"image"})
     image_inputs = frozenset()
 
     async def generate(self, job: Job, target: Target) -> Result:
-        self.require_credential("Z.ai API key")
-        body = to_request(job, target)
-        async with translate_errors(self.id):
-            response = await self.http.post(
-                f"{self.base_url}/images/generations",
-                headers={"Authorization": f"Bearer {self.credential}"},
-                json=body,
-            )
-            if response.is_error:
-                raise error_from_response(response.status_code, error_body(response))
-            return from_response(response_json(self.id, response))
+        key = self.require_credential("Z.ai API key")
+        return await self.post_json(
+            f"{self.base_url}/images/generations",
+            to_request(job, target),
+            key=key,
+            errors=error_from_response,
+            read=from_response,
+        )

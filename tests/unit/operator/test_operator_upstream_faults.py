@@ -14,15 +14,13 @@ import pytest
 from httpx_aiohttp import AiohttpTransport
 
 from image_router.providers import PROVIDERS
-from image_router.providers.base import (
-    Job,
-    Target,
+from image_router.providers.contract import Job, Target, normalise_base_url
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamRejectedError,
     UpstreamUnreachableError,
     error_for_status,
     log_operator_fault,
-    normalise_base_url,
 )
 from image_router.providers.openai import OpenAIProvider
 from image_router.providers.openrouter import error_from_response as openrouter_error

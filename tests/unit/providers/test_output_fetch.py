@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
-from image_router.providers.base import UpstreamProtocolError
+from image_router.providers.errors import UpstreamProtocolError
 from image_router.providers.output_fetch import OutputFetcher
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)

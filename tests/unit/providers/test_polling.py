@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    InFlight,
-    Job,
+from image_router.providers.contract import Job
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -20,6 +19,7 @@ from image_router.providers.base import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from image_router.providers.inflight import InFlight
 from image_router.providers.polling import PollRetry, is_transient, poll_once
 
 JOB = Job(modality="video", model="m", prompt="p", job_id="gen-1")

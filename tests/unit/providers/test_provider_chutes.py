@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
-    UpstreamError,
-    UpstreamMisconfiguredError,
-    UpstreamProtocolError,
-    UpstreamRateLimitedError,
-    UpstreamRejectedError,
-    UpstreamUnavailableError,
-)
 from image_router.providers.chutes import (
     CAPACITY_MESSAGE,
     FREE_CAPACITY_MESSAGE,
@@ -28,6 +14,15 @@ from image_router.providers.chutes import (
     from_response,
     to_request,
 )
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+)
 from tests.fakes.chutes import (
     DEFAULT_API_KEY,
     INVALID_KEY_DETAIL,
@@ -35,31 +30,15 @@ from tests.fakes.chutes import (
     FakeChutes,
     image_bytes,
 )
+from tests.unit.providers.conftest import ROOT, jobs, vendor_fixtures
 
-ROOT = "http://fake.test"
 TEMPLATE = f"{ROOT}/{{model}}"
 
 
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "x", "prompt": "a paper boat"}
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeChutes:
-    return FakeChutes()
-
-
-@pytest.fixture
-async def http(fake: FakeChutes) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(ROOT) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> ChutesProvider:
-    return ChutesProvider(http, credential=DEFAULT_API_KEY, base_url=TEMPLATE)
+job = jobs(model="x", prompt="a paper boat")
+fake, provider = vendor_fixtures(
+    FakeChutes, lambda http: ChutesProvider(http, credential=DEFAULT_API_KEY, base_url=TEMPLATE)
+)
 
 
 # ------------------------------------------------------------------ where requests go

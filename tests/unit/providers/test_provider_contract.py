@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    Provider,
-    Result,
+from image_router.providers.contract import Provider, Result
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,

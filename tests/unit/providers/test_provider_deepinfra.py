@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
-    UpstreamError,
-    UpstreamMisconfiguredError,
-    UpstreamProtocolError,
-    UpstreamRateLimitedError,
-    UpstreamRejectedError,
-    UpstreamUnavailableError,
-)
+from image_router.providers.contract import InputFile, Target
 from image_router.providers.deepinfra import (
     DeepInfraProvider,
     error_from_response,
     from_response,
     reported_cost,
     to_request,
+)
+from image_router.providers.errors import (
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamProtocolError,
+    UpstreamRateLimitedError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
 )
 from tests.fakes.deepinfra import (
     DEFAULT_API_KEY,
@@ -37,37 +32,15 @@ from tests.fakes.deepinfra import (
     data_uri,
     image_bytes,
 )
+from tests.unit.providers.conftest import ROOT, jobs, picture, vendor_fixtures
 
-BASE = "http://fake.test"
 SCHNELL = "black-forest-labs/FLUX-1-schnell"
 
 
-def picture(fmt: str = "png", size: tuple[int, int] = (40, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (200, 40, 90)).save(buffer, format=fmt.upper())
-    return buffer.getvalue()
-
-
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "x", "prompt": "a lighthouse at dusk"}
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeDeepInfra:
-    return FakeDeepInfra()
-
-
-@pytest.fixture
-async def http(fake: FakeDeepInfra) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> DeepInfraProvider:
-    return DeepInfraProvider(http, credential=DEFAULT_API_KEY, base_url=BASE)
+job = jobs(model="x")
+fake, provider = vendor_fixtures(
+    FakeDeepInfra, lambda http: DeepInfraProvider(http, credential=DEFAULT_API_KEY, base_url=ROOT)
+)
 
 
 # ------------------------------------------------------------------ what we send
@@ -108,7 +81,7 @@ async def test_flux_pro_steps_quality_and_url_answer(
     assert fake.last.json == {"prompt": "a lighthouse at dusk", "num_images": 1, "steps": 45}
     (artifact,) = result.artifacts
     assert artifact.data is None
-    assert artifact.url is not None and artifact.url.startswith(f"{BASE}/files/")
+    assert artifact.url is not None and artifact.url.startswith(f"{ROOT}/files/")
     downloaded = await http.get(artifact.url)
     assert downloaded.content == image_bytes()
     assert result.reported_cost == Decimal("0.05")
@@ -152,7 +125,7 @@ async def test_bria_generator_answers_image_urls(
 
     assert fake.last.json["width"] == 1024
     (artifact,) = result.artifacts
-    assert artifact.url is not None and artifact.url.startswith(f"{BASE}/files/")
+    assert artifact.url is not None and artifact.url.startswith(f"{ROOT}/files/")
 
 
 async def test_image_edit_is_multipart_with_the_original_file(
@@ -204,7 +177,7 @@ async def test_several_images_or_a_mask_are_refused_before_any_call(
 async def test_missing_key_is_misconfiguration_without_a_call(
     fake: FakeDeepInfra, http: httpx.AsyncClient
 ) -> None:
-    provider = DeepInfraProvider(http, credential=None, base_url=BASE)
+    provider = DeepInfraProvider(http, credential=None, base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError):
         await provider.generate(job(), Target(SCHNELL))
@@ -374,12 +347,3 @@ def test_answers_without_usable_images_are_protocol_errors(body: Any) -> None:
 )
 def test_reported_cost(cost: Any, expected: Decimal | None) -> None:
     assert reported_cost({"inference_status": {"cost": cost}}) == expected
-
-
-async def test_garbage_with_status_200_is_a_protocol_error(
-    fake: FakeDeepInfra, provider: DeepInfraProvider
-) -> None:
-    fake.garbage_next()
-
-    with pytest.raises(UpstreamProtocolError):
-        await provider.generate(job(), Target(SCHNELL))

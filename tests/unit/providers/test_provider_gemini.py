@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -33,7 +28,6 @@ from image_router.providers.gemini_veo import (
     video_request,
 )
 from image_router.providers.google_ai import error_from_response
-from image_router.providers.polling import DEFAULT_RETRY
 from image_router.providers.upstream_text import first_key
 from tests.fakes.gemini import (
     API_KEY_INVALID_BODY,
@@ -46,50 +40,22 @@ from tests.fakes.gemini import (
     image_bytes,
     video_bytes,
 )
+from tests.unit.providers.conftest import ROOT, jobs, picture, vendor_fixtures
 
-BASE = "http://fake.test"
 FLASH = "gemini-2.5-flash-image"
 PRO = "gemini-3-pro-image-preview"
 VEO3_FAST = "veo-3.0-fast-generate-001"
 
 
-def picture(fmt: str, colour: tuple[int, int, int] = (10, 20, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format=fmt.upper())
-    return buffer.getvalue()
-
-
-def image_job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "google/gemini-2.5-flash"}
-    values["prompt"] = "a lighthouse at dusk"
-    values.update(overrides)
-    return Job(**values)
-
-
-def video_job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "video", "model": "google/veo-3-fast", "seconds": 4}
-    values["prompt"] = "waves at night"
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeGemini:
-    return FakeGemini()
-
-
-@pytest.fixture
-async def http(fake: FakeGemini) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> GeminiProvider:
+image_job = jobs(model="google/gemini-2.5-flash")
+video_job = jobs(modality="video", model="google/veo-3-fast", seconds=4, prompt="waves at night")
+fake, provider = vendor_fixtures(
+    FakeGemini,
     # A comma list: the first key is the one used (§9.13).
-    return GeminiProvider(
-        http, credential=f" {DEFAULT_API_KEY} ,AIzaOther", base_url=BASE, poll_interval=0.0
-    )
+    lambda http: GeminiProvider(
+        http, credential=f" {DEFAULT_API_KEY} ,AIzaOther", base_url=ROOT, poll_interval=0.0
+    ),
+)
 
 
 def assert_key_only_in_header(fake: FakeGemini) -> None:
@@ -274,7 +240,7 @@ def test_invalid_base64_image_is_a_protocol_error() -> None:
 
 async def test_wrong_key_is_misconfiguration_without_leaking_it(http: httpx.AsyncClient) -> None:
     secret = "AIzaSyWrong-key-000000000000000000000"
-    provider = GeminiProvider(http, credential=secret, base_url=BASE)
+    provider = GeminiProvider(http, credential=secret, base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError) as caught:
         await provider.generate(image_job(), Target(FLASH))
@@ -287,7 +253,7 @@ async def test_wrong_key_is_misconfiguration_without_leaking_it(http: httpx.Asyn
 async def test_no_key_configured_fails_without_a_request(
     fake: FakeGemini, http: httpx.AsyncClient
 ) -> None:
-    provider = GeminiProvider(http, credential=" , ", base_url=BASE)
+    provider = GeminiProvider(http, credential=" , ", base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError):
         await provider.generate(image_job(), Target(FLASH))
@@ -514,32 +480,9 @@ async def test_failed_operation_is_classified_by_its_code(
     assert caught.value.message == f"Gemini video generation failed: {message}"
 
 
-async def test_a_failing_poll_surfaces_as_unavailable(
-    fake: FakeGemini, provider: GeminiProvider
-) -> None:
-    fake.fail_polls(500, times=DEFAULT_RETRY.max_failures)  # every check fails, in a row
-
-    with pytest.raises(UpstreamUnavailableError):
-        await provider.generate(video_job(), Target(VEO3_FAST))
-
-    polls = [r for r in fake.requests if "/operations/" in r.path]
-    assert len(polls) == DEFAULT_RETRY.max_failures
-    assert "/operations/" in fake.last.path
-
-
-async def test_one_failing_poll_does_not_lose_the_video(
-    fake: FakeGemini, provider: GeminiProvider
-) -> None:
-    fake.fail_polls(503)
-
-    result = await provider.generate(video_job(), Target(VEO3_FAST))
-
-    assert result.artifacts
-
-
 async def test_cancelled_mid_poll_stops_polling(fake: FakeGemini, http: httpx.AsyncClient) -> None:
     fake.polls_before_done = 10**6
-    provider = GeminiProvider(http, credential=DEFAULT_API_KEY, base_url=BASE, poll_interval=0.01)
+    provider = GeminiProvider(http, credential=DEFAULT_API_KEY, base_url=ROOT, poll_interval=0.01)
     task = asyncio.create_task(provider.generate(video_job(), Target(VEO3_FAST)))
     async with asyncio.timeout(5):
         while len(fake.requests) < 3:  # noqa: ASYNC110 - the fake offers no event to wait on
@@ -585,11 +528,11 @@ def test_operation_name_must_be_a_model_operation(name: Any) -> None:
 @pytest.mark.parametrize(
     ("url", "trusted"),
     [
-        (f"{BASE}/v1beta/files/x:download?alt=media", True),
+        (f"{ROOT}/v1beta/files/x:download?alt=media", True),
         ("https://generativelanguage.googleapis.com/v1beta/files/x:download", True),
         ("https://storage.googleapis.com/bucket/x.mp4", False),
         ("http://generativelanguage.googleapis.com/v1beta/files/x", False),
     ],
 )
 def test_key_is_sent_only_to_the_api_host(url: str, trusted: bool) -> None:
-    assert is_api_host(url, BASE) is trusted
+    assert is_api_host(url, ROOT) is trusted

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
-    UpstreamMisconfiguredError,
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
     UpstreamProtocolError,
     UpstreamRateLimitedError,
     UpstreamRejectedError,
@@ -27,32 +23,18 @@ from tests.fakes.gemini import (
     FakeGemini,
     image_bytes,
 )
+from tests.unit.providers.conftest import ROOT, jobs, vendor_fixtures
 
-BASE = "http://fake.test"
 IMAGEN3 = "imagen-3.0-generate-002"
 
 
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "google/imagen-3"}
-    values["prompt"] = "a fox in snow"
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeGemini:
-    return FakeGemini()
-
-
-@pytest.fixture
-async def http(fake: FakeGemini) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> GeminiImagenProvider:
-    return GeminiImagenProvider(http, credential=f"{DEFAULT_API_KEY},AIzaOther", base_url=BASE)
+job = jobs(model="google/imagen-3", prompt="a fox in snow")
+fake, provider = vendor_fixtures(
+    FakeGemini,
+    lambda http: GeminiImagenProvider(
+        http, credential=f"{DEFAULT_API_KEY},AIzaOther", base_url=ROOT
+    ),
+)
 
 
 async def test_predict_request_and_image(fake: FakeGemini, provider: GeminiImagenProvider) -> None:
@@ -150,16 +132,6 @@ async def test_image_inputs_are_refused_without_a_request(
     assert fake.requests == []
 
 
-async def test_wrong_key_is_misconfiguration(http: httpx.AsyncClient) -> None:
-    provider = GeminiImagenProvider(http, credential="AIzaWrong", base_url=BASE)
-
-    with pytest.raises(UpstreamMisconfiguredError) as caught:
-        await provider.generate(job(), Target(IMAGEN3))
-
-    assert caught.value.provider == "geminiImagen"
-    assert "AIzaWrong" not in str(caught.value.record())
-
-
 async def test_quota_is_a_rate_limit(fake: FakeGemini, provider: GeminiImagenProvider) -> None:
     fake.fail_next(429)
 
@@ -175,7 +147,7 @@ async def test_unknown_parameter_would_be_refused_by_google(
     # The fake validates like Google: a field Imagen does not know is a 400, which means
     # this adapter (not the user) is wrong.
     response = await http.post(
-        f"{BASE}/v1beta/models/{IMAGEN3}:predict",
+        f"{ROOT}/v1beta/models/{IMAGEN3}:predict",
         headers={"x-goog-api-key": DEFAULT_API_KEY},
         json={"instances": [{"prompt": "x"}], "parameters": {"seed": 1}},
     )

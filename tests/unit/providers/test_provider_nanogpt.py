@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -43,45 +38,15 @@ from tests.fakes.nanogpt import (
     openai_style_error,
 )
 from tests.fakes.openai import MODERATION_MESSAGE, image_bytes
+from tests.unit.providers.conftest import ROOT, data_uri, jobs, upload, vendor_fixtures
 
-BASE = "http://fake.test"
-
-
-def picture(fmt: str, colour: tuple[int, int, int] = (10, 20, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format=fmt.upper())
-    return buffer.getvalue()
-
-
-def upload(fmt: str = "png", colour: tuple[int, int, int] = (10, 20, 30)) -> InputFile:
-    return InputFile(picture(fmt, colour), f"image/{fmt}", f"in.{fmt}")
-
-
-def data_uri(file: InputFile) -> str:
-    return f"data:{file.content_type};base64," + base64.b64encode(file.data).decode()
-
-
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "openai/gpt-image-1"}
-    values["prompt"] = "a lighthouse at dusk"
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeNanoGPT:
-    return FakeNanoGPT()
-
-
-@pytest.fixture
-async def http(fake: FakeNanoGPT) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> NanoGPTProvider:
-    return NanoGPTProvider(http, credential=DEFAULT_API_KEY, base_url=BASE, poll_interval=0.0)
+job = jobs(model="openai/gpt-image-1")
+fake, provider = vendor_fixtures(
+    FakeNanoGPT,
+    lambda http: NanoGPTProvider(
+        http, credential=DEFAULT_API_KEY, base_url=ROOT, poll_interval=0.0
+    ),
+)
 
 
 # ------------------------------------------------------------------ what we send
@@ -175,7 +140,7 @@ async def test_mask_without_image_is_refused_before_calling(
 async def test_no_key_is_misconfiguration_without_a_call(
     fake: FakeNanoGPT, http: httpx.AsyncClient
 ) -> None:
-    provider = NanoGPTProvider(http, credential=None, base_url=BASE)
+    provider = NanoGPTProvider(http, credential=None, base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError):
         await provider.generate(job(), Target("gpt-image-1"))
@@ -219,7 +184,7 @@ async def test_midjourney_submits_then_polls_until_success(
         assert "authorization" not in check.headers
         assert check.json == {"task_id": task_id}
     (artifact,) = result.artifacts
-    assert artifact.url == f"{BASE}/files/{fake.tasks[task_id].image_id}.png"
+    assert artifact.url == f"{ROOT}/files/{fake.tasks[task_id].image_id}.png"
     assert (await http.get(artifact.url)).content == image_bytes("png")
     # The status answers carry no cost: the submission's is what NanoGPT charged.
     assert result.reported_cost == Decimal("0.0808")
@@ -288,7 +253,7 @@ async def test_status_check_refusing_our_key_ends_at_once(
 
 
 async def test_cancelled_job_stops_polling(fake: FakeNanoGPT, http: httpx.AsyncClient) -> None:
-    provider = NanoGPTProvider(http, credential=DEFAULT_API_KEY, base_url=BASE, poll_interval=0.001)
+    provider = NanoGPTProvider(http, credential=DEFAULT_API_KEY, base_url=ROOT, poll_interval=0.001)
     fake.midjourney_polls = 1_000_000
     task = asyncio.create_task(provider.generate(job(), Target("midjourney")))
     for _ in range(2000):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -37,8 +34,7 @@ from tests.fakes.openai import (
     image_bytes,
     usage_for,
 )
-
-BASE = "http://fake.test"
+from tests.unit.providers.conftest import ROOT, jobs, vendor_fixtures
 
 
 def picture(fmt: str, colour: tuple[int, int, int] = (10, 20, 30)) -> bytes:
@@ -48,27 +44,11 @@ def picture(fmt: str, colour: tuple[int, int, int] = (10, 20, 30)) -> bytes:
     return buffer.getvalue()
 
 
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "openai/gpt-image-1"}
-    values["prompt"] = "a lighthouse at dusk"
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeOpenAI:
-    return FakeOpenAI()
-
-
-@pytest.fixture
-async def http(fake: FakeOpenAI) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> OpenAIProvider:
-    return OpenAIProvider(http, credential=DEFAULT_API_KEY, base_url=f"{BASE}/v1")
+job = jobs(model="openai/gpt-image-1")
+fake, provider = vendor_fixtures(
+    FakeOpenAI,
+    lambda http: OpenAIProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1"),
+)
 
 
 # ------------------------------------------------------------------ what we send
@@ -287,7 +267,7 @@ async def test_exhausted_quota_is_rate_limited(fake: FakeOpenAI, provider: OpenA
 async def test_missing_credential_fails_without_calling_openai(
     fake: FakeOpenAI, http: httpx.AsyncClient
 ) -> None:
-    provider = OpenAIProvider(http, credential=None, base_url=f"{BASE}/v1")
+    provider = OpenAIProvider(http, credential=None, base_url=f"{ROOT}/v1")
 
     with pytest.raises(UpstreamMisconfiguredError):
         await provider.generate(job(), Target("gpt-image-1"))
@@ -455,7 +435,7 @@ async def test_fake_serves_dalle_urls_it_hands_out(http: httpx.AsyncClient) -> N
     )
 
     url = answer.json()["data"][0]["url"]
-    assert url.startswith(f"{BASE}/files/")
+    assert url.startswith(f"{ROOT}/files/")
     image = await http.get(url)
     assert image.status_code == 200
     assert image.content == image_bytes("png")

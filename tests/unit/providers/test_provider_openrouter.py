@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -39,48 +33,24 @@ from tests.fakes.openrouter import (
     moderation_error,
     openrouter_error,
 )
+from tests.unit.providers.conftest import ROOT, data_uri, jobs, upload, vendor_fixtures
 
-BASE = "http://fake.test"
 GEMINI = "google/gemini-2.5-flash-image-preview:free"
 PAID_GEMINI = "google/gemini-2.5-flash-image"
 
 
-def upload(fmt: str = "png", colour: tuple[int, int, int] = (10, 20, 30)) -> InputFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format=fmt.upper())
-    return InputFile(buffer.getvalue(), f"image/{fmt}", f"in.{fmt}")
-
-
-def data_uri(file: InputFile) -> str:
-    return f"data:{file.content_type};base64," + base64.b64encode(file.data).decode()
-
-
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "google/gemini-2.5-flash:free"}
-    values["prompt"] = "a lighthouse at dusk"
-    values.update(overrides)
-    return Job(**values)
+job = jobs(model="google/gemini-2.5-flash:free")
+fake, provider = vendor_fixtures(
+    FakeOpenRouter,
+    lambda http: OpenRouterProvider(
+        http, credential=f"{DEFAULT_API_KEY},{SECOND_API_KEY}", base_url=ROOT
+    ),
+)
 
 
 def completion(images: list[Any], **choice: Any) -> dict[str, Any]:
     message = {"role": "assistant", "content": "", "images": images}
     return {"created": 7, "choices": [{"message": message, **choice}]}
-
-
-@pytest.fixture
-def fake() -> FakeOpenRouter:
-    return FakeOpenRouter()
-
-
-@pytest.fixture
-async def http(fake: FakeOpenRouter) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> OpenRouterProvider:
-    return OpenRouterProvider(http, credential=f"{DEFAULT_API_KEY},{SECOND_API_KEY}", base_url=BASE)
 
 
 # ------------------------------------------------------------------ what we send
@@ -193,7 +163,7 @@ def test_first_key_of_the_comma_list(credential: str | None, expected: str | Non
 async def test_no_key_is_misconfiguration_without_a_call(
     fake: FakeOpenRouter, http: httpx.AsyncClient
 ) -> None:
-    provider = OpenRouterProvider(http, credential=" , ", base_url=BASE)
+    provider = OpenRouterProvider(http, credential=" , ", base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError):
         await provider.generate(job(), Target(GEMINI))

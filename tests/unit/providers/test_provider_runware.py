@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -14,10 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import InputFile, Job, Target
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRejectedError,
@@ -29,26 +26,16 @@ from image_router.providers.runware import (
     to_request,
 )
 from tests.fakes.runware import DEFAULT_API_KEY, FakeRunware, encoded, png_input
+from tests.unit.providers.conftest import ROOT, vendor_fixtures
 
-ROOT = "http://fake.test"
 JOB_ID = "3d4c2b1a-0f9e-4d8c-b7a6-123456789abc"
 BASE = Job(modality="image", model="m", prompt="a red kite", job_id=JOB_ID)
 
 
-@pytest.fixture
-def fake() -> FakeRunware:
-    return FakeRunware()
-
-
-@pytest.fixture
-async def http(fake: FakeRunware) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(ROOT) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> RunwareProvider:
-    return RunwareProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1")
+fake, provider = vendor_fixtures(
+    FakeRunware,
+    lambda http: RunwareProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1"),
+)
 
 
 def image_file(fmt: str, size: tuple[int, int] = (40, 30)) -> InputFile:

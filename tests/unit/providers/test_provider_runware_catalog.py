@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from image_router.catalog.spec import ModelSpec, Route, load_catalog
-from image_router.providers.base import Job, Target, UpstreamRejectedError
+from image_router.providers.contract import Job, Target
+from image_router.providers.errors import UpstreamRejectedError
 from image_router.providers.runware import RunwareProvider
 from tests.fakes.runware import DEFAULT_API_KEY, FakeRunware, encoded, png_input
 

@@ -12,12 +12,8 @@ import math
 import pytest
 from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    UpstreamMisconfiguredError,
-    UpstreamRejectedError,
-)
+from image_router.providers.contract import InputFile, Job
+from image_router.providers.errors import UpstreamMisconfiguredError, UpstreamRejectedError
 from image_router.providers.runware_dimensions import (
     DimensionRules,
     calculate_runware_dimensions,

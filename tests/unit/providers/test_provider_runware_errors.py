@@ -6,15 +6,13 @@ route; transient ones too; the user's own input or a moderation refusal is not r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from image_router.providers.base import (
-    Job,
-    Target,
+from image_router.providers.contract import Job, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -35,8 +33,8 @@ from tests.fakes.runware import (
     FakeRunware,
     runware_error,
 )
+from tests.unit.providers.conftest import ROOT, vendor_fixtures
 
-ROOT = "http://fake.test"
 TASK = "9a6e7ed8-406a-4623-8f26-bf048ed0943d"
 JOB = Job(modality="image", model="m", prompt="a red kite", job_id=TASK)
 
@@ -209,15 +207,10 @@ def test_messages_are_rewritten_like_the_reference(entry: dict[str, Any], messag
 # ---------------------------------------------------------------------------- through the fake
 
 
-@pytest.fixture
-def fake() -> FakeRunware:
-    return FakeRunware()
-
-
-@pytest.fixture
-async def provider(fake: FakeRunware) -> AsyncIterator[RunwareProvider]:
-    async with fake.client(ROOT) as http:
-        yield RunwareProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1")
+fake, provider = vendor_fixtures(
+    FakeRunware,
+    lambda http: RunwareProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1"),
+)
 
 
 async def test_insufficient_credit_switches_provider(

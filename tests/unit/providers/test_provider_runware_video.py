@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -11,9 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    Job,
-    Target,
+from image_router.providers.contract import Job, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRejectedError,
@@ -32,30 +30,20 @@ from tests.fakes.runware import (
     encoded,
     png_input,
 )
+from tests.unit.providers.conftest import ROOT, vendor_fixtures
 
-ROOT = "http://fake.test"
 TASK = "6f1c2b7a-2d5b-4a8e-8c3f-9b1e7d2a5c40"
 JOB = Job(modality="video", model="m", prompt="a kite over the sea", seconds=5, job_id=TASK)
 KLING = Target("klingai:5@1", {"image_input": "frame_image", "default_size": "1280x720"})
 POLL = {"taskType": "getResponse", "taskUUID": TASK}
 
 
-@pytest.fixture
-def fake() -> FakeRunware:
-    return FakeRunware()
-
-
-@pytest.fixture
-async def http(fake: FakeRunware) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(ROOT) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> RunwareProvider:
-    return RunwareProvider(
+fake, provider = vendor_fixtures(
+    FakeRunware,
+    lambda http: RunwareProvider(
         http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/v1", poll_interval=0.0
-    )
+    ),
+)
 
 
 async def test_text_to_video_submits_then_polls_until_success(
@@ -197,17 +185,6 @@ async def test_poll_failures_are_translated_like_submit_failures(
     with pytest.raises(UpstreamProtocolError):
         await provider.generate(JOB, KLING)
     assert [t["taskType"] for t in fake.tasks].count("videoInference") == 1  # never resubmitted
-
-
-async def test_one_failed_poll_does_not_lose_the_video(
-    provider: RunwareProvider, fake: FakeRunware
-) -> None:
-    fake.polls_to_finish = 3
-    fake.fail_polls(503)
-
-    result = await provider.generate(JOB, KLING)
-
-    assert result.artifacts
 
 
 async def test_an_abandoned_video_stops_being_polled(

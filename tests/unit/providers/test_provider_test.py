@@ -14,14 +14,8 @@ import httpx
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Result,
-    Target,
-    UpstreamRejectedError,
-    UpstreamUnavailableError,
-)
+from image_router.providers.contract import InputFile, Job, Result, Target
+from image_router.providers.errors import UpstreamRejectedError, UpstreamUnavailableError
 from image_router.providers.test import Faults, TestProvider, parse_faults
 
 TARGET = Target(upstream="test/test")

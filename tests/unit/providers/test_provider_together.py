@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
@@ -35,31 +32,15 @@ from tests.fakes.together import (
     image_bytes,
     together_error,
 )
+from tests.unit.providers.conftest import ROOT, jobs, vendor_fixtures
 
-BASE = "http://fake.test"
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 
 
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "x", "prompt": "a quiet harbour"}
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeTogether:
-    return FakeTogether()
-
-
-@pytest.fixture
-async def http(fake: FakeTogether) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(BASE) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> TogetherProvider:
-    return TogetherProvider(http, credential=DEFAULT_API_KEY, base_url=BASE)
+job = jobs(model="x", prompt="a quiet harbour")
+fake, provider = vendor_fixtures(
+    FakeTogether, lambda http: TogetherProvider(http, credential=DEFAULT_API_KEY, base_url=ROOT)
+)
 
 
 # ------------------------------------------------------------------ what we send
@@ -86,7 +67,7 @@ async def test_text_to_image_sends_the_reference_body(
         "output_format": "png",
     }
     (artifact,) = result.artifacts
-    assert artifact.url is not None and artifact.url.startswith(f"{BASE}/imgproxy/")
+    assert artifact.url is not None and artifact.url.startswith(f"{ROOT}/imgproxy/")
     downloaded = await http.get(artifact.url)
     assert downloaded.content == image_bytes("png")
     assert downloaded.headers["content-type"] == "image/png"
@@ -184,7 +165,7 @@ async def test_unknown_model_is_our_misconfiguration(
 
 
 async def test_wrong_key_is_misconfiguration(fake: FakeTogether, http: httpx.AsyncClient) -> None:
-    provider = TogetherProvider(http, credential="tgp_wrong", base_url=BASE)
+    provider = TogetherProvider(http, credential="tgp_wrong", base_url=ROOT)
 
     with pytest.raises(UpstreamMisconfiguredError) as caught:
         await provider.generate(job(), Target(SCHNELL))

@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from image_router.providers import base
-from image_router.providers.base import (
+from image_router.providers import inflight
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamRateLimitedError,
     UpstreamUnavailableError,
-    cancel_quietly,
 )
+from image_router.providers.inflight import cancel_quietly
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     OUR_KEY_PHRASES,
@@ -213,7 +213,7 @@ async def test_a_refused_cancel_is_logged_not_raised(caplog: pytest.LogCaptureFi
 async def test_a_slow_cancel_gives_up_after_the_timeout(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(base, "CANCEL_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(inflight, "CANCEL_TIMEOUT_S", 0.01)
 
     with caplog.at_level(logging.WARNING):
         await cancel_quietly(asyncio.sleep(10), vendor="Vendor")

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from PIL import Image
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import Target
+from image_router.providers.errors import (
     UpstreamCancelledError,
     UpstreamError,
     UpstreamMisconfiguredError,
@@ -64,8 +60,8 @@ from tests.fakes.vertex import (
     service_account,
     video_bytes,
 )
+from tests.unit.providers.conftest import ROOT, jobs, upload
 
-ROOT = "http://fake.test"
 MODEL_PATH = f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models"
 IMAGEN = Target("imagen-4.0-generate-001")
 GEMINI = Target("gemini-2.5-flash-image")
@@ -74,23 +70,10 @@ VEO = Target("veo-3.1-fast-generate-preview")
 Factory = Callable[..., VertexProvider]
 
 
-def picture(fmt: str, colour: tuple[int, int, int]) -> InputFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format=fmt.upper())
-    return InputFile(buffer.getvalue(), f"image/{fmt}", f"in.{fmt}")
-
-
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "google/imagen-4", "prompt": "a fox"}
-    values.update(overrides)
-    return Job(**values)
-
-
-def video_job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "video", "model": "google/veo-3.1-fast", "seconds": 4}
-    values["prompt"] = "a fox running through snow"
-    values.update(overrides)
-    return Job(**values)
+job = jobs(model="google/imagen-4", prompt="a fox")
+video_job = jobs(
+    modality="video", model="google/veo-3.1-fast", seconds=4, prompt="a fox running through snow"
+)
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -105,12 +88,6 @@ async def until(condition: Callable[[], bool]) -> None:
 @pytest.fixture
 def fake() -> FakeVertex:
     return FakeVertex()
-
-
-@pytest.fixture
-async def http(fake: FakeVertex) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(ROOT) as client:
-        yield client
 
 
 @pytest.fixture
@@ -370,7 +347,7 @@ async def test_imagen_filtered_output_is_rejected(provider: VertexProvider) -> N
 async def test_imagen_refuses_images_and_masks_before_calling(
     fake: FakeVertex, provider: VertexProvider
 ) -> None:
-    image = picture("png", (1, 2, 3))
+    image = upload("png", (1, 2, 3))
     with pytest.raises(UpstreamRejectedError, match="does not support image inputs"):
         await provider.generate(job(images=(image,)), IMAGEN)
     with pytest.raises(UpstreamRejectedError, match="Mask editing is not supported"):
@@ -389,7 +366,7 @@ async def test_unknown_model_is_misconfiguration(provider: VertexProvider) -> No
 async def test_gemini_with_several_images_request(
     fake: FakeVertex, provider: VertexProvider
 ) -> None:
-    first, second = picture("png", (255, 0, 0)), picture("jpeg", (0, 0, 255))
+    first, second = upload("png", (255, 0, 0)), upload("jpeg", (0, 0, 255))
 
     result = await provider.generate(
         job(model="google/gemini-2.5-flash", size="1344x768", images=(first, second)), GEMINI
@@ -490,7 +467,7 @@ async def test_veo_text_to_video_life_cycle(fake: FakeVertex, provider: VertexPr
 async def test_veo_image_to_video_sends_the_first_image(
     fake: FakeVertex, provider: VertexProvider
 ) -> None:
-    first, second = picture("jpeg", (9, 9, 9)), picture("png", (1, 1, 1))
+    first, second = upload("jpeg", (9, 9, 9)), upload("png", (1, 1, 1))
 
     await provider.generate(video_job(size="1920x1080", images=(first, second)), VEO)
 
@@ -688,7 +665,7 @@ def test_requests_pick_the_api_by_model_family() -> None:
     assert to_request(job(), IMAGEN).method == "predict"
     assert to_request(job(), GEMINI).method == "generateContent"
     assert to_request(video_job(), VEO).method == "predictLongRunning"
-    with_images = job(images=(picture("png", (0, 0, 0)),))
+    with_images = job(images=(upload("png", (0, 0, 0)),))
     routed = to_request(with_images, Target("x", {"image_upstream": "gemini-3-pro-image-preview"}))
     assert routed.model == "gemini-3-pro-image-preview"
     assert to_request(job(), Target("x", {"image_upstream": "y"})).model == "x"

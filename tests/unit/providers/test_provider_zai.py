@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from image_router.providers.base import (
-    InputFile,
-    Job,
-    Target,
+from image_router.providers.contract import InputFile, Target
+from image_router.providers.errors import (
     UpstreamMisconfiguredError,
     UpstreamProtocolError,
     UpstreamRateLimitedError,
@@ -27,32 +24,16 @@ from tests.fakes.zai import (
     FakeZai,
     zai_error,
 )
+from tests.unit.providers.conftest import ROOT, jobs, vendor_fixtures
 
-ROOT = "http://fake.test"
 USER = "3f1c2b9a-0d5e-4b7a-9c61-2a8e5f4d7b10"
 
 
-def job(**overrides: Any) -> Job:
-    values: dict[str, Any] = {"modality": "image", "model": "zai/glm-image", "prompt": "a kite"}
-    values["user_ref"] = USER
-    values.update(overrides)
-    return Job(**values)
-
-
-@pytest.fixture
-def fake() -> FakeZai:
-    return FakeZai()
-
-
-@pytest.fixture
-async def http(fake: FakeZai) -> AsyncIterator[httpx.AsyncClient]:
-    async with fake.client(ROOT) as client:
-        yield client
-
-
-@pytest.fixture
-def provider(http: httpx.AsyncClient) -> ZaiProvider:
-    return ZaiProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/api/paas/v4")
+job = jobs(model="zai/glm-image", prompt="a kite", user_ref=USER)
+fake, provider = vendor_fixtures(
+    FakeZai,
+    lambda http: ZaiProvider(http, credential=DEFAULT_API_KEY, base_url=f"{ROOT}/api/paas/v4"),
+)
 
 
 async def test_generation_sends_the_reference_body_and_returns_the_url(

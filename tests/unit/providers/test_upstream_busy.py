@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from image_router.providers.base import error_for_status, retry_after
 from image_router.providers.chutes import FREE_CAPACITY_MESSAGE, error_from_response
+from image_router.providers.errors import error_for_status, retry_after
 
 NOW = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 
