@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
-from image_router.generation import service as generation_service
+from image_router.ledger import service as ledger
 from image_router.observability.logging import RequestIdFilter
+from image_router.usage import service as usage
 from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"
@@ -143,13 +144,13 @@ async def test_a_hang_up_while_the_hold_is_taken(
 ) -> None:
     account, key = await gateway.account("1.00")
     gate = Gate()
-    real_hold = generation_service.ledger.hold
+    real_hold = ledger.hold
 
     async def slow_hold(*args: Any, **kwargs: Any) -> bool:
         await gate.pass_through()
         return await real_hold(*args, **kwargs)
 
-    monkeypatch.setattr(generation_service.ledger, "hold", slow_hold)
+    monkeypatch.setattr(ledger, "hold", slow_hold)
 
     await hang_up(gateway, key, "rid-hold", gate.reached.wait, gate)
 
@@ -189,14 +190,14 @@ async def test_a_hang_up_during_the_settle(
 ) -> None:
     account, key = await gateway.account("1.00")
     gate = Gate()
-    real_finish = generation_service.usage.finish
+    real_finish = usage.finish
 
     async def slow_finish(conn: Any, generation_id: str, status: str, outcome: Any) -> Any:
         if status == "success":
             await gate.pass_through()
         return await real_finish(conn, generation_id, status, outcome)
 
-    monkeypatch.setattr(generation_service.usage, "finish", slow_finish)
+    monkeypatch.setattr(usage, "finish", slow_finish)
 
     await hang_up(gateway, key, "rid-settle", gate.reached.wait, gate)
 

@@ -5,6 +5,7 @@ tried, the usage row, and the books (balance == ledger)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -102,6 +103,7 @@ async def test_circuit_opens_skips_the_route_and_closes_again(vendors_gateway: G
     gw = vendors_gateway
     clock = Clock()
     gw.res.health = MemoryHealthStore(gw.res.health.policy, clock)
+    gw.res.generator = replace(gw.res.generator, health=gw.res.health)
     account, key = await gw.account("5")
     gw.fakes["runware"].fail_next(503, times=2)
     fail_later_routes(gw, DEV["model"], ("runware",), times=2)

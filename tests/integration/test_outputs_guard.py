@@ -76,6 +76,7 @@ async def cdn_gateway(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Gatewa
             return {"cdn.example": ["93.184.216.34"], "internal.example": ["10.0.0.5"]}[host]
 
         gw.res.outputs = replace(gw.res.outputs, resolve=dns)
+        gw.res.generator = replace(gw.res.generator, outputs=gw.res.outputs)
         yield gw, cdn
 
 
@@ -104,7 +105,7 @@ async def test_non_image_bytes_are_refused_not_stored_not_charged(gateway: Gatew
     assert "not an image" in response.json()["error"]["message"]
     assert downloads(gateway) == [f"/openai/files/{PNG_FILE}.png"]
     assert await gateway.balance(account) == before
-    outputs = gateway.res.settings.data_dir / "outputs"
+    outputs = gateway.res.settings.storage.data_dir / "outputs"
     assert not outputs.exists() or not any(outputs.iterdir())
 
 

@@ -26,11 +26,8 @@ from image_router.catalog.spec import Route
 from image_router.errors import GenerationUnavailable
 from image_router.kit.money import usd_to_credits
 from image_router.observability import metrics
-from image_router.providers.base import (
-    Job,
-    Provider,
-    Result,
-    Target,
+from image_router.providers.contract import Job, Provider, Result, Target
+from image_router.providers.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeoutError,

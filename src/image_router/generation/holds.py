@@ -1,4 +1,5 @@
-"""The credit held for one generation, and extending it for a dearer fallback route.
+"""The credit held for one generation: taken, extended for a dearer fallback route, then
+settled (the price kept, the rest given back) or released (all given back).
 
 A request holds its first route's quote. When that route fails and the next one costs
 more, the hold grows by the difference before the attempt, under the same guarantees as
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.account import spend_limits
 from image_router.db.session import unit_of_work
 from image_router.kit.money import format_usd
+from image_router.kit.shielding import shielded
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
 
@@ -41,33 +44,51 @@ class Hold:
     generation_id: str
     amount: int
     limited_key: str | None = None
-    _pending: asyncio.Future[str | None] | None = field(default=None, repr=False)
+
+    @classmethod
+    async def take(
+        cls,
+        engine: AsyncEngine,
+        account_id: str,
+        generation_id: str,
+        amount: int,
+        *,
+        limited_key: str | None,
+        opening: Callable[[], Awaitable[usage.NewGeneration]],
+    ) -> Hold | None:
+        """Hold `amount` credits and open the generation's usage row, in one transaction.
+
+        None when the balance cannot cover it; raises the key's refusal when its spend
+        limit leaves no room (the hold is then rolled back). `opening` builds the row once
+        the credit is held, so a refused request seals nothing.
+        """
+        async with unit_of_work(engine) as conn:
+            if not await ledger.hold(conn, account_id, amount, generation_id=generation_id):
+                return None
+            if limited_key is not None:
+                # After the hold, in its transaction: raising here rolls the hold back.
+                refusal = await spend_limits.check(conn, limited_key, amount)
+                if refusal is not None:
+                    raise refusal
+            await usage.start(conn, await opening())
+        return cls(engine, account_id, generation_id, amount, limited_key)
 
     async def cover(self, credits: int) -> str | None:
         """Make sure at least `credits` are held: None when they are (extending the hold if
         needed), else why they cannot be (and nothing was changed)."""
         if credits <= self.amount:
             return None
-        # Shielded: a client that disconnects must not cut the transaction in half;
-        # `finished` waits for it before the hold is given back.
-        task = asyncio.ensure_future(self._extend(credits - self.amount))
-        self._pending = task
-        reason = await asyncio.shield(task)
-        self._pending = None
-        return reason
+        # Shielded: a client that disconnects must not cut the transaction in half, and the
+        # row is closed (released) only after it, holding its final amount.
+        return await shielded(self._extend(credits - self.amount), after_cancel=self._failed)
 
-    async def finished(self) -> None:
-        """Wait for an extension still being written (its request was cancelled), so that
-        the row being closed next holds its final amount."""
-        task = self._pending
-        if task is None:
-            return
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
+    async def _failed(self, extension: asyncio.Future[str | None]) -> None:
+        """Log an extension that failed after its request was cancelled (nobody else will)."""
+        if not extension.cancelled() and extension.exception() is not None:
             log.error(
                 "extending the hold of generation %s failed",
                 self.generation_id,
-                exc_info=task.exception(),
+                exc_info=extension.exception(),
             )
 
     async def _extend(self, extra: int) -> str | None:
@@ -96,3 +117,36 @@ class Hold:
             return str(refused)
         self.amount += extra
         return None
+
+    async def settle(self, cost: int, finish: usage.Finish) -> int:
+        """Close the row as a success, keep `cost` and give the rest of the hold back;
+        returns the credits charged."""
+        async with unit_of_work(self.engine) as conn:
+            held = await usage.finish(conn, self.generation_id, "success", finish)
+            if held is not None:
+                # The hold may have grown for a dearer fallback; what the served route did
+                # not cost goes back, whichever route that was.
+                await ledger.release(
+                    conn, self.account_id, held - cost, generation_id=self.generation_id
+                )
+                return cost
+        # The reconciler released this hold already (we outlived the deadline): the
+        # client still gets its images, and is not charged twice or at all.
+        log.warning("generation %s finished after its hold was released", self.generation_id)
+        return 0
+
+    async def release(self, finish: usage.Finish) -> int:
+        """Close the row as an error and give the whole hold back; returns the credits
+        released (0 when nothing was held)."""
+        try:
+            async with unit_of_work(self.engine) as conn:
+                held = await usage.finish(conn, self.generation_id, "error", finish)
+                if held is not None:
+                    await ledger.release(
+                        conn, self.account_id, held, generation_id=self.generation_id
+                    )
+                    return held
+        except Exception:
+            # The reconciler will release it after the deadline; say so loudly.
+            log.exception("could not release hold of generation %s", self.generation_id)
+        return 0

@@ -15,7 +15,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from image_router.providers.base import Artifact, Result, UpstreamProtocolError
+from image_router.providers.contract import Artifact, Result
+from image_router.providers.errors import UpstreamProtocolError
 from image_router.providers.output_fetch import OutputFetcher
 from image_router.storage import images
 from image_router.storage.base import Store

@@ -18,7 +18,7 @@ from image_router.errors import InvalidRequest
 from image_router.generation.steering import parse_preferences
 from image_router.kit.sizes import is_size, normalise_size, parse_size
 from image_router.providers import PROVIDERS
-from image_router.providers.base import InputFile
+from image_router.providers.contract import InputFile
 from image_router.routing.preferences import NO_PREFERENCES, Preferences
 
 RESPONSE_FORMATS = ("url", "b64_json", "b64_ephemeral")

@@ -1,0 +1,83 @@
+"""What a failed generation tells the client, the usage log and the metrics.
+
+The one place where an `UpstreamError` (or a deadline, a hang-up, a bug) becomes the
+`GatewayError` a client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+from image_router.errors import (
+    GatewayError,
+    GenerationFailed,
+    GenerationRejected,
+    GenerationTimeout,
+    GenerationUnavailable,
+    InternalError,
+)
+from image_router.providers.errors import (
+    UpstreamError,
+    UpstreamMisconfiguredError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+#: The `Retry-After` (seconds) of a 503 for a busy vendor that did not say when to return.
+BUSY_RETRY_AFTER_S = 5
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, UpstreamError | GatewayError):
+        return exc.message
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "the generation did not finish before its deadline"
+    if isinstance(exc, asyncio.CancelledError):
+        return "the request was cancelled (client disconnected)"
+    return f"internal error: {type(exc).__name__}"
+
+
+def client_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError):
+        return GenerationTimeout("The generation did not finish in time. You were not charged.")
+    if isinstance(exc, UpstreamRejectedError):
+        return GenerationRejected(exc.message, code=exc.code or "upstream_rejected")
+    if isinstance(exc, UpstreamMisconfiguredError):
+        # Our key or base URL, not the request: say so without the vendor's words (they
+        # may quote part of our key); the ERROR log names vendor and URL for the operator.
+        return GenerationFailed(
+            f"The gateway's configuration for {exc.provider} was refused by the vendor "
+            f"(HTTP {exc.status or '-'}); the operator must fix it. You were not charged.",
+            code="upstream_misconfigured",
+        )
+    if isinstance(exc, UpstreamError) and exc.busy:
+        # The last route left was busy, and still was when retried: a try-again-later case.
+        wait = max(1, math.ceil(exc.retry_after_s or BUSY_RETRY_AFTER_S))
+        return GenerationUnavailable(
+            f"The upstream provider is busy: {exc.message.rstrip('.')}. Try again in "
+            f"{wait} seconds. You were not charged.",
+            code="upstream_busy",
+            headers={"Retry-After": str(wait)},
+        )
+    if isinstance(exc, UpstreamError):
+        return GenerationFailed(
+            f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",
+            code=f"upstream_{exc.kind}",
+        )
+    log.error("generation failed unexpectedly", exc_info=exc)
+    return InternalError("Failed to generate. You were not charged.")
+
+
+def outcome(exc: BaseException) -> str:
+    """The status label of a failed generation for the metrics."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, UpstreamRejectedError):
+        return "rejected"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError):
+        return "timeout"
+    return "error"

@@ -1,0 +1,93 @@
+"""The hold of one generation, step by step (generation/holds.py): taken with its usage
+row in one transaction, or refused without a trace; settled (the price kept, the rest given
+back) or released (all given back); the ledger always equal to the balance."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from image_router.generation.holds import Hold
+from image_router.kit.clock import utcnow
+from image_router.usage import service as usage
+from tests.conftest import Gateway
+
+GENERATION = "gen-lifecycle"
+
+
+def opening_for(account: str, held: int, opened: list[str]) -> usage.NewGeneration:
+    opened.append(account)
+    return usage.NewGeneration(
+        id=GENERATION,
+        account_id=account,
+        api_key_id=None,
+        via_web_token=False,
+        modality="image",
+        model="test/test",
+        provider="test",
+        prompt_enc=None,
+        content_expires_at=None,
+        size="auto",
+        quality=None,
+        seconds=None,
+        input_types=[],
+        held=held,
+        ip=None,
+        deadline_at=utcnow() + timedelta(hours=1),
+    )
+
+
+async def take(gw: Gateway, account: str, amount: int, opened: list[str]) -> Hold | None:
+    async def opening() -> usage.NewGeneration:
+        return opening_for(account, amount, opened)
+
+    return await Hold.take(
+        gw.res.engine, account, GENERATION, amount, limited_key=None, opening=opening
+    )
+
+
+async def test_a_hold_the_balance_cannot_cover_takes_nothing_and_opens_no_row(
+    any_gateway: Gateway,
+) -> None:
+    gw = any_gateway
+    account, _ = await gw.account("0.01")  # 100 credits
+    opened: list[str] = []
+
+    assert await take(gw, account, 101, opened) is None
+
+    assert opened == []  # the row (and a sealed prompt) is built only once credit is held
+    assert await gw.generations() == []
+    assert await gw.balance(account) == 100 == await gw.ledger_sum(account)
+
+
+async def test_a_settled_hold_keeps_the_price_and_gives_the_rest_back(
+    any_gateway: Gateway,
+) -> None:
+    gw = any_gateway
+    account, _ = await gw.account("0.01")
+    hold = await take(gw, account, 80, [])
+    assert hold is not None and hold.amount == 80
+    assert await gw.balance(account) == 20
+
+    charged = await hold.settle(30, usage.Finish(provider="test", cost=30))
+
+    assert charged == 30
+    [row] = await gw.generations()
+    assert (row["status"], row["cost"]) == ("success", 30)
+    assert await gw.balance(account) == 70 == await gw.ledger_sum(account)
+    # Closed once: a late release finds nothing left to give back.
+    assert await hold.release(usage.Finish(provider="test", error="late")) == 0
+    assert await gw.balance(account) == 70
+
+
+async def test_a_released_hold_gives_everything_back(any_gateway: Gateway) -> None:
+    gw = any_gateway
+    account, _ = await gw.account("0.01")
+    hold = await take(gw, account, 80, [])
+    assert hold is not None
+
+    released = await hold.release(usage.Finish(provider="test", error="vendor down"))
+
+    assert released == 80
+    [row] = await gw.generations()
+    assert row["status"] == "error"
+    assert await gw.balance(account) == 100 == await gw.ledger_sum(account)
