@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from image_router.privacy import jobs
 from tests.conftest import Gateway
 from tests.fakes.clerk import ORIGIN, SIGN_IN_URL, FakeClerk, clerk_gateway
 
@@ -124,8 +123,8 @@ async def test_erasing_from_our_side_deletes_the_clerk_user_once(
         assert response.status_code == 202
         if gone_at_clerk:
             fake.users.pop(sub)  # deleted at Clerk meanwhile: a 404 is success too
-        assert await jobs.run_due(gw.res) == 1
-        assert await jobs.run_due(gw.res) == 0
+        assert await gw.res.jobs.run_due() == 1
+        assert await gw.res.jobs.run_due() == 0
         statuses = await gw.rows("SELECT status FROM jobs")
 
     deletes = [r.path for r in fake.requests if r.method == "DELETE"]
@@ -307,7 +306,7 @@ async def test_pages_load_clerks_script_and_sign_out_through_it(
         db_url, tmp_path / "data", fake, jobs_interval_s=3600, clerk_publishable_key="pk_test_x"
     ) as gateway:
         page = await gateway.client.get("/", headers=cookie(fake.mint(_user(fake))))
-        issuer = gateway.res.settings.clerk_issuer
+        issuer = gateway.res.settings.clerk.clerk_issuer
     assert page.status_code == 200
     assert 'data-clerk-publishable-key="pk_test_x"' in page.text
     assert f'src="{issuer}/npm/@clerk/clerk-js@5/dist/clerk.browser.js"' in page.text

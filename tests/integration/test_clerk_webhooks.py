@@ -15,7 +15,6 @@ import pytest
 
 from image_router.account.personal_data import Vault
 from image_router.legal.documents import load_documents
-from image_router.privacy import jobs
 from tests.conftest import Gateway
 from tests.fakes.clerk import (
     FakeClerk,
@@ -36,7 +35,7 @@ def fake() -> FakeClerk:
 
 @pytest.fixture
 async def gw(any_db_url: str, tmp_path: Path, fake: FakeClerk) -> AsyncIterator[Gateway]:
-    # Background jobs wait for `jobs.run_due` in the test, so states are not racing them.
+    # Background jobs wait for `res.jobs.run_due` in the test, so states are not racing them.
     async with clerk_gateway(any_db_url, tmp_path / "data", fake, jobs_interval_s=3600) as gateway:
         yield gateway
 
@@ -198,7 +197,7 @@ async def test_clerks_legal_acceptance_is_recorded_with_the_terms_in_force(gw: G
     await send(gw, user_event("user.created", user))
 
     consents = await gw.rows("SELECT purpose, granted, source, document_version FROM consents")
-    terms = load_documents(gw.res.settings.legal_dir).terms.version
+    terms = load_documents(gw.res.settings.legal.legal_dir).terms.version
     assert consents == [
         {"purpose": "terms", "granted": True, "source": "clerk", "document_version": terms}
     ]
@@ -316,7 +315,7 @@ async def test_after_the_erasure_job_only_the_tombstone_remains(
     await send(gw, user_event("user.created", clerk_user(sub, email="gone@example.com")))
     await send(gw, user_event("user.deleted", {"id": sub, "deleted": True}))
 
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
 
     rows = await gw.rows("SELECT status, auth_subject, email_enc, email_bidx FROM accounts")
     assert rows == [

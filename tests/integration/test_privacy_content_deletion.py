@@ -72,7 +72,7 @@ async def person(any_gateway: Gateway) -> Browser:
 
 def output_file(gw: Gateway, row: dict[str, Any]) -> Path:
     [name] = row["output_keys"]
-    return Path(gw.res.settings.data_dir) / "outputs" / name
+    return Path(gw.res.settings.storage.data_dir) / "outputs" / name
 
 
 async def row_of(gw: Gateway, generation_id: str) -> dict[str, Any]:

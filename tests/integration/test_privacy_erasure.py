@@ -28,7 +28,7 @@ from image_router.db.session import unit_of_work
 from image_router.db.tables import Account, Consent, ExportArchive, Generation, Job, WebSession
 from image_router.kit import crypto
 from image_router.kit.clock import utcnow
-from image_router.privacy import erasure, jobs
+from image_router.privacy import erasure
 from image_router.privacy import requests as dsr
 from tests.conftest import STRIPE_WEBHOOK_SECRET, Gateway
 from tests.fakes.openai import openai_error
@@ -47,7 +47,7 @@ META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 @pytest.fixture
 def gateway_overrides() -> dict[str, Any]:
-    # The tests run the job themselves (`jobs.run_due`), not the server's background loop.
+    # The tests run the job themselves (`res.jobs.run_due`), not the server's background loop.
     return {"jobs_interval_s": 3600.0}
 
 
@@ -153,7 +153,7 @@ async def leave_an_export_and_consents(gw: Gateway, account_id: str) -> str:
 
 async def database_dump(gw: Gateway) -> str:
     """The whole database as SQL text: `pg_dump`, or SQLite's `iterdump`."""
-    url = make_url(gw.res.settings.resolved_database_url())
+    url = make_url(gw.res.settings.storage.resolved_database_url())
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         with closing(sqlite3.connect(url.database)) as db:
@@ -178,7 +178,7 @@ async def database_dump(gw: Gateway) -> str:
 
 
 def stored_files(gw: Gateway) -> dict[str, bytes]:
-    root = Path(gw.res.settings.data_dir) / "outputs"
+    root = Path(gw.res.settings.storage.data_dir) / "outputs"
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
@@ -189,7 +189,7 @@ def traces(text: str, needles: dict[str, str]) -> list[str]:
 
 
 async def run_jobs(gw: Gateway, **kwargs: Any) -> int:
-    return await jobs.run_due(gw.res, **kwargs)
+    return await gw.res.jobs.run_due(**kwargs)
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -255,7 +255,7 @@ async def test_erasure_leaves_nothing_personal_and_the_books_balance(
     assert traces(after, needles) == []
     files = stored_files(gw)
     assert files == {}, f"files left behind: {sorted(files)}"
-    assert not (Path(gw.res.settings.data_dir) / "outputs" / export_file).exists()
+    assert not (Path(gw.res.settings.storage.data_dir) / "outputs" / export_file).exists()
 
     # Stripe: the open checkout can no longer be paid, the customer is deleted (STR-8).
     assert fake.expired_sessions == [open_session]
@@ -487,8 +487,8 @@ async def cli(gw: Gateway, *args: str) -> tuple[int, str, str]:
 
     settings = gw.res.settings
     env: dict[str, str | None] = {
-        "DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.resolved_database_url(),
+        "DATA_DIR": str(settings.storage.data_dir),
+        "DATABASE_URL": settings.storage.resolved_database_url(),
         "AUTO_MIGRATE": "false",
         "PII_KEK": None,
         "BLIND_INDEX_KEY": None,

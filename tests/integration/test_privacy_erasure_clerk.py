@@ -19,7 +19,6 @@ import pytest
 from image_router.account import service as accounts
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
-from image_router.privacy import jobs
 from tests.conftest import STRIPE_WEBHOOK_SECRET, Gateway, stripe_settings
 from tests.fakes.clerk import FakeClerk, clerk_gateway
 from tests.fakes.stripe import FakeStripe, deliver
@@ -64,7 +63,7 @@ async def test_deleting_the_account_deletes_the_clerk_user(gw: Gateway, fake: Fa
     # Signed out at once: Clerk's token is still valid, but the account is being erased.
     assert (await gw.client.get("/v1/account", headers=bearer(fake.mint(sub)))).status_code == 401
 
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
 
     assert fake.deleted_users == [sub]
     assert traces(await database_dump(gw), needles) == []
@@ -99,12 +98,12 @@ async def test_clerk_down_delays_the_erasure_without_losing_it(
     )
     assert accepted.status_code == 202
     fake.fail_next(503)
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
     [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
     assert row["status"] == "deletion_pending"
     assert await gw.res.vault.keys.get(account_id) is not None  # not shredded yet
 
-    assert await jobs.run_due(gw.res, now=utcnow() + timedelta(minutes=5)) == 1
+    assert await gw.res.jobs.run_due(now=utcnow() + timedelta(minutes=5)) == 1
     assert fake.deleted_users == [sub]
     [row] = await gw.rows("SELECT status FROM accounts WHERE id = :a", a=account_id)
     assert row["status"] == "deleted"
@@ -160,7 +159,7 @@ async def test_a_session_completed_at_stripe_does_not_stop_the_erasure(
         "DELETE", "/v1/account", json=CONFIRM, headers=bearer(fake.mint(sub))
     )
     assert accepted.status_code == 202, accepted.text
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
 
     [expiry] = [r for r in stripe.requests if r.path.endswith(f"/{in_flight}/expire")]
     assert expiry.method == "POST"

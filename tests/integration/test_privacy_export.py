@@ -226,8 +226,8 @@ async def test_an_operator_exports_an_account_with_a_reason_and_it_is_audited(
         )
     settings = gateway.res.settings
     env = {
-        "DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.resolved_database_url(),
+        "DATA_DIR": str(settings.storage.data_dir),
+        "DATABASE_URL": settings.storage.resolved_database_url(),
         "AUTO_MIGRATE": "false",
         "PII_KEK": None,
         "BLIND_INDEX_KEY": None,

@@ -13,7 +13,7 @@ import pytest
 
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
-from image_router.privacy import export, jobs
+from image_router.privacy import export
 from tests.conftest import Gateway
 from tests.integration.test_privacy_export import STORED, checked, generate, lines, signed_up
 
@@ -44,7 +44,7 @@ async def test_a_large_export_is_built_in_the_background_and_expires(
     early = await gw.client.get(download_url)
     assert (early.status_code, early.json()["error"]["code"]) == (409, "export_not_ready")
 
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
     ready = (await gw.client.get(status_url)).json()
     assert ready["status"] == "ready"
     assert ready["download_url"] == download_url
@@ -70,7 +70,7 @@ async def test_a_large_export_is_built_in_the_background_and_expires(
     assert await gw.rows(
         "SELECT type, status FROM data_subject_requests WHERE account_id = :a", a=account_id
     ) == [{"type": "export", "status": "completed"}]
-    assert await jobs.run_due(gw.res) == 0  # nothing runs twice
+    assert await gw.res.jobs.run_due() == 0  # nothing runs twice
 
     # Status and download accept the account's API key; starting an export does not.
     bearer = {"Authorization": f"Bearer {key}"}
@@ -89,8 +89,8 @@ async def test_a_large_export_is_built_in_the_background_and_expires(
     gone = await gw.client.get(download_url)
     assert (gone.status_code, gone.json()["error"]["code"]) == (410, "export_expired")
     # ...and the purge (the retention job, with its own clock) deletes the file.
-    assert await export.purge_expired_exports(gw.res, utcnow()) == 1
-    assert await export.purge_expired_exports(gw.res, utcnow()) == 0
+    assert await gw.res.export.purge_expired(utcnow()) == 1
+    assert await gw.res.export.purge_expired(utcnow()) == 0
     assert await gw.res.store.get(archive["storage_key"]) is None
     assert (await gw.client.get(status_url)).json()["status"] == "expired"
     assert (await gw.client.get(download_url)).status_code == 410
@@ -102,12 +102,12 @@ async def test_the_ttl_counts_from_the_job_clock_and_the_purge_honours_it(
     await signed_up(gateway, gateway.client, "clock@example.com")
     started = (await gateway.client.post("/v1/account/exports", headers=ORIGIN)).json()
     built_at = utcnow() + timedelta(minutes=5)
-    assert await jobs.run_due(gateway.res, now=built_at) == 1
+    assert await gateway.res.jobs.run_due(now=built_at) == 1
     ready = (await gateway.client.get(f"/v1/account/exports/{started['id']}")).json()
     assert _at(ready["ready_at"]) == built_at
     expiry = built_at + timedelta(hours=24)
-    assert await export.purge_expired_exports(gateway.res, expiry - timedelta(seconds=1)) == 0
-    assert await export.purge_expired_exports(gateway.res, expiry) == 1
+    assert await gateway.res.export.purge_expired(expiry - timedelta(seconds=1)) == 0
+    assert await gateway.res.export.purge_expired(expiry) == 1
     gone = await gateway.client.get(f"/v1/account/exports/{started['id']}/download")
     assert gone.status_code == 410
 
@@ -115,7 +115,7 @@ async def test_the_ttl_counts_from_the_job_clock_and_the_purge_honours_it(
 async def test_another_account_cannot_see_or_download_an_export(gateway: Gateway) -> None:
     await signed_up(gateway, gateway.client, "owner@example.com")
     started = (await gateway.client.post("/v1/account/exports", headers=ORIGIN)).json()
-    assert await jobs.run_due(gateway.res) == 1
+    assert await gateway.res.jobs.run_due() == 1
     async with httpx.AsyncClient(
         transport=gateway.client._transport, base_url="http://gateway.test"
     ) as other:
@@ -133,7 +133,7 @@ async def test_an_export_that_cannot_be_built_ends_failed(gateway: Gateway) -> N
         view = await export.request_archive(
             conn, "00000000-0000-4000-8000-000000000000", export.ExportActor("user", None), utcnow()
         )
-    assert await jobs.run_due(gateway.res, max_attempts=1) == 1
+    assert await gateway.res.jobs.run_due(max_attempts=1) == 1
     [job] = await gateway.rows("SELECT status, error FROM jobs WHERE kind = 'export'")
     assert job["status"] == "failed" and "AccountMissing" in job["error"]
     [archive] = await gateway.rows("SELECT id, status, storage_key FROM export_archives")
@@ -159,7 +159,7 @@ async def test_the_download_link_of_a_large_account_leads_back_to_the_settings_p
     page = await gw.client.get("/account/privacy?done=export_started")
     assert "being gathered" in page.text and "An export is being prepared" in page.text
 
-    assert await jobs.run_due(gw.res) == 1
+    assert await gw.res.jobs.run_due() == 1
     page = await gw.client.get("/account/privacy")
     [archive] = await gw.rows("SELECT id FROM export_archives")
     link = f"/v1/account/exports/{archive['id']}/download"

@@ -83,7 +83,7 @@ def users_delete(
 async def _erase_now(account_id: str) -> bool:
     res = build_resources(settings())
     try:
-        return await erasure.erase_now(res, account_id)
+        return await res.erasure.erase_now(account_id)
     except erasure.ErasureError as exc:
         raise fail(str(exc)) from None
     finally:

@@ -24,7 +24,6 @@ from image_router.kit.clock import utcnow
 from image_router.privacy import export
 from image_router.privacy import requests as dsr
 from image_router.resources import build_resources
-from image_router.web.legal_site import policy_facts
 
 
 def users_export(
@@ -50,15 +49,15 @@ def users_export(
 
 async def _export(who: str, out: Path, why: str, request: str | None) -> export.ExportFile:
     config = settings()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    if config.auto_migrate:
-        await upgrade(config.resolved_database_url())
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    if config.storage.auto_migrate:
+        await upgrade(config.storage.resolved_database_url())
     res = build_resources(config)
     try:
         async with unit_of_work(res.engine) as conn:
             account_id = await account_id_of(conn, who)
         now = utcnow()
-        async with export.build_export(res, account_id, policy_facts(config), now) as built:
+        async with res.export.build(account_id, now) as built:
             actor = export.ExportActor("operator", operator(), reason=why)
             async with unit_of_work(res.engine) as conn:
                 if request is not None:

@@ -36,21 +36,14 @@ def purge(
     """Purge every category of the retention schedule and print the counts."""
     moment = _moment(now)
     config = settings()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> retention.PurgeReport:
-        if config.auto_migrate:
-            await upgrade(config.resolved_database_url())
+        if config.storage.auto_migrate:
+            await upgrade(config.storage.resolved_database_url())
         res = build_resources(config)
         try:
-            return await retention.purge(
-                res.engine,
-                res.store,
-                retention.RetentionPolicy.from_settings(config),
-                now=moment,
-                dry_run=dry_run,
-                exports=retention.export_purger(res),
-            )
+            return await res.retention.purge(now=moment, dry_run=dry_run)
         finally:
             await res.close()
 

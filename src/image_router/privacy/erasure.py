@@ -5,7 +5,8 @@
 the account is `deletion_pending` (signing in fails), the request is recorded with its legal
 due date (one month), and an `erasure` job is queued. Asking again changes nothing.
 
-The job (`run_erasure`) then, in this order:
+The job (`ErasureRunner.run`, built in resources.py with exactly what it needs) then, in
+this order:
 
 1. waits for the account's running generations (a late settle would write outputs and
    credits back);
@@ -35,8 +36,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from image_router.account.clerk import ClerkBackend
 from image_router.account.personal_data import Vault
 from image_router.account.sessions import revoke_account_sessions
 from image_router.db.session import unit_of_work
@@ -55,9 +57,10 @@ from image_router.generation.recovery import release_expired_holds
 from image_router.kit.clock import utcnow
 from image_router.ledger import service as ledger
 from image_router.payment.customers import forget_customer
+from image_router.payment.stripe_api import StripeGateway
 from image_router.privacy import audit, content, jobs
 from image_router.privacy import requests as dsr
-from image_router.resources import Resources
+from image_router.storage.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -178,169 +181,177 @@ class _Target:
     stripe_customer_id: str | None
 
 
-async def run_erasure(res: Resources, job: jobs.JobRow) -> None:
-    """The `erasure` job: erase one account completely (see the module docstring)."""
-    await _erase(res, job)
+@dataclass(frozen=True)
+class ErasureRunner:
+    """Runs erasures: the `erasure` job (`run`) and the operator's `erase_now`."""
 
+    engine: AsyncEngine
+    store: Store
+    vault: Vault
+    stripe: StripeGateway | None  # None: payments are off (PAYMENTS_PROVIDER=none)
+    clerk: ClerkBackend | None  # None: no Clerk Backend API (no CLERK_SECRET_KEY)
+    hold_grace: timedelta  # HOLD_GRACE_S: how long past its deadline a hold may run
 
-async def _erase(res: Resources, job: jobs.JobRow) -> bool:
-    """True when the account is erased; False when a later run was queued instead."""
-    account_id = job.account_id
-    if account_id is None:
-        raise ErasureError("an erasure job needs an account id")
-    target = await _target(res, account_id)
-    if target is None or target.status == DELETED:
-        return True  # done by an earlier run (or never existed): nothing left to do
-    if target.status != PENDING:
-        raise ErasureError(f"account {account_id} is {target.status}, not {PENDING}")
-    if await _defer_while_generating(res, job, account_id):
-        return False
-    notes = [*await _forget_at_stripe(res, account_id, target)]
-    notes += await _forget_at_clerk(res, job, target)
-    await _delete_files(res, account_id)
-    async with unit_of_work(res.engine) as conn:
-        await erase_rows(conn, res.vault, account_id, job.payload, notes, now=job.now)
-    log.info("account %s erased (job %s)", account_id, job.id)
-    return True
+    async def run(self, job: jobs.JobRow) -> None:
+        """The `erasure` job: erase one account completely (see the module docstring)."""
+        await self._erase(job)
 
-
-async def erase_now(res: Resources, account_id: str) -> bool:
-    """Run the account's queued erasure in this process, now (`users delete --now`).
-
-    The queued job is marked done afterwards; had a worker claimed it meanwhile, its run
-    finds the account already erased and does nothing. False when a generation of the
-    account is still running: a later run is queued for when it has finished.
-    """
-    async with unit_of_work(res.engine) as conn:
-        queued = (
-            await conn.execute(
-                select(Job.id, Job.payload)
-                .where(Job.account_id == account_id, Job.kind == JOB_KIND)
-                .order_by(Job.created_at.desc())
-                .limit(1)
-            )
-        ).first()
-    now = utcnow()
-    job = jobs.JobRow(
-        id=queued.id if queued else "erase-now",
-        kind=JOB_KIND,
-        account_id=account_id,
-        payload=dict(queued.payload or {}) if queued else {},
-        attempts=1,
-        max_attempts=1,
-        now=now,
-    )
-    erased = await _erase(res, job)
-    if queued is not None:
-        async with unit_of_work(res.engine) as conn:
-            await conn.execute(
-                update(Job)
-                .where(Job.id == queued.id, Job.status == jobs.QUEUED)
-                .values(status=jobs.DONE, finished_at=now)
-            )
-    return erased
-
-
-async def _target(res: Resources, account_id: str) -> _Target | None:
-    async with unit_of_work(res.engine) as conn:
-        row = (
-            await conn.execute(
-                select(
-                    Account.status,
-                    Account.auth_provider,
-                    Account.auth_subject,
-                    Account.stripe_customer_id,
-                ).where(Account.id == account_id)
-            )
-        ).first()
-    if row is None:
-        return None
-    return _Target(row.status, row.auth_provider, row.auth_subject, row.stripe_customer_id)
-
-
-async def _defer_while_generating(res: Resources, job: jobs.JobRow, account_id: str) -> bool:
-    """Queue a later run when a generation of the account is still running.
-
-    Its settle would store outputs and give held credits back after the erasure. Holds past
-    their deadline are released here (as the reconciler would) rather than waited for.
-    """
-    grace = timedelta(seconds=res.settings.hold_grace_s)
-    await release_expired_holds(res.engine, grace=grace)
-    async with unit_of_work(res.engine) as conn:
-        latest = await conn.scalar(
-            select(func.max(Generation.deadline_at)).where(
-                Generation.account_id == account_id, Generation.status == "processing"
-            )
-        )
-        if latest is None:
+    async def _erase(self, job: jobs.JobRow) -> bool:
+        """True when the account is erased; False when a later run was queued instead."""
+        account_id = job.account_id
+        if account_id is None:
+            raise ErasureError("an erasure job needs an account id")
+        target = await self._target(account_id)
+        if target is None or target.status == DELETED:
+            return True  # done by an earlier run (or never existed): nothing left to do
+        if target.status != PENDING:
+            raise ErasureError(f"account {account_id} is {target.status}, not {PENDING}")
+        if await self._defer_while_generating(job, account_id):
             return False
-        run_after = max(latest + grace, job.now) + timedelta(seconds=1)
-        await jobs.enqueue(
-            conn, JOB_KIND, account_id=account_id, payload=job.payload, run_after=run_after
-        )
-    log.info("erasure of %s waits for running generations until %s", account_id, run_after)
-    return True
+        notes = [*await self._forget_at_stripe(account_id, target)]
+        notes += await self._forget_at_clerk(job, target)
+        await self._delete_files(account_id)
+        async with unit_of_work(self.engine) as conn:
+            await erase_rows(conn, self.vault, account_id, job.payload, notes, now=job.now)
+        log.info("account %s erased (job %s)", account_id, job.id)
+        return True
 
+    async def erase_now(self, account_id: str) -> bool:
+        """Run the account's queued erasure in this process, now (`users delete --now`).
 
-async def _forget_at_stripe(res: Resources, account_id: str, target: _Target) -> list[str]:
-    if res.payments is None:
-        if target.stripe_customer_id:
-            log.warning(
-                "account %s has Stripe customer %s but payments are off: delete it at Stripe",
-                account_id,
-                target.stripe_customer_id,
-            )
-            return [
-                f"Stripe customer {target.stripe_customer_id} not deleted (payments are off): "
-                "delete it in the Stripe dashboard"
-            ]
-        return []
-    done = await forget_customer(res.engine, res.payments.gateway, account_id)
-    notes = [f"expired {len(done.expired_sessions)} open checkout session(s)"]
-    if done.customer_id:
-        notes.append(f"Stripe customer {'deleted' if done.customer_deleted else 'already gone'}")
-    return notes
-
-
-async def _forget_at_clerk(res: Resources, job: jobs.JobRow, target: _Target) -> list[str]:
-    wanted = bool(job.payload.get("delete_clerk_user"))
-    if not wanted or target.auth_provider != "clerk" or not target.auth_subject:
-        return []
-    backend = res.clerk.backend if res.clerk is not None else None
-    if backend is None:
-        log.warning("erasure: cannot delete Clerk user (no CLERK_SECRET_KEY): delete it at Clerk")
-        return [f"Clerk user {target.auth_subject} not deleted (no CLERK_SECRET_KEY)"]
-    deleted = await backend.delete_user(target.auth_subject)
-    return ["Clerk user deleted" if deleted else "Clerk user already gone"]
-
-
-async def _delete_files(res: Resources, account_id: str) -> None:
-    """Delete stored outputs and export archives, before the rows that name them go."""
-    last = ""
-    while True:
-        async with unit_of_work(res.engine) as conn:
-            rows = (
+        The queued job is marked done afterwards; had a worker claimed it meanwhile, its run
+        finds the account already erased and does nothing. False when a generation of the
+        account is still running: a later run is queued for when it has finished.
+        """
+        async with unit_of_work(self.engine) as conn:
+            queued = (
                 await conn.execute(
-                    select(Generation.id, Generation.output_keys)
-                    .where(Generation.account_id == account_id, Generation.id > last)
-                    .order_by(Generation.id)
-                    .limit(500)
+                    select(Job.id, Job.payload)
+                    .where(Job.account_id == account_id, Job.kind == JOB_KIND)
+                    .order_by(Job.created_at.desc())
+                    .limit(1)
+                )
+            ).first()
+        now = utcnow()
+        job = jobs.JobRow(
+            id=queued.id if queued else "erase-now",
+            kind=JOB_KIND,
+            account_id=account_id,
+            payload=dict(queued.payload or {}) if queued else {},
+            attempts=1,
+            max_attempts=1,
+            now=now,
+        )
+        erased = await self._erase(job)
+        if queued is not None:
+            async with unit_of_work(self.engine) as conn:
+                await conn.execute(
+                    update(Job)
+                    .where(Job.id == queued.id, Job.status == jobs.QUEUED)
+                    .values(status=jobs.DONE, finished_at=now)
+                )
+        return erased
+
+    async def _target(self, account_id: str) -> _Target | None:
+        async with unit_of_work(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        Account.status,
+                        Account.auth_provider,
+                        Account.auth_subject,
+                        Account.stripe_customer_id,
+                    ).where(Account.id == account_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return _Target(row.status, row.auth_provider, row.auth_subject, row.stripe_customer_id)
+
+    async def _defer_while_generating(self, job: jobs.JobRow, account_id: str) -> bool:
+        """Queue a later run when a generation of the account is still running.
+
+        Its settle would store outputs and give held credits back after the erasure. Holds
+        past their deadline are released here (as the reconciler would) rather than waited for.
+        """
+        grace = self.hold_grace
+        await release_expired_holds(self.engine, grace=grace)
+        async with unit_of_work(self.engine) as conn:
+            latest = await conn.scalar(
+                select(func.max(Generation.deadline_at)).where(
+                    Generation.account_id == account_id, Generation.status == "processing"
+                )
+            )
+            if latest is None:
+                return False
+            run_after = max(latest + grace, job.now) + timedelta(seconds=1)
+            await jobs.enqueue(
+                conn, JOB_KIND, account_id=account_id, payload=job.payload, run_after=run_after
+            )
+        log.info("erasure of %s waits for running generations until %s", account_id, run_after)
+        return True
+
+    async def _forget_at_stripe(self, account_id: str, target: _Target) -> list[str]:
+        if self.stripe is None:
+            if target.stripe_customer_id:
+                log.warning(
+                    "account %s has Stripe customer %s but payments are off: delete it at Stripe",
+                    account_id,
+                    target.stripe_customer_id,
+                )
+                return [
+                    f"Stripe customer {target.stripe_customer_id} not deleted (payments are "
+                    "off): delete it in the Stripe dashboard"
+                ]
+            return []
+        done = await forget_customer(self.engine, self.stripe, account_id)
+        notes = [f"expired {len(done.expired_sessions)} open checkout session(s)"]
+        if done.customer_id:
+            notes.append(
+                f"Stripe customer {'deleted' if done.customer_deleted else 'already gone'}"
+            )
+        return notes
+
+    async def _forget_at_clerk(self, job: jobs.JobRow, target: _Target) -> list[str]:
+        wanted = bool(job.payload.get("delete_clerk_user"))
+        if not wanted or target.auth_provider != "clerk" or not target.auth_subject:
+            return []
+        if self.clerk is None:
+            log.warning(
+                "erasure: cannot delete Clerk user (no CLERK_SECRET_KEY): delete it at Clerk"
+            )
+            return [f"Clerk user {target.auth_subject} not deleted (no CLERK_SECRET_KEY)"]
+        deleted = await self.clerk.delete_user(target.auth_subject)
+        return ["Clerk user deleted" if deleted else "Clerk user already gone"]
+
+    async def _delete_files(self, account_id: str) -> None:
+        """Delete stored outputs and export archives, before the rows that name them go."""
+        last = ""
+        while True:
+            async with unit_of_work(self.engine) as conn:
+                rows = (
+                    await conn.execute(
+                        select(Generation.id, Generation.output_keys)
+                        .where(Generation.account_id == account_id, Generation.id > last)
+                        .order_by(Generation.id)
+                        .limit(500)
+                    )
+                ).all()
+            for row in rows:
+                await content.delete_files(self.store, row.output_keys)
+            if len(rows) < 500:
+                break
+            last = rows[-1].id
+        async with unit_of_work(self.engine) as conn:
+            archives = (
+                await conn.scalars(
+                    select(ExportArchive.storage_key).where(
+                        ExportArchive.account_id == account_id,
+                        ExportArchive.storage_key.is_not(None),
+                    )
                 )
             ).all()
-        for row in rows:
-            await content.delete_files(res.store, row.output_keys)
-        if len(rows) < 500:
-            break
-        last = rows[-1].id
-    async with unit_of_work(res.engine) as conn:
-        archives = (
-            await conn.scalars(
-                select(ExportArchive.storage_key).where(
-                    ExportArchive.account_id == account_id, ExportArchive.storage_key.is_not(None)
-                )
-            )
-        ).all()
-    await content.delete_files(res.store, [key for key in archives if key])
+        await content.delete_files(self.store, [key for key in archives if key])
 
 
 async def erase_rows(
@@ -451,6 +462,3 @@ async def _complete_requests(
         ]
     for request_id in open_ids:
         await dsr.close_request(conn, request_id, handled_by=handled_by, now=now, note=note)
-
-
-jobs.register(JOB_KIND, run_erasure)

@@ -17,15 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.db.session import autocommit
 from image_router.db.tables import AuditEntry, Consent, Generation, LedgerEntry, Topup
 from image_router.legal.render import PolicyFacts
 from image_router.privacy import audit
 from image_router.privacy import requests as dsr
-from image_router.privacy.export_zip import write_export
-from image_router.resources import Resources
+from image_router.privacy.export_zip import ExportSources, write_export
 
 EXPORTED_FIELDS = ("email", "name", "prompts", "usage", "payments", "outputs")
 # Estimates of what a row and a stored output add to the ZIP (compressed JSON; a PNG of
@@ -53,9 +52,9 @@ class ExportFile:
     sha256: str
 
 
-async def estimate_bytes(res: Resources, account_id: str, now: datetime) -> int:
+async def estimate_bytes(engine: AsyncEngine, account_id: str, now: datetime) -> int:
     """Roughly how large the account's export will be (rows plus stored outputs)."""
-    async with autocommit(res.engine) as conn:
+    async with autocommit(engine) as conn:
         rows = 0
         for table, column in (
             (Generation, Generation.account_id),
@@ -85,14 +84,14 @@ async def estimate_bytes(res: Resources, account_id: str, now: datetime) -> int:
 
 
 async def build_export_file(
-    res: Resources, account_id: str, facts: PolicyFacts, now: datetime
+    src: ExportSources, account_id: str, facts: PolicyFacts, now: datetime
 ) -> ExportFile:
     """Build the ZIP in a new temporary file, which the caller must delete."""
     fd, name = tempfile.mkstemp(prefix="image-router-export-", suffix=".zip")
     os.close(fd)
     path = Path(name)
     try:
-        await write_export(res, account_id, path, facts, now)
+        await write_export(src, account_id, path, facts, now)
         size, digest = await asyncio.to_thread(_size_and_sha256, path)
     except BaseException:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 (a local unlink does not block)
@@ -102,10 +101,10 @@ async def build_export_file(
 
 @asynccontextmanager
 async def build_export(
-    res: Resources, account_id: str, facts: PolicyFacts, now: datetime
+    src: ExportSources, account_id: str, facts: PolicyFacts, now: datetime
 ) -> AsyncIterator[ExportFile]:
     """`build_export_file` whose file is deleted when the block ends."""
-    built = await build_export_file(res, account_id, facts, now)
+    built = await build_export_file(src, account_id, facts, now)
     try:
         yield built
     finally:

@@ -23,8 +23,10 @@ from typing import IO, Any
 
 import orjson
 from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
+from image_router.account.personal_data import Vault
 from image_router.db.session import autocommit
 from image_router.db.tables import (
     Account,
@@ -40,8 +42,7 @@ from image_router.legal.render import PolicyFacts
 from image_router.privacy import audit
 from image_router.privacy import export_records as records
 from image_router.privacy.export_texts import README, privacy_info
-from image_router.resources import Resources
-from image_router.storage.base import StorageError
+from image_router.storage.base import StorageError, Store
 
 SCHEMA_VERSION = 1
 _BATCH = 500
@@ -101,14 +102,23 @@ def _json(value: object, *, indent: bool = False) -> bytes:
     return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS)
 
 
+@dataclass(frozen=True)
+class ExportSources:
+    """Where an export reads from: the rows, the sealed personal data, the stored outputs."""
+
+    engine: AsyncEngine
+    vault: Vault
+    store: Store
+
+
 async def write_export(
-    res: Resources, account_id: str, path: Path, facts: PolicyFacts, now: datetime
+    src: ExportSources, account_id: str, path: Path, facts: PolicyFacts, now: datetime
 ) -> None:
     """Write the whole export of `account_id` to the ZIP file at `path`."""
     archive = _Archive(path, now)
     try:
-        async with autocommit(res.engine) as conn:
-            dek = await res.vault.key_for(account_id)
+        async with autocommit(src.engine) as conn:
+            dek = await src.vault.key_for(account_id)
             account = (
                 await conn.execute(select(Account).where(Account.id == account_id))
             ).one_or_none()
@@ -148,14 +158,14 @@ async def write_export(
             accesses = await audit.entries(conn, subject=account_id)
 
         def opened(sealed: bytes | None) -> str | None:
-            return None if dek is None else res.vault.open_with(dek, account_id, sealed)
+            return None if dek is None else src.vault.open_with(dek, account_id, sealed)
 
         archive.write("README.txt", README.format(schema_version=SCHEMA_VERSION).encode())
         archive.write_json("account.json", records.account(account._mapping, opened))
         archive.write_json("privacy_info.json", privacy_info(facts, SCHEMA_VERSION))
         archive.write_json("api_keys.json", [records.api_key(r._mapping) for r in keys])
-        output_names = await _write_usage(res, archive, account_id, opened)
-        await _write_ledger(res, archive, account_id)
+        output_names = await _write_usage(src.engine, archive, account_id, opened)
+        await _write_ledger(src.engine, archive, account_id)
         archive.write_json(
             "payments.json",
             {
@@ -168,7 +178,7 @@ async def write_export(
         archive.write_json("sessions.json", [dict(r._mapping) for r in sessions])
         archive.write_json("privacy_requests.json", [records.request(r._mapping) for r in requests])
         archive.write_json("access_log.json", [records.access(e, account_id) for e in accesses])
-        generated = await _write_outputs(res, archive, output_names)
+        generated = await _write_outputs(src.store, archive, output_names)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "generated_at": now,
@@ -181,11 +191,11 @@ async def write_export(
         archive.close()
 
 
-async def _pages(res: Resources, query: Select[Any], after: Any) -> AsyncIterator[Any]:
+async def _pages(engine: AsyncEngine, query: Select[Any], after: Any) -> AsyncIterator[Any]:
     """Rows of `query` in batches; `after(last_row)` narrows it to the rows after one."""
     page = query.limit(_BATCH)
     while True:
-        async with autocommit(res.engine) as conn:
+        async with autocommit(engine) as conn:
             rows = (await conn.execute(page)).all()
         for row in rows:
             yield row
@@ -195,7 +205,7 @@ async def _pages(res: Resources, query: Select[Any], after: Any) -> AsyncIterato
 
 
 async def _write_usage(
-    res: Resources, archive: _Archive, account_id: str, opened: Any
+    engine: AsyncEngine, archive: _Archive, account_id: str, opened: Any
 ) -> list[str]:
     query = (
         select(Generation)
@@ -212,27 +222,27 @@ async def _write_usage(
     names: list[str] = []
     stream, member = archive.open("usage.jsonl")
     with stream:
-        async for row in _pages(res, query, after):
+        async for row in _pages(engine, query, after):
             g = row._mapping
             names.extend(g["output_keys"] or [])
             _feed(stream, member, _json(records.usage(g, opened)) + b"\n")
     return names
 
 
-async def _write_ledger(res: Resources, archive: _Archive, account_id: str) -> None:
+async def _write_ledger(engine: AsyncEngine, archive: _Archive, account_id: str) -> None:
     query = select(LedgerEntry).where(LedgerEntry.account_id == account_id).order_by(LedgerEntry.id)
     stream, member = archive.open("credit_ledger.jsonl")
     with stream:
-        async for row in _pages(res, query, lambda r: LedgerEntry.id > r.id):
+        async for row in _pages(engine, query, lambda r: LedgerEntry.id > r.id):
             _feed(stream, member, _json(records.ledger(row._mapping)) + b"\n")
 
 
-async def _write_outputs(res: Resources, archive: _Archive, names: Iterable[str]) -> int:
+async def _write_outputs(store: Store, archive: _Archive, names: Iterable[str]) -> int:
     """Copy each output still in storage into generated/; gone ones are skipped."""
     written = 0
     for name in dict.fromkeys(names):  # once each, in order
         try:
-            found = await res.store.get(name)
+            found = await store.get(name)
         except StorageError:
             found = None
         if found is None:

@@ -18,8 +18,9 @@ A failed attempt is retried after an exponential back-off until `max_attempts`; 
 job is `failed` with the error text. Handlers must be idempotent: a job may run again
 after a crash between its work and the UPDATE that records it as done.
 
-Only kinds with a registered handler are claimed, so a process that registered a subset
-(the CLI, a test) never takes jobs it cannot run.
+A `JobRunner` is given its handlers as an explicit map, kind -> handler (built in
+`resources.py`); only those kinds are claimed, so a runner with a subset (a test) never
+takes jobs it cannot run.
 """
 
 from __future__ import annotations
@@ -27,19 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Job
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import new_id
-from image_router.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +69,7 @@ class JobRow:
         return self.attempts >= self.max_attempts
 
 
-Handler = Callable[[Resources, JobRow], Awaitable[None]]
-_HANDLERS: dict[str, Handler] = {}
-
-
-def register(kind: str, handler: Handler) -> None:
-    """Make this process able to run jobs of `kind` (registering again replaces)."""
-    if not kind or len(kind) > 20:
-        raise ValueError("a job kind is 1 to 20 characters")
-    _HANDLERS[kind] = handler
-
-
-def registered() -> frozenset[str]:
-    return frozenset(_HANDLERS)
+Handler = Callable[[JobRow], Awaitable[None]]
 
 
 async def enqueue(
@@ -121,37 +109,67 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_FIRST * (1 << min(max(0, attempts - 1), 20)), BACKOFF_MAX)
 
 
-async def run_due(
-    res: Resources,
-    *,
-    now: datetime | None = None,
-    limit: int = BATCH,
-    lease: timedelta = LEASE,
-    max_attempts: int = MAX_ATTEMPTS,
-) -> int:
-    """Claim and run up to `limit` due jobs, one at a time; returns how many were run
-    (successfully or not)."""
-    kinds = registered()
-    if not kinds:
-        return 0
-    ran = 0
-    while ran < limit:
-        job = await _claim(res, kinds, now or utcnow(), lease, max_attempts)
-        if job is None:
-            break
-        ran += 1
-        try:
-            await _HANDLERS[job.kind](res, job)
-        except Exception as exc:  # a handler's failure is recorded, never propagated
-            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempts, exc)
-            await _record_failure(res, job, f"{type(exc).__name__}: {exc}", now or utcnow())
-        else:
-            await _finish(res, job, now or utcnow(), status=DONE, error=None)
-    return ran
+@dataclass(frozen=True)
+class JobRunner:
+    """Runs the due jobs of the kinds in `handlers` on `engine` (one per process, built in
+    resources.py; tests build their own with test kinds)."""
+
+    engine: AsyncEngine
+    handlers: Mapping[str, Handler]
+
+    def __post_init__(self) -> None:
+        for kind in self.handlers:
+            if not kind or len(kind) > 20:
+                raise ValueError(f"a job kind is 1 to 20 characters: {kind!r}")
+
+    async def run_due(
+        self,
+        *,
+        now: datetime | None = None,
+        limit: int = BATCH,
+        lease: timedelta = LEASE,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> int:
+        """Claim and run up to `limit` due jobs, one at a time; returns how many were run
+        (successfully or not)."""
+        kinds = frozenset(self.handlers)
+        if not kinds:
+            return 0
+        ran = 0
+        while ran < limit:
+            job = await _claim(self.engine, kinds, now or utcnow(), lease, max_attempts)
+            if job is None:
+                break
+            ran += 1
+            try:
+                await self.handlers[job.kind](job)
+            except Exception as exc:  # a handler's failure is recorded, never propagated
+                log.warning(
+                    "job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempts, exc
+                )
+                error = f"{type(exc).__name__}: {exc}"
+                await _record_failure(self.engine, job, error, now or utcnow())
+            else:
+                await _finish(self.engine, job, now or utcnow(), status=DONE, error=None)
+        return ran
+
+    async def run_periodically(self, interval_s: float, stop: asyncio.Event) -> None:
+        """The loop a server runs until `stop` is set: run due jobs, then wait `interval_s`
+        (less when a pass was full, since more may be waiting). Errors are logged and the
+        loop goes on; stopping waits for the current job instead of cancelling it."""
+        while not stop.is_set():
+            ran = 0
+            try:
+                ran = await self.run_due()
+            except Exception:
+                log.exception("running background jobs failed; will retry")
+            wait = 0.0 if ran >= BATCH else interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
 
 
 async def _claim(
-    res: Resources,
+    engine: AsyncEngine,
     kinds: frozenset[str],
     now: datetime,
     lease: timedelta,
@@ -160,7 +178,7 @@ async def _claim(
     due = and_(Job.status == QUEUED, Job.run_after <= now)
     stale = and_(Job.status == RUNNING, Job.locked_until < now)
     while True:
-        async with unit_of_work(res.engine) as conn:
+        async with unit_of_work(engine) as conn:
             candidates = (
                 await conn.execute(
                     select(Job.id, Job.attempts, Job.status)
@@ -172,7 +190,7 @@ async def _claim(
         if not candidates:
             return None
         for candidate in candidates:
-            async with unit_of_work(res.engine) as conn:
+            async with unit_of_work(engine) as conn:
                 this_one = and_(Job.id == candidate.id, Job.attempts == candidate.attempts)
                 if candidate.status == RUNNING and candidate.attempts >= max_attempts:
                     # Its worker died during the last attempt: give up rather than loop.
@@ -211,18 +229,22 @@ async def _claim(
 _LOST = "the worker running the last attempt stopped before it finished"
 
 
-async def _record_failure(res: Resources, job: JobRow, error: str, now: datetime) -> None:
+async def _record_failure(engine: AsyncEngine, job: JobRow, error: str, now: datetime) -> None:
     error = error[:_ERROR_LIMIT]
     if job.last_attempt:
-        await _finish(res, job, now, status=FAILED, error=error)
+        await _finish(engine, job, now, status=FAILED, error=error)
         log.error("job %s (%s) failed for good after %d attempts", job.id, job.kind, job.attempts)
         return
-    await _finish(res, job, None, status=QUEUED, error=error, run_after=now + backoff(job.attempts))
+    await _finish(
+        engine, job, None, status=QUEUED, error=error, run_after=now + backoff(job.attempts)
+    )
 
 
-async def _finish(res: Resources, job: JobRow, finished_at: datetime | None, **values: Any) -> None:
+async def _finish(
+    engine: AsyncEngine, job: JobRow, finished_at: datetime | None, **values: Any
+) -> None:
     """Record the outcome, unless the lease was lost and the job claimed again meanwhile."""
-    async with unit_of_work(res.engine) as conn:
+    async with unit_of_work(engine) as conn:
         result = await conn.execute(
             update(Job)
             .where(Job.id == job.id, Job.status == RUNNING, Job.attempts == job.attempts)
@@ -230,18 +252,3 @@ async def _finish(res: Resources, job: JobRow, finished_at: datetime | None, **v
         )
     if result.rowcount != 1:
         log.warning("job %s (%s): lease lost; outcome left to the newer attempt", job.id, job.kind)
-
-
-async def run_periodically(res: Resources, interval_s: float, stop: asyncio.Event) -> None:
-    """The loop a server runs until `stop` is set: run due jobs, then wait `interval_s`
-    (less when a pass was full, since more may be waiting). Errors are logged and the loop
-    goes on; stopping waits for the current job instead of cancelling it."""
-    while not stop.is_set():
-        ran = 0
-        try:
-            ran = await run_due(res)
-        except Exception:
-            log.exception("running background jobs failed; will retry")
-        wait = 0.0 if ran >= BATCH else interval_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)

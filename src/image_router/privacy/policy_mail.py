@@ -10,6 +10,7 @@ has not seen the version and then appends a `consents` row (`privacy_notice`, so
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,18 @@ async def queue_notice(
     except IntegrityError:
         return False  # another worker, or an earlier start, queued it already
     return True
+
+
+@dataclass(frozen=True)
+class NoticeRunner:
+    """The "privacy_notice" job (`run`), with what it needs (built in resources.py)."""
+
+    engine: AsyncEngine
+    vault: Vault
+    mailer: Mailer
+
+    async def run(self, job: jobs.JobRow) -> None:
+        await mail_notice(self.engine, self.vault, self.mailer, job.payload, job.now)
 
 
 async def mail_notice(

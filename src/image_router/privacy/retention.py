@@ -1,7 +1,9 @@
 """Retention (privacy-payments.md §3.4, RET-1): delete what is kept past its period.
 
 `purge` is one pass over every category of the retention schedule; the server runs it
-periodically (`run_periodically`, PURGE_INTERVAL_S) and operators run it by hand
+periodically (`Retention.run_periodically`, PURGE_INTERVAL_S; the `Retention` runner is
+built in resources.py with the export runner's purge of expired archives) and operators
+run it by hand
 (`image-router retention purge [--dry-run] [--now ISO]`). Prompts and outputs carry their own
 deadline, stamped when they were written (`content_expires_at`, `outputs_expire_at`); the
 other categories are measured against the periods of a `RetentionPolicy`.
@@ -24,12 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,25 +43,6 @@ FIRST_RUN_AFTER_S = 60.0  # a server restarted more often than hourly still purg
 ExportPurger = Callable[[datetime], Awaitable[int]]
 
 
-class RetentionSettings(Protocol):
-    """The settings `RetentionPolicy.from_settings` reads (config.Settings has them)."""
-
-    @property
-    def retention_security_log_days(self) -> int: ...
-    @property
-    def retention_usage_meta_days(self) -> int: ...
-    @property
-    def retention_webhook_ids_days(self) -> int: ...
-    @property
-    def retention_audit_days(self) -> int: ...
-    @property
-    def retention_consent_proof_days(self) -> int: ...
-    @property
-    def retention_accounting_years(self) -> int: ...
-    @property
-    def purge_batch_size(self) -> int: ...
-
-
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How long each category is kept (prompts and outputs carry their own deadlines)."""
@@ -73,18 +54,6 @@ class RetentionPolicy:
     consent_proof_days: int = 1095  # after the account was deleted
     accounting_years: int = 10  # ledger and top-ups of deleted accounts
     batch_size: int = 500
-
-    @classmethod
-    def from_settings(cls, settings: RetentionSettings) -> RetentionPolicy:
-        return cls(
-            security_log_days=settings.retention_security_log_days,
-            usage_meta_days=settings.retention_usage_meta_days,
-            webhook_ids_days=settings.retention_webhook_ids_days,
-            audit_days=settings.retention_audit_days,
-            consent_proof_days=settings.retention_consent_proof_days,
-            accounting_years=settings.retention_accounting_years,
-            batch_size=settings.purge_batch_size,
-        )
 
 
 COUNTS = (
@@ -239,39 +208,44 @@ def _log(report: PurgeReport) -> None:
         )
 
 
-def export_purger(resources: object) -> ExportPurger | None:
-    """`image_router.privacy.export.purge_expired_exports` bound to `resources`, when the
-    export feature is installed (it deletes expired archives and their files)."""
-    try:
-        module = importlib.import_module("image_router.privacy.export")
-    except ModuleNotFoundError as exc:
-        if exc.name != "image_router.privacy.export":
-            raise
-        return None
-    purge_expired = getattr(module, "purge_expired_exports", None)
-    return None if purge_expired is None else functools.partial(purge_expired, resources)
+@dataclass(frozen=True)
+class Retention:
+    """The retention purge with its collaborators (built in resources.py)."""
 
+    engine: AsyncEngine
+    store: Store
+    policy: RetentionPolicy
+    exports: ExportPurger | None = None  # deletes expired export archives and their files
 
-async def run_periodically(
-    engine: AsyncEngine,
-    store: Store,
-    policy: RetentionPolicy,
-    interval_s: float,
-    stop: asyncio.Event,
-    *,
-    exports: ExportPurger | None = None,
-) -> None:
-    """The server's purge loop, until `stop` is set: the first pass soon after start-up, then
-    one every `interval_s`. Errors are logged and the loop goes on; stopping ends the
-    current pass between batches rather than cutting a transaction off."""
-    delay = min(interval_s, FIRST_RUN_AFTER_S)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        if stop.is_set():
-            return
-        try:
-            await purge(engine, store, policy, exports=exports, stop=stop)
-        except Exception:
-            log.exception("retention purge failed; will retry")
-        delay = interval_s
+    async def purge(
+        self,
+        *,
+        now: datetime | None = None,
+        dry_run: bool = False,
+        stop: asyncio.Event | None = None,
+    ) -> PurgeReport:
+        return await purge(
+            self.engine,
+            self.store,
+            self.policy,
+            now=now,
+            dry_run=dry_run,
+            exports=self.exports,
+            stop=stop,
+        )
+
+    async def run_periodically(self, interval_s: float, stop: asyncio.Event) -> None:
+        """The server's purge loop, until `stop` is set: the first pass soon after start-up,
+        then one every `interval_s`. Errors are logged and the loop goes on; stopping ends
+        the current pass between batches rather than cutting a transaction off."""
+        delay = min(interval_s, FIRST_RUN_AFTER_S)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return
+            try:
+                await self.purge(stop=stop)
+            except Exception:
+                log.exception("retention purge failed; will retry")
+            delay = interval_s
