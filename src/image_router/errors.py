@@ -69,6 +69,15 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class Conflict(GatewayError):
+    """The request clashes with the current state (a generation still running, an e-mail
+    already taken, a profile managed by the identity provider)."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class MethodNotAllowed(GatewayError):
     status = 405
     error_type = "invalid_request_error"

@@ -15,7 +15,7 @@ from image_router.account import service as accounts
 from image_router.account import spend_limits
 from image_router.db.session import unit_of_work
 from image_router.db.tables import ApiKey, Generation
-from image_router.kit.clock import utcnow
+from image_router.kit.clock import iso, utcnow
 from image_router.kit.ids import new_id
 from tests.conftest import Gateway
 
@@ -118,9 +118,9 @@ async def test_window_boundaries_with_an_injected_clock(
         assert refusal.code == "key_spend_limit"
         adjective = {"day": "daily", "week": "weekly", "month": "monthly"}[period]
         assert f"{adjective} spend limit of $0.0300" in refusal.message
-        assert "$0.0200 spent since " + spend_limits.iso(start) in refusal.message
+        assert "$0.0200 spent since " + iso(start) in refusal.message
         assert "needs $0.0101" in refusal.message
-        assert f"starts afresh at {spend_limits.iso(next_start)}" in refusal.message
+        assert f"starts afresh at {iso(next_start)}" in refusal.message
         # The next window starts afresh, with only what was spent in it.
         assert await spend_limits.period_spend(conn, key_id, period, next_start) == (
             40,
@@ -225,7 +225,7 @@ async def test_credits_and_key_list_report_limits_and_window_spend(any_gateway: 
         "spend_limit": "1.0000",
         "spend_limit_period": "week",
         "period_spend": "0.0160",
-        "period_start": spend_limits.iso(monday),
+        "period_start": iso(monday),
         "expires_at": "2999-05-06T07:08:09.000Z",
     }
     assert plain["id"] not in {i["api_key_id"] for i in body["usage_by_api_key"]}
@@ -235,7 +235,7 @@ async def test_credits_and_key_list_report_limits_and_window_spend(any_gateway: 
     limited = next(k for k in listing.json()["data"] if k["id"] == key_id)
     assert (limited["period_spend"], limited["period_start"]) == (
         "0.0160",
-        spend_limits.iso(monday),
+        iso(monday),
     )
     unlimited = next(k for k in listing.json()["data"] if k["id"] == plain["id"])
     assert (unlimited["spend_limit"], unlimited["period_spend"], unlimited["period_start"]) == (

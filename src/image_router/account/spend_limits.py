@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.db.tables import API_KEYS, GENERATIONS
 from image_router.errors import GatewayError
-from image_router.kit.clock import utcnow
+from image_router.kit.clock import iso, utcnow
 from image_router.kit.money import format_usd
 
 PERIODS: Final = ("day", "week", "month")
@@ -138,8 +138,3 @@ def refusal_message(limit: int, period: str | None, spent: int, amount: int, now
         f"{head} since {iso(start)}, this request needs ${format_usd(amount)}. The limit "
         f"starts afresh at {iso(end)}. You were not charged."
     )
-
-
-def iso(moment: datetime) -> str:
-    """UTC, milliseconds, `Z` — the timestamp format of the API's JSON."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import spend_limits
-from image_router.api.deps import CallerDep, ResourcesDep
+from image_router.api.deps import ResourcesDep
+from image_router.api.identity import CallerDep
+from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
 from image_router.errors import InternalError
-from image_router.kit.clock import utcnow
+from image_router.kit.clock import iso, utcnow
 from image_router.kit.money import format_usd
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
@@ -23,14 +24,10 @@ from image_router.usage import service as usage
 router = APIRouter()
 
 
-def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
 @router.post("/v1/auth/test")
 async def auth_test(caller: CallerDep) -> Response:
     # Raw integer credits ($0.0001 units), as the reference answers.
-    return _json({"success": True, "credits": caller.balance})
+    return json_response({"success": True, "credits": caller.balance})
 
 
 @router.get("/v1/credits")
@@ -54,7 +51,7 @@ async def credits(request: Request, caller: CallerDep, res: ResourcesDep) -> Res
     }
     if by_key is not None:
         body["usage_by_api_key"] = [_key_usage(k, windows) for k in by_key]
-    return _json(body)
+    return json_response(body)
 
 
 async def _limit_windows(
@@ -84,15 +81,11 @@ def _key_usage(
         "api_key_name": name,
         "credit_usage": format_usd(k.cost),
         "total_requests": k.requests,
-        "created_at": (
-            k.key_created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            if k.key_created_at
-            else None
-        ),
+        "created_at": iso(k.key_created_at),
         "is_active": True if k.key_active is None else k.key_active,
         "spend_limit": None if k.spend_limit is None else format_usd(k.spend_limit),
         "spend_limit_period": k.spend_limit_period,
         "period_spend": format_usd(window[0]) if window else None,
-        "period_start": spend_limits.iso(window[1]) if window and window[1] else None,
-        "expires_at": spend_limits.iso(k.expires_at) if k.expires_at else None,
+        "period_start": iso(window[1]) if window else None,
+        "expires_at": iso(k.expires_at),
     }

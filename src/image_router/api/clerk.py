@@ -3,8 +3,8 @@
 - `POST /webhooks/clerk` (SVX-1…6) is public: the Svix signature over the raw body is the
   authentication. Any verification failure, however malformed the headers, answers 400.
 - `sign_in_with_token` turns a Clerk session token (the `__session` cookie, or
-  `Authorization: Bearer eyJ…` from another origin) into an account: `principal.py` and
-  `web/common.py` call it. Only JWT-shaped bearer tokens come here, so our API keys are
+  `Authorization: Bearer eyJ…` from another origin) into an account: `identity.py` calls
+  it. Only JWT-shaped bearer tokens come here, so our API keys are
   never mistaken for Clerk tokens, and no token is ever sent to Clerk (CLK-9).
 - In Clerk mode our own sign-in, sign-up and password pages redirect to Clerk's
   (CLERK_SIGN_IN_URL), which sends the person back to `/account`.
@@ -33,7 +33,9 @@ from image_router.account.clerk import (
 )
 from image_router.account.personal_data import Vault
 from image_router.account.sessions import SessionView
+from image_router.api.bodies import read_limited
 from image_router.api.deps import ResourcesDep
+from image_router.api.responses import json_response
 from image_router.config import Settings
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Account
@@ -41,7 +43,6 @@ from image_router.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     Unauthenticated,
 )
 from image_router.resources import Resources, public_url
@@ -94,7 +95,7 @@ def mirror_policy(request: Request, res: Resources) -> clerk_users.MirrorPolicy:
     # The terms in force are recorded with Clerk's "accepted" checkbox (LEG-4).
     legal = getattr(request.app.state, "legal", None)
     return clerk_users.MirrorPolicy(
-        store_prompts=res.settings.default_store_prompts,
+        store_prompts=res.settings.privacy.default_store_prompts,
         terms_version=legal.documents.terms.version if legal is not None else None,
     )
 
@@ -161,7 +162,7 @@ async def handle_webhook(request: Request, res: Resources, queue_erasure: QueueE
     clerk = _clerk(res)
     if clerk.webhook is None:
         raise NotFound("Clerk webhooks are not configured (CLERK_WEBHOOK_SIGNING_SECRET)")
-    body = await _read(request, _MAX_WEBHOOK_BODY)
+    body = await read_limited(request, _MAX_WEBHOOK_BODY)
     headers = dict(request.headers)
     try:
         # svix 2.9.1 raises binascii.Error or ValueError on malformed signature headers, not
@@ -192,18 +193,7 @@ async def handle_webhook(request: Request, res: Resources, queue_erasure: QueueE
     except clerk_users.InvalidUserEvent as exc:
         raise InvalidRequest(str(exc), code="invalid_event") from None
     log.info("clerk webhook %s (%s): %s", message_id, event.get("type"), outcome)
-    return Response(
-        orjson.dumps({"received": True, "outcome": outcome}), media_type="application/json"
-    )
-
-
-async def _read(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
-    return bytes(body)
+    return json_response({"received": True, "outcome": outcome})
 
 
 async def to_clerk_sign_in(request: Request, res: ResourcesDep) -> Response:
@@ -211,7 +201,7 @@ async def to_clerk_sign_in(request: Request, res: ResourcesDep) -> Response:
     target = _clerk(res).sign_in_url
     if not target:
         raise NotFound("Sign-in is handled by Clerk; the operator has not set CLERK_SIGN_IN_URL")
-    site = (res.settings.site_url or public_url(res.settings)).rstrip("/")
+    site = (res.settings.payments.site_url or public_url(res.settings)).rstrip("/")
     separator = "&" if "?" in target else "?"
     back = urlencode({"redirect_url": f"{site}/account"})
     return RedirectResponse(f"{target}{separator}{back}", status_code=303)
@@ -228,7 +218,7 @@ def clerk_routes(settings: Settings, queue_erasure: QueueErasure) -> APIRouter:
     async def clerk_webhook(request: Request, res: ResourcesDep) -> Response:
         return await handle_webhook(request, res, queue_erasure)
 
-    if settings.auth_provider == "clerk":
+    if settings.auth.auth_provider == "clerk":
         for path in _LOCAL_ONLY_PAGES:
             router.add_api_route(path, to_clerk_sign_in, methods=["GET", "POST"])
     return router

@@ -9,22 +9,24 @@
   that moment). Billing metadata stays.
 
 A signed-in person only: API keys are refused (403), so a leaked key cannot erase an
-account or its history. Cookie sessions need the CSRF header (principal.py).
+account or its history. Cookie sessions need the CSRF header (identity.py).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from image_router.api.bodies import read_model
 from image_router.api.deps import ResourcesDep
-from image_router.api.principal import Principal, PrincipalDep, require_recent_sign_in
+from image_router.api.identity import Identity, IdentityDep, require_recent_sign_in
+from image_router.api.request_models import AccountDeletion
+from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
-from image_router.errors import Forbidden, GatewayError, InvalidRequest, NotFound
+from image_router.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from image_router.kit.clock import iso
 from image_router.kit.money import format_usd
 from image_router.ledger import service as ledger
 from image_router.privacy import content
@@ -35,49 +37,22 @@ router = APIRouter(tags=["account"])
 CONFIRMATION = "DELETE MY ACCOUNT"
 
 
-class Conflict(GatewayError):
-    status = 409
-    error_type = "invalid_request_error"
-    code = "conflict"
-
-
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _signed_in_only(principal: Principal, action: str) -> None:
-    if principal.via == "api_key":
+def _signed_in_only(identity: Identity, action: str) -> None:
+    if identity.via == "api_key":
         raise Forbidden(
             f"An API key cannot {action}; sign in on the website to do it",
             code="session_required",
         )
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return body
-
-
 @router.delete("/v1/account")
-async def delete_account(request: Request, principal: PrincipalDep, res: ResourcesDep) -> Response:
-    _signed_in_only(principal, "delete the account")
-    require_recent_sign_in(principal, res)
-    body = await _body(request)
-    if body.get("confirm") != CONFIRMATION:
+async def delete_account(request: Request, identity: IdentityDep, res: ResourcesDep) -> Response:
+    _signed_in_only(identity, "delete the account")
+    require_recent_sign_in(identity, res)
+    body = await read_model(request, AccountDeletion, empty_is_object=True)
+    if body.confirm != CONFIRMATION:
         async with unit_of_work(res.engine) as conn:
-            balance = await ledger.balance(conn, principal.account_id)
+            balance = await ledger.balance(conn, identity.account_id)
         raise InvalidRequest(
             "Deleting your account cannot be undone. Your remaining balance of "
             f"${format_usd(balance)} (USD) will be forfeited, not refunded. To confirm, send "
@@ -87,36 +62,36 @@ async def delete_account(request: Request, principal: PrincipalDep, res: Resourc
         )
     async with unit_of_work(res.engine) as conn:
         due = await queue_erasure(
-            conn, res.vault, principal.account_id, channel="api", delete_clerk_user=True
+            conn, res.vault, identity.account_id, channel="api", delete_clerk_user=True
         )
-    return _json({"status": "deletion_pending", "erasure_due_at": _iso(due)}, status=202)
+    return json_response({"status": "deletion_pending", "erasure_due_at": iso(due)}, status=202)
 
 
 @router.delete("/v1/account/usage/{generation_id}")
 async def delete_usage_row(
-    generation_id: str, principal: PrincipalDep, res: ResourcesDep
+    generation_id: str, identity: IdentityDep, res: ResourcesDep
 ) -> Response:
-    _signed_in_only(principal, "delete usage history")
+    _signed_in_only(identity, "delete usage history")
     try:
         found = await content.delete_generation_content(
-            res.engine, res.store, principal.account_id, generation_id
+            res.engine, res.store, identity.account_id, generation_id
         )
     except content.GenerationRunning as exc:
         raise Conflict(str(exc)) from None
     if not found:
         raise NotFound(f"No usage record with id {generation_id}")
-    return _json({"id": generation_id, "object": "usage", "deleted": True})
+    return json_response({"id": generation_id, "object": "usage", "deleted": True})
 
 
 @router.delete("/v1/account/usage")
 async def delete_usage(
-    principal: PrincipalDep, res: ResourcesDep, before: str | None = None
+    identity: IdentityDep, res: ResourcesDep, before: str | None = None
 ) -> Response:
-    _signed_in_only(principal, "delete usage history")
+    _signed_in_only(identity, "delete usage history")
     deleted = await content.delete_all_content(
-        res.engine, res.store, principal.account_id, before=_moment(before)
+        res.engine, res.store, identity.account_id, before=_moment(before)
     )
-    return _json({"object": "list", "deleted": deleted})
+    return json_response({"object": "list", "deleted": deleted})
 
 
 def _moment(text: str | None) -> datetime | None:

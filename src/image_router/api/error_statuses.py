@@ -24,6 +24,7 @@ _PUBLIC = frozenset(
         "/v1/models",
         "/v2/models",
         "/v1/models/{model_id}",
+        "/v1/models/{model_id}/quote",
         "/v1/openai/images/models",
         "/v1/legal",
         "/v1/consent/cookies",
@@ -34,7 +35,6 @@ _PUBLIC = frozenset(
 _CONFIGURED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/billing/checkout"): {404: "Payments are not enabled"},
     ("post", "/v1/consent/cookies"): {404: "Analytics are not enabled"},
-    ("post", "/v1/web-token"): {503: "Website tokens are not enabled (no JWT_SECRET)"},
 }
 
 _TEXTS = {

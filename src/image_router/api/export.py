@@ -1,4 +1,4 @@
-"""The data export over HTTP (privacy-payments.md DSR-1, §4.2) and the "export" job.
+"""The data export over HTTP (privacy-payments.md DSR-1, §4.2).
 
     GET  /v1/account/export                   the ZIP now, or 202 + an archive when large
     POST /v1/account/exports                  always an archive, built in the background
@@ -17,24 +17,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import IO
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from image_router.account import service as accounts
-from image_router.account.mailer import MailError, build_mailer
 from image_router.api.deps import ResourcesDep
-from image_router.api.principal import Principal, PrincipalDep, require_recent_sign_in
+from image_router.api.identity import Identity, IdentityDep, require_recent_sign_in
+from image_router.api.responses import json_response
 from image_router.db.session import autocommit, unit_of_work
-from image_router.errors import GatewayError, NotFound
+from image_router.errors import Conflict, GatewayError, NotFound
 from image_router.kit.clock import utcnow
 from image_router.observability.logging import request_id
-from image_router.privacy import export, jobs
-from image_router.resources import Resources, public_url
-from image_router.web.legal_site import policy_facts, site_base
+from image_router.privacy import export
+from image_router.resources import Resources
 
 router = APIRouter(tags=["Account"])
 _CHUNK = 256 * 1024
@@ -46,17 +42,11 @@ class ExportExpired(GatewayError):
     code = "export_expired"
 
 
-class ExportNotReady(GatewayError):
-    status = 409
-    error_type = "invalid_request_error"
+class ExportNotReady(Conflict):
     code = "export_not_ready"
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def _actor(principal: Principal) -> export.ExportActor:
+def _actor(principal: Identity) -> export.ExportActor:
     return export.ExportActor(
         actor_type="user", actor_id=principal.account_id, request_id=request_id.get()
     )
@@ -79,10 +69,10 @@ def _archive_body(view: export.ArchiveView) -> dict[str, object]:
     }
 
 
-async def _start_archive(res: Resources, principal: Principal) -> Response:
+async def _start_archive(res: Resources, principal: Identity) -> Response:
     async with unit_of_work(res.engine) as conn:
         view = await export.request_archive(conn, principal.account_id, _actor(principal), utcnow())
-    return _json(_archive_body(view), status=202)
+    return json_response(_archive_body(view), status=202)
 
 
 EXPORT_STARTED_PAGE = "/account/privacy?done=export_started#data"
@@ -97,21 +87,18 @@ def _browser_navigation(request: Request) -> bool:
 
 
 @router.get("/v1/account/export")
-async def export_now(request: Request, principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def export_now(request: Request, principal: IdentityDep, res: ResourcesDep) -> Response:
     """The account's data as a ZIP; 202 with an archive to poll when it is too large."""
     require_recent_sign_in(principal, res)
     now = utcnow()
-    limit = res.settings.export_sync_max_mb * 1024 * 1024
-    if await export.estimate_bytes(res, principal.account_id, now) > limit:
+    if await res.export.too_large_to_wait_for(principal.account_id, now):
         started = await _start_archive(res, principal)
         if _browser_navigation(request):
             # "Download my data" clicked on the settings page: back there, where the
             # archive is listed until it is ready to download.
             return RedirectResponse(EXPORT_STARTED_PAGE, status_code=303)
         return started
-    built = await export.build_export_file(
-        res, principal.account_id, policy_facts(res.settings), now
-    )
+    built = await res.export.build_file(principal.account_id, now)
     # Opened, then unlinked at once: the file disappears however the download ends.
     stream = await asyncio.to_thread(built.path.open, "rb")
     await asyncio.to_thread(os.unlink, built.path)
@@ -145,26 +132,26 @@ def _attachment(stamp: str) -> str:
 
 
 @router.post("/v1/account/exports")
-async def create_export(principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def create_export(principal: IdentityDep, res: ResourcesDep) -> Response:
     """Start a background export (one pending at a time: asking again returns it)."""
     require_recent_sign_in(principal, res)
     return await _start_archive(res, principal)
 
 
 @router.get("/v1/account/exports/{archive_id}")
-async def export_status(archive_id: str, principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def export_status(archive_id: str, principal: IdentityDep, res: ResourcesDep) -> Response:
     async with autocommit(res.engine) as conn:
         try:
             view = await export.get_archive(conn, principal.account_id, archive_id)
         except export.ArchiveNotFound:
             raise NotFound("No such export") from None
-    return _json(_archive_body(view))
+    return json_response(_archive_body(view))
 
 
 @router.get("/v1/account/exports/{archive_id}/download")
-async def export_download(archive_id: str, principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def export_download(archive_id: str, principal: IdentityDep, res: ResourcesDep) -> Response:
     try:
-        view, data = await export.read_archive(res, principal.account_id, archive_id, utcnow())
+        view, data = await res.export.read_archive(principal.account_id, archive_id, utcnow())
     except export.ArchiveNotFound:
         raise NotFound("No such export") from None
     except export.ArchiveNotReady:
@@ -180,38 +167,3 @@ async def export_download(archive_id: str, principal: PrincipalDep, res: Resourc
             "cache-control": "no-store",
         },
     )
-
-
-# ----------------------------------------------------------------------------- the job
-
-
-async def run_export_job(res: Resources, job: jobs.JobRow) -> None:
-    """The "export" job: build the archive, then e-mail its link to the account."""
-    settings = res.settings
-    view = await export.run_export_job(
-        res, job, policy_facts(settings), timedelta(hours=settings.export_ttl_hours)
-    )
-    if view is None or job.account_id is None:
-        return
-    async with autocommit(res.engine) as conn:
-        account = await accounts.get_account(conn, res.vault, job.account_id)
-    if account is None or not account.email:
-        return
-    base = site_base(settings) or public_url(settings)
-    link = f"{base}/v1/account/exports/{view.id}/download"
-    body = (
-        "The export of your data you asked for is ready:\n\n"
-        f"{link}\n\n"
-        f"Sign in first; the link works until {view.expires_at:%Y-%m-%d %H:%M} UTC.\n"
-        "If you did not ask for it, change your password and contact us.\n"
-    )
-    try:
-        await build_mailer(settings.smtp_url, settings.smtp_from).send(
-            account.email, "Your data export is ready", body
-        )
-    except MailError:
-        # The archive is ready either way; the status endpoint and the site still show it.
-        jobs.log.warning("could not e-mail the export link of archive %s", view.id)
-
-
-jobs.register(export.JOB_KIND, run_export_job)

@@ -19,13 +19,16 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from image_router.account.service import Caller
-from image_router.api.deps import ImageCallerDep, ResourcesDep, VideoCallerDep, client_ip
+from image_router.api.deps import ResourcesDep, client_ip
+from image_router.api.gates import ImageCallerDep, VideoCallerDep
+from image_router.api.responses import json_response
 from image_router.api.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
 from image_router.errors import GatewayError, InternalError
-from image_router.generation import service
 from image_router.generation.validation import GenerationRequest, validate_image, validate_video
+from image_router.kit.ids import new_id
 
 router = APIRouter()
+GENERATION_ID_HEADER = "X-Generation-Id"
 log = logging.getLogger(__name__)
 
 
@@ -54,14 +57,16 @@ async def _generate(
     request: Request, res: ResourcesDep, caller: Caller, validated: GenerationRequest
 ) -> Response:
     await _free_tier(request, res, caller, validated)
-    run = service.generate(
-        res,
+    generation_id = new_id()
+    run = res.generator.generate(
         caller,
         validated,
         client_ip=client_ip(request),
         store_prompt=store_prompt_allowed(request),
+        generation_id=generation_id,
     )
-    return await _respond(request, run, res)
+    # The usage row's id (the website links a result to it); OpenAI clients ignore it.
+    return await _respond(request, run, res, {GENERATION_ID_HEADER: generation_id})
 
 
 def store_prompt_allowed(request: Request) -> bool:
@@ -79,7 +84,8 @@ async def _free_tier(
     """The `:free` gate and daily caps (spec §6.3): after validation, before the hold."""
     await res.limits.free_tier.check(
         validated.requested_model,
-        account_id=caller.account_id,
+        # Guests share one account: only their own address's cap binds them.
+        account_id=None if caller.guest else caller.account_id,
         funded=caller.balance > 0,
         via_web_token=caller.via_web_token,
         ip=client_ip(request),
@@ -87,12 +93,15 @@ async def _free_tier(
 
 
 async def _respond(
-    request: Request, work: Awaitable[dict[str, Any]], res: ResourcesDep
+    request: Request,
+    work: Awaitable[dict[str, Any]],
+    res: ResourcesDep,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
     try:
-        done, _ = await asyncio.wait({task}, timeout=res.settings.heartbeat_after_s)
+        done, _ = await asyncio.wait({task}, timeout=res.settings.generation.heartbeat_after_s)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -104,11 +113,13 @@ async def _respond(
             # Only the disconnect watcher cancels it: the client hung up, and the generation
             # released (or settled) its hold and logged so. Nobody is left to answer.
             raise ClientDisconnect()
-        return _json(200, task.result())  # a GatewayError propagates to the error handler
+        # A GatewayError propagates to the error handler.
+        return json_response(task.result(), headers=headers)
     return StreamingResponse(
-        _heartbeat(task, res.settings.heartbeat_interval_s),
+        _heartbeat(task, res.settings.generation.heartbeat_interval_s),
         status_code=200,
         media_type="application/json",
+        headers=headers,
     )
 
 
@@ -147,7 +158,3 @@ async def _heartbeat(task: asyncio.Future[dict[str, Any]], interval: float) -> A
                 pass  # expected: the cancelled generation released its hold itself
             except Exception:
                 log.exception("an abandoned generation failed while stopping")
-
-
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

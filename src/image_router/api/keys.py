@@ -9,51 +9,33 @@ what is needed instead.
 
 from __future__ import annotations
 
-import json
-import logging
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import BaseModel
 
 from image_router.account import managed_keys
-from image_router.account.service import (
-    AccountError,
-    Caller,
-    KeyView,
-    authenticate_key,
-    create_key,
-)
-from image_router.account.spend_limits import iso
+from image_router.account.service import AccountError, KeyView, create_key
+from image_router.api.bodies import read_model
 from image_router.api.deps import ResourcesDep
-from image_router.api.principal import Principal, PrincipalDep, require_recent_sign_in
-from image_router.db.session import autocommit, unit_of_work
-from image_router.errors import (
-    Forbidden,
-    InternalError,
-    InvalidRequest,
-    PayloadTooLarge,
-    Unauthenticated,
-)
-from image_router.kit.clock import utcnow
-from image_router.kit.ids import API_KEY_LENGTH
+from image_router.api.identity import Identity, IdentityDep, ManagerDep, require_recent_sign_in
+from image_router.api.request_models import KeyChanges, NewKey, NewOwnKey
+from image_router.api.responses import json_response
+from image_router.db.session import unit_of_work
+from image_router.errors import Forbidden, InvalidRequest
+from image_router.kit.clock import iso
 from image_router.kit.money import format_usd
 from image_router.resources import Resources
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["API keys"])
 
-INVALID_MANAGEMENT_KEY = "Invalid management API key"
-NOT_MANAGEMENT_KEY = (
-    "This API key is not a management key. Key management needs a management key "
-    "(operator: image-router keys create EMAIL --management)"
-)
 MAX_BODY_BYTES = 10_000
+NOT_AN_OBJECT = "Request body must be a JSON object"
+Body = TypeVar("Body", bound=BaseModel)
 
-# The bodies are parsed by hand (exact decimals, field-named errors); documented here.
+# The request models parse with their own validators (exact decimals, field-named errors),
+# which the generated schema cannot describe; documented here.
 _SETTINGS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "spend_limit": {
@@ -81,32 +63,6 @@ def _documented_body(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def get_manager(request: Request, res: ResourcesDep) -> Caller:
-    header = request.headers.get("authorization")
-    if header is None or not header.startswith("Bearer "):
-        raise Unauthenticated(
-            "Authorization header must be provided as Bearer token",
-            code="missing_authorization",
-        )
-    token = header[7:].strip()
-    caller = None
-    if len(token) == API_KEY_LENGTH:  # website tokens are longer and never manage keys
-        try:
-            async with autocommit(res.engine) as conn:
-                caller = await authenticate_key(conn, token)
-        except SQLAlchemyError as exc:
-            log.exception("database error while validating a management key")
-            raise InternalError("Error validating API key") from exc
-    if caller is None:
-        raise Unauthenticated(INVALID_MANAGEMENT_KEY, code="invalid_management_key")
-    if not caller.is_management:
-        raise Unauthenticated(NOT_MANAGEMENT_KEY, code="not_management_key")
-    return caller
-
-
-ManagerDep = Annotated[Caller, Depends(get_manager)]
-
-
 @router.post(
     "/v1/api-keys",
     status_code=201,
@@ -116,7 +72,7 @@ ManagerDep = Annotated[Caller, Depends(get_manager)]
 )
 async def create_api_key(request: Request, manager: ManagerDep, res: ResourcesDep) -> Response:
     """Create a normal key; the response is the only time its secret is shown."""
-    return await _create(res, manager.account_id, await _body(request), management=False)
+    return await _create(res, manager.account_id, await _body(request, NewKey))
 
 
 @router.get("/v1/api-keys")
@@ -124,7 +80,7 @@ async def list_api_keys(manager: ManagerDep, res: ResourcesDep) -> Response:
     """The account's unrevoked keys (never their secrets), oldest first."""
     async with unit_of_work(res.engine) as conn:
         keys = await managed_keys.list_keys(conn, manager.account_id)
-    return _json({"data": [_managed(k) for k in keys]})
+    return json_response({"data": [_managed(k) for k in keys]})
 
 
 @router.patch(
@@ -137,13 +93,13 @@ async def update_api_key(
     key_id: str, request: Request, manager: ManagerDep, res: ResourcesDep
 ) -> Response:
     """Rename, change the limit or expiry, or disable (`disabled: true`) a normal key."""
-    values = _settings(await _body(request), allowed=managed_keys.PATCH_FIELDS)
+    values = (await _body(request, KeyChanges)).values()
     try:
         async with unit_of_work(res.engine) as conn:
             key = await managed_keys.update_key(conn, manager.account_id, key_id, values)
     except managed_keys.KeySettingError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from None
-    return _json(_managed(key))
+    return json_response(_managed(key))
 
 
 @router.delete("/v1/api-keys/{key_id}")
@@ -151,23 +107,23 @@ async def revoke_api_key(key_id: str, manager: ManagerDep, res: ResourcesDep) ->
     """Revoke a normal key for good; it is refused from its next request on."""
     async with unit_of_work(res.engine) as conn:
         await managed_keys.revoke(conn, manager.account_id, key_id)
-    return _json({"id": key_id, "deleted": True})
+    return json_response({"id": key_id, "deleted": True})
 
 
 # ------------------------------------------------------------ the signed-in owner's keys
 
 
-async def get_owner(principal: PrincipalDep) -> Principal:
+async def get_owner(identity: IdentityDep) -> Identity:
     """A person signed in: an API key (even a management one) never manages keys here."""
-    if principal.via == "api_key":
+    if identity.via == "api_key":
         raise Forbidden(
             "Sign in to manage your keys here (or use a management key with /v1/api-keys)",
             code="sign_in_required",
         )
-    return principal
+    return identity
 
 
-OwnerDep = Annotated[Principal, Depends(get_owner)]
+OwnerDep = Annotated[Identity, Depends(get_owner)]
 
 
 @router.get("/v1/account/api-keys")
@@ -175,7 +131,7 @@ async def list_own_keys(owner: OwnerDep, res: ResourcesDep) -> Response:
     """Every unrevoked key of the signed-in account, management keys included."""
     async with unit_of_work(res.engine) as conn:
         keys = await managed_keys.list_keys(conn, owner.account_id)
-    return _json({"data": [_managed(k) for k in keys]})
+    return json_response({"data": [_managed(k) for k in keys]})
 
 
 @router.post(
@@ -192,11 +148,7 @@ async def list_own_keys(owner: OwnerDep, res: ResourcesDep) -> Response:
 async def create_own_key(request: Request, owner: OwnerDep, res: ResourcesDep) -> Response:
     """Create a key (shown once). Needs a recent sign-in, like every credential change."""
     require_recent_sign_in(owner, res)
-    body = await _body(request)
-    management = body.pop("management", False)
-    if not isinstance(management, bool):
-        raise InvalidRequest("management must be true or false", param="management")
-    return await _create(res, owner.account_id, body, management=management)
+    return await _create(res, owner.account_id, await _body(request, NewOwnKey))
 
 
 @router.patch("/v1/account/api-keys/{key_id}")
@@ -204,7 +156,7 @@ async def update_own_key(
     key_id: str, request: Request, owner: OwnerDep, res: ResourcesDep
 ) -> Response:
     """Rename any key; change limits, expiry or `disabled` of a normal key."""
-    values = _settings(await _body(request), allowed=managed_keys.PATCH_FIELDS)
+    values = (await _body(request, KeyChanges)).values()
     try:
         async with unit_of_work(res.engine) as conn:
             if set(values) == {"name"}:
@@ -213,7 +165,7 @@ async def update_own_key(
                 key = await managed_keys.update_key(conn, owner.account_id, key_id, values)
     except managed_keys.KeySettingError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from None
-    return _json(_managed(key))
+    return json_response(_managed(key))
 
 
 @router.delete("/v1/account/api-keys/{key_id}")
@@ -221,51 +173,29 @@ async def revoke_own_key(key_id: str, owner: OwnerDep, res: ResourcesDep) -> Res
     """Revoke any key of the account, management keys included."""
     async with unit_of_work(res.engine) as conn:
         await managed_keys.revoke_owned(conn, owner.account_id, key_id)
-    return _json({"id": key_id, "deleted": True})
+    return json_response({"id": key_id, "deleted": True})
 
 
-async def _create(
-    res: Resources, account_id: str, body: dict[str, Any], *, management: bool
-) -> Response:
-    values = _settings(body, allowed=managed_keys.FIELDS)
-    if "name" not in values:
-        raise InvalidRequest("name is required (1 to 200 characters)", param="name")
+async def _create(res: Resources, account_id: str, new: NewKey) -> Response:
     try:
         async with unit_of_work(res.engine) as conn:
             view, secret = await create_key(
                 conn,
                 account_id,
-                values["name"],
-                management=management,
-                spend_limit=values.get("spend_limit"),
-                spend_limit_period=values.get("spend_limit_period"),
-                expires_at=values.get("expires_at"),
+                new.name,
+                management=new.management,
+                spend_limit=new.spend_limit,
+                spend_limit_period=new.spend_limit_period,
+                expires_at=new.expires_at,
             )
     except AccountError as exc:
         # The fields were parsed already: what is left is a period without a limit.
         raise InvalidRequest(str(exc), param="spend_limit_period") from None
-    return _json(_created(view, secret), status=201)
+    return json_response(_created(view, secret), status=201)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        # Decimals, not floats: a limit of 0.1 must be exactly $0.1.
-        body = json.loads(raw or b"null", parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise InvalidRequest("Request body must be a JSON object")
-    return body
-
-
-def _settings(body: dict[str, Any], *, allowed: tuple[str, ...]) -> dict[str, Any]:
-    try:
-        return managed_keys.parse_settings(body, utcnow(), allowed=allowed)
-    except managed_keys.KeySettingError as exc:
-        raise InvalidRequest(str(exc), param=exc.param) from None
+async def _body(request: Request, model: type[Body]) -> Body:
+    return await read_model(request, model, max_bytes=MAX_BODY_BYTES, not_an_object=NOT_AN_OBJECT)
 
 
 def _usd(credits: int | None) -> str | None:
@@ -283,7 +213,7 @@ def _created(view: KeyView, secret: str) -> dict[str, Any]:
         "disabled": False,
         "spend_limit": _usd(view.spend_limit),
         "spend_limit_period": view.spend_limit_period,
-        "expires_at": iso(view.expires_at) if view.expires_at else None,
+        "expires_at": iso(view.expires_at),
         "created_at": iso(view.created_at),
     }
 
@@ -299,12 +229,8 @@ def _managed(key: managed_keys.ManagedKey) -> dict[str, Any]:
         "spend_limit": _usd(key.spend_limit),
         "spend_limit_period": key.spend_limit_period,
         "period_spend": _usd(key.period_spend),
-        "period_start": iso(key.period_start) if key.period_start else None,
-        "expires_at": iso(key.expires_at) if key.expires_at else None,
+        "period_start": iso(key.period_start),
+        "expires_at": iso(key.expires_at),
         "created_at": iso(key.created_at),
-        "last_used_at": iso(key.last_used_at) if key.last_used_at else None,
+        "last_used_at": iso(key.last_used_at),
     }
-
-
-def _json(body: object, *, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

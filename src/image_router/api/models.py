@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from image_router.api.deps import ResourcesDep
+from image_router.api.responses import json_response
 from image_router.discovery import service
 from image_router.errors import ModelNotFound
 
 router = APIRouter()
 
 
-def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
 @router.get("/v1/models")
 async def list_models_v1(request: Request, res: ResourcesDep) -> Response:
-    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
-    return _json(service.v1_listing(service.filter_and_sort(models, request.query_params)))
+    models = service.listed_models(
+        res.catalog, res.enabled, list_all=res.settings.generation.list_all_models
+    )
+    return json_response(service.v1_listing(service.filter_and_sort(models, request.query_params)))
 
 
 @router.get("/v2/models")
 async def list_models_v2(request: Request, res: ResourcesDep) -> Response:
-    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
-    return _json(service.v2_listing(service.filter_and_sort(models, request.query_params)))
+    models = service.listed_models(
+        res.catalog, res.enabled, list_all=res.settings.generation.list_all_models
+    )
+    return json_response(service.v2_listing(service.filter_and_sort(models, request.query_params)))
 
 
 @router.get("/v1/openai/images/models")
 async def list_image_models_deprecated(res: ResourcesDep) -> Response:
-    models = service.listed_models(res.catalog, res.enabled, list_all=res.settings.list_all_models)
-    return _json(
+    models = service.listed_models(
+        res.catalog, res.enabled, list_all=res.settings.generation.list_all_models
+    )
+    return json_response(
         {
             spec.id: service.model_object(spec, routes)
             for spec, routes in models
@@ -46,24 +48,24 @@ async def get_model(model_id: str, res: ResourcesDep) -> Response:
     listed = {
         spec.id: (spec, routes)
         for spec, routes in service.listed_models(
-            res.catalog, res.enabled, list_all=res.settings.list_all_models
+            res.catalog, res.enabled, list_all=res.settings.generation.list_all_models
         )
     }
     if model_id not in listed:
         raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
-    return _json(service.model_object(*listed[model_id]))
+    return json_response(service.model_object(*listed[model_id]))
 
 
 @router.get("/health")
 async def health() -> Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @router.get("/v1/providers/status")
 async def providers_status(res: ResourcesDep) -> Response:
     """Which vendors are configured, and the learned health of every route used so far."""
     snapshot = await res.health.snapshot()
-    return _json(
+    return json_response(
         {
             "providers": {pid: {"enabled": True, "reason": None} for pid in sorted(res.providers)}
             | {pid: {"enabled": False, "reason": why} for pid, why in sorted(res.disabled.items())},
@@ -71,7 +73,7 @@ async def providers_status(res: ResourcesDep) -> Response:
             "policy": {
                 "failure_threshold": res.health.policy.failure_threshold,
                 "cooldown_s": res.health.policy.cooldown_s,
-                "shared": res.settings.redis_url is not None,
+                "shared": res.settings.storage.redis_url is not None,
             },
         }
     )

@@ -7,16 +7,19 @@ call the same use cases. With `PAYMENTS_PROVIDER=none` checkout and the webhook 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from image_router.api.deps import CallerDep, ResourcesDep
+from image_router.api.bodies import read_limited
+from image_router.api.deps import ResourcesDep
+from image_router.api.identity import CallerDep
+from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
-from image_router.errors import InvalidRequest, NotFound, PayloadTooLarge
+from image_router.errors import InvalidRequest, NotFound
+from image_router.kit.clock import iso
 from image_router.payment import topups, webhooks
 from image_router.payment.amounts import format_cents
 from image_router.payment.charges import WebhookPolicy
@@ -50,10 +53,6 @@ _CHECKOUT_BODY = {
 }
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _payments(res: Resources) -> topups.Payments:
     if res.payments is None:
         raise topups.PaymentsDisabled(topups.DISABLED_MESSAGE)
@@ -64,7 +63,7 @@ def _payments(res: Resources) -> topups.Payments:
 async def checkout(request: Request, caller: CallerDep, res: ResourcesDep) -> Response:
     """Start a Stripe Checkout for a top-up; answers the URL to send the person to."""
     payments = _payments(res)
-    body = await _read(request, _MAX_CHECKOUT_BODY)
+    body = await read_limited(request, _MAX_CHECKOUT_BODY)
     try:
         fields = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -74,7 +73,7 @@ async def checkout(request: Request, caller: CallerDep, res: ResourcesDep) -> Re
     started = await topups.start_checkout(
         res.engine, payments, caller.account_id, fields["amount_usd"]
     )
-    return _json(
+    return json_response(
         {
             "id": started.topup.id,
             "url": started.url,
@@ -93,7 +92,7 @@ async def list_topups(
     """The caller's top-ups (deposits history), newest first."""
     async with unit_of_work(res.engine) as conn:
         views = await topups.list_topups(conn, caller.account_id, limit=limit)
-    return _json({"object": "list", "data": [_topup(v) for v in views]})
+    return json_response({"object": "list", "data": [_topup(v) for v in views]})
 
 
 @router.get("/v1/billing/topups/{topup_id}")
@@ -103,30 +102,21 @@ async def get_topup(topup_id: str, caller: CallerDep, res: ResourcesDep) -> Resp
         view = await topups.get_topup(conn, caller.account_id, topup_id)
     if view is None:
         raise NotFound(f"No top-up {topup_id}")
-    return _json(_topup(view))
+    return json_response(_topup(view))
 
 
 @router.post("/webhooks/stripe", include_in_schema=False)
 async def stripe_webhook(request: Request, res: ResourcesDep) -> Response:
     payments = _payments(res)
     # The signature covers the raw bytes: they are verified before anything parses them.
-    payload = await _read(request, _MAX_WEBHOOK_BODY)
+    payload = await read_limited(request, _MAX_WEBHOOK_BODY)
     try:
         event = payments.gateway.verify_event(payload, request.headers.get("stripe-signature"))
     except InvalidSignature as exc:
         raise InvalidRequest(str(exc), code="invalid_signature") from None
     policy = WebhookPolicy(livemode=payments.gateway.livemode, currency=payments.policy.currency)
     received = await webhooks.process_event(res.engine, event, policy)
-    return _json({"received": True, "outcome": received.outcome})
-
-
-async def _read(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
-    return bytes(body)
+    return json_response({"received": True, "outcome": received.outcome})
 
 
 def _topup(view: topups.TopupView) -> dict[str, Any]:
@@ -139,10 +129,6 @@ def _topup(view: topups.TopupView) -> dict[str, Any]:
         "credits": view.credits,
         "refunded_usd": format_cents(view.refunded_cents),
         "disputed_usd": format_cents(view.disputed_cents),
-        "created_at": _timestamp(view.created_at),
-        "paid_at": _timestamp(view.paid_at) if view.paid_at else None,
+        "created_at": iso(view.created_at),
+        "paid_at": iso(view.paid_at),
     }
-
-
-def _timestamp(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

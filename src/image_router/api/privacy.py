@@ -17,14 +17,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from image_router.api.bodies import read_model
 from image_router.api.deps import ResourcesDep
-from image_router.api.principal import PrincipalDep, require_recent_sign_in
+from image_router.api.identity import IdentityDep, require_recent_sign_in
+from image_router.api.request_models import AccountChanges, PreferenceChanges, RestrictionRequest
+from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
-from image_router.errors import Forbidden, GatewayError, InvalidRequest, NotFound
+from image_router.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from image_router.kit.clock import iso
 from image_router.kit.money import format_usd
 from image_router.observability.logging import request_id
 from image_router.privacy import preferences, profile, restriction
@@ -40,28 +43,6 @@ from image_router.privacy.profile import (
 
 router = APIRouter(tags=["account"])
 
-RECTIFIABLE = ("name", "email")
-LIFT_REFUSED = (
-    "Only an operator can lift a restriction of processing, after telling you first "
-    "(GDPR Art. 18(3)). Write to the privacy contact to ask for it."
-)
-
-
-class Conflict(GatewayError):
-    status = 409
-    error_type = "invalid_request_error"
-    code = "conflict"
-
-
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def privacy_version(request: Request) -> str | None:
     """The current privacy policy version, when the legal documents are loaded."""
@@ -69,16 +50,6 @@ def privacy_version(request: Request) -> str | None:
     documents = getattr(site, "documents", None)
     version = getattr(getattr(documents, "privacy", None), "version", None)
     return version if isinstance(version, str) else None
-
-
-async def _object_body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return body
 
 
 def account_body(details: AccountDetails) -> dict[str, Any]:
@@ -108,48 +79,33 @@ def account_body(details: AccountDetails) -> dict[str, Any]:
 
 
 @router.get("/v1/account")
-async def get_account(principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def get_account(identity: IdentityDep, res: ResourcesDep) -> Response:
     try:
         async with unit_of_work(res.engine) as conn:
-            details = await profile.account_details(conn, res.vault, principal.account_id)
+            details = await profile.account_details(conn, res.vault, identity.account_id)
     except UnknownAccount as exc:
         raise NotFound(str(exc)) from None
-    return _json(account_body(details))
+    return json_response(account_body(details))
 
 
 @router.patch("/v1/account")
-async def patch_account(request: Request, principal: PrincipalDep, res: ResourcesDep) -> Response:
-    body = await _object_body(request)
-    unknown = sorted(set(body) - set(RECTIFIABLE))
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown field '{unknown[0]}': only {' and '.join(RECTIFIABLE)} can be changed",
-            param=unknown[0],
-        )
-    if not body:
-        raise InvalidRequest("Give the fields to change: name and/or email")
-    changes: dict[str, Any] = {}
-    for name in RECTIFIABLE:
-        if name in body:
-            value = body[name]
-            if value is not None and not isinstance(value, str):
-                raise InvalidRequest(f"'{name}' must be a string", param=name)
-            changes[name] = value
+async def patch_account(request: Request, identity: IdentityDep, res: ResourcesDep) -> Response:
+    changes = (await read_model(request, AccountChanges)).changes()
     if "email" in changes:
         # The e-mail is where password resets go: a leaked API key must not redirect them.
-        if principal.via == "api_key":
+        if identity.via == "api_key":
             raise Forbidden(
                 "Changing the e-mail address needs a website sign-in, not an API key",
                 code="session_required",
             )
-        require_recent_sign_in(principal, res)
+        require_recent_sign_in(identity, res)
     try:
         async with unit_of_work(res.engine) as conn:
             details = await profile.rectify(
                 conn,
                 res.vault,
-                principal.account_id,
-                identity_managed_elsewhere=res.settings.auth_provider == "clerk",
+                identity.account_id,
+                identity_managed_elsewhere=res.settings.auth.auth_provider == "clerk",
                 channel="api",
                 **changes,
             )
@@ -161,68 +117,49 @@ async def patch_account(request: Request, principal: PrincipalDep, res: Resource
         raise InvalidRequest(str(exc)) from None
     except ValueError as exc:  # normalise_email's AccountError
         raise InvalidRequest(str(exc), param="email") from None
-    return _json(account_body(details))
+    return json_response(account_body(details))
 
 
 @router.get("/v1/account/preferences")
-async def get_preferences(principal: PrincipalDep, res: ResourcesDep) -> Response:
+async def get_preferences(identity: IdentityDep, res: ResourcesDep) -> Response:
     async with unit_of_work(res.engine) as conn:
-        current = await preferences.get_preferences(conn, principal.account_id)
-    return _json(current.as_dict())
+        current = await preferences.get_preferences(conn, identity.account_id)
+    return json_response(current.as_dict())
 
 
 @router.patch("/v1/account/preferences")
-async def patch_preferences(
-    request: Request, principal: PrincipalDep, res: ResourcesDep
-) -> Response:
-    body = await _object_body(request)
-    if not body:
-        raise InvalidRequest(f"Give the preferences to change: {', '.join(preferences.PURPOSES)}")
+async def patch_preferences(request: Request, identity: IdentityDep, res: ResourcesDep) -> Response:
+    changes = (await read_model(request, PreferenceChanges)).root
     try:
         async with unit_of_work(res.engine) as conn:
             current = await preferences.update_preferences(
                 conn,
-                principal.account_id,
-                body,
+                identity.account_id,
+                changes,
                 source="api",
                 document_version=privacy_version(request),
             )
     except PreferenceError as exc:
         raise InvalidRequest(str(exc), param=exc.param) from None
-    return _json(current.as_dict())
+    return json_response(current.as_dict())
 
 
 @router.post("/v1/account/restriction")
-async def post_restriction(
-    request: Request, principal: PrincipalDep, res: ResourcesDep
-) -> Response:
-    body = await _object_body(request)
-    unknown = sorted(set(body) - {"restricted", "reason"})
-    if unknown:
-        raise InvalidRequest(f"Unknown field '{unknown[0]}'", param=unknown[0])
-    wanted = body.get("restricted")
-    if wanted is False:
-        raise Forbidden(LIFT_REFUSED, code="operator_only")
-    if wanted is not True:
-        raise InvalidRequest("'restricted' must be true", param="restricted")
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidRequest("'reason' must be a string", param="reason")
-    if reason is not None and len(reason) > 2000:
-        raise InvalidRequest("'reason' is at most 2000 characters", param="reason")
+async def post_restriction(request: Request, identity: IdentityDep, res: ResourcesDep) -> Response:
+    reason = (await read_model(request, RestrictionRequest)).reason
     try:
         async with unit_of_work(res.engine) as conn:
             state = await restriction.request_restriction(
                 conn,
                 res.vault,
-                principal.account_id,
+                identity.account_id,
                 reason=(reason or "").strip() or None,
                 channel="api",
                 request_id=request_id.get(),
             )
     except restriction.RestrictionError as exc:
         raise InvalidRequest(str(exc)) from None
-    return _json(
+    return json_response(
         {
             "restricted": state.restricted,
             "reason": state.reason,
@@ -270,7 +207,7 @@ def parse_before(value: str | None) -> str | datetime | None:
 
 @router.get("/v1/account/usage")
 async def get_usage(
-    principal: PrincipalDep, res: ResourcesDep, limit: str = "50", before: str | None = None
+    identity: IdentityDep, res: ResourcesDep, limit: str = "50", before: str | None = None
 ) -> Response:
     try:
         count = int(limit)
@@ -279,12 +216,12 @@ async def get_usage(
     try:
         async with unit_of_work(res.engine) as conn:
             page = await profile.usage_page(
-                conn, res.vault, principal.account_id, limit=count, before=parse_before(before)
+                conn, res.vault, identity.account_id, limit=count, before=parse_before(before)
             )
     except ProfileError as exc:
         param = "limit" if str(exc).startswith("limit") else "before"
         raise InvalidRequest(str(exc), param=param) from None
-    return _json(
+    return json_response(
         {
             "object": "list",
             "data": [usage_body(row) for row in page.rows],

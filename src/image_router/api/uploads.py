@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
 from image_router.errors import InvalidRequest, PayloadTooLarge, UploadError
-from image_router.providers.base import InputFile
+from image_router.providers.contract import InputFile
 
 MAX_FILE_BYTES = 25 * 1024 * 1024
 MAX_JSON_BYTES = 100 * 1024

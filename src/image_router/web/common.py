@@ -1,4 +1,7 @@
-"""Sessions, CSRF, cookies and rendering shared by the website's pages.
+"""Sign-in guards, CSRF, cookies and rendering shared by the website's pages.
+
+Who is signed in comes from `api/identity.py` (`SessionDep`), as for the API; the guards
+here turn "nobody" into the page's answer: the sign-in redirect, or the CSRF refusal.
 
 CSRF: a signed-in browser's forms carry its session's token; before sign-in, forms carry a
 random token that must equal the `ir_csrf` cookie (double submit), so even the sign-in form
@@ -9,20 +12,17 @@ the site is served over HTTPS.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from image_router.account.sessions import SessionView, load_session
-from image_router.api.clerk import SESSION_COOKIE as CLERK_SESSION_COOKIE
-from image_router.api.clerk import session_view as clerk_session_view
-from image_router.db.session import unit_of_work
-from image_router.resources import Resources
+from image_router.account.sessions import SessionView
+from image_router.api.identity import SESSION_COOKIE, SessionDep
 from image_router.web.state import WebState
 
-SESSION_COOKIE = "ir_session"
 CSRF_COOKIE = "ir_csrf"
 FLASH_COOKIE = "ir_flash"
 CSRF_FIELD = "csrf_token"
@@ -37,7 +37,6 @@ FLASHES = {
     "password_changed": "Your password has been changed. Sign in with the new one.",
     "session_ended": "Your session has ended. Please sign in again.",
 }
-_SESSION_STATE = "image_router.web_session"
 
 
 class PageAnswer(Exception):
@@ -54,35 +53,8 @@ def web_state(request: Request) -> WebState:
     return state
 
 
-def resources_of(request: Request) -> Resources:
-    res: Resources = request.app.state.resources
-    return res
-
-
-async def current_session(request: Request) -> SessionView | None:
-    """The live session of this request's cookie, or None (read once per request)."""
-    if _SESSION_STATE in request.scope:
-        cached: SessionView | None = request.scope[_SESSION_STATE]
-        return cached
-    res = resources_of(request)
-    if res.clerk is not None:
-        # Clerk mode: Clerk's own session cookie; ours (`ir_session`) means nothing here.
-        clerk_token = request.cookies.get(CLERK_SESSION_COOKIE)
-        session = await clerk_session_view(request, res, clerk_token) if clerk_token else None
-        request.scope[_SESSION_STATE] = session
-        return session
-    token = request.cookies.get(SESSION_COOKIE)
-    session = None
-    if token:
-        async with unit_of_work(resources_of(request).engine) as conn:
-            session = await load_session(conn, resources_of(request).vault, token)
-    request.scope[_SESSION_STATE] = session
-    return session
-
-
 def is_secure(request: Request) -> bool:
-    public = resources_of(request).settings.public_url or ""
-    return request.url.scheme == "https" or public.startswith("https://")
+    return request.url.scheme == "https" or web_state(request).served_over_https
 
 
 def _cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
@@ -98,8 +70,7 @@ def _cookie(request: Request, response: Response, name: str, value: str, max_age
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    ttl = int(resources_of(request).settings.session_ttl_s)
-    _cookie(request, response, SESSION_COOKIE, token, ttl)
+    _cookie(request, response, SESSION_COOKIE, token, web_state(request).session_ttl_s)
     # The pre-sign-in CSRF token is spent: from now on the session's own token is used.
     response.delete_cookie(CSRF_COOKIE, path="/")
 
@@ -119,18 +90,6 @@ def csrf_ok(request: Request, form: FormData, session: SessionView | None) -> bo
     expected = session.csrf_token if session is not None else request.cookies.get(CSRF_COOKIE)
     given = field(form, CSRF_FIELD)
     return bool(expected) and bool(given) and secrets.compare_digest(given, str(expected))
-
-
-def _clerk_browser(request: Request) -> dict[str, str] | None:
-    """What the page needs to load Clerk's browser script, which keeps `__session` fresh
-    (Clerk session tokens live about a minute), in Clerk mode only."""
-    settings = resources_of(request).settings
-    if settings.auth_provider != "clerk" or not settings.clerk_publishable_key:
-        return None
-    return {
-        "publishable_key": settings.clerk_publishable_key,
-        "frontend_api": (settings.clerk_issuer or "").rstrip("/"),
-    }
 
 
 def render(
@@ -157,7 +116,7 @@ def render(
             "session": session,
             "csrf_token": csrf,
             "flash": FLASHES.get(flash_code),
-            "clerk": _clerk_browser(request),
+            "clerk": web_state(request).clerk_browser,
             **context,
         },
         status_code=status,
@@ -179,3 +138,30 @@ def redirect(request: Request, url: str, flash: str | None = None) -> RedirectRe
     if flash is not None:
         _cookie(request, response, FLASH_COOKIE, flash, 60)
     return response
+
+
+async def signed_in(request: Request, session: SessionDep) -> SessionView:
+    """The session of a signed-in browser; otherwise the page answers with the redirect to
+    the sign-in page (`PageAnswer`)."""
+    if session is not None:
+        return session
+    flash = "session_ended" if request.cookies.get(SESSION_COOKIE) else None
+    response = redirect(request, "/signin", flash)
+    if flash:
+        clear_session_cookie(request, response)
+    raise PageAnswer(response)
+
+
+SignedInDep = Annotated[SessionView, Depends(signed_in)]
+
+
+async def signed_in_form(request: Request, session: SignedInDep) -> tuple[SessionView, FormData]:
+    """A signed-in browser's posted form carrying its session's CSRF token; otherwise the
+    page answers with the sign-in redirect or the 403 refusal (`PageAnswer`)."""
+    form = await request.form()
+    if not csrf_ok(request, form, session):
+        raise PageAnswer(csrf_refused(request, session))
+    return session, form
+
+
+SignedInFormDep = Annotated[tuple[SessionView, FormData], Depends(signed_in_form)]

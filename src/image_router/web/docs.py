@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from image_router.web.common import current_session, render
+from image_router.api.identity import SessionDep
+from image_router.web.common import render
 
 ASSETS_PATH = "/docs/assets"
 #: Swagger UI's bundle (and others we do not use); the app mounts this at ASSETS_PATH.
@@ -24,6 +25,5 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/docs")
-async def swagger_ui(request: Request) -> Response:
-    session = await current_session(request)
+async def swagger_ui(request: Request, session: SessionDep) -> Response:
     return render(request, "api_docs.html", session, assets=ASSETS_PATH)

@@ -1,4 +1,6 @@
-"""The API keys pages (`/account/keys`): list, create, rename and revoke the account's keys.
+"""The API keys pages (`/account/keys`): list, create, rename, disable or re-enable, and revoke
+the account's keys. A disabled key is refused (401) from its next request on until it is
+enabled again; a revoked one for good.
 
 Every change is a POST carrying the session's CSRF token; a key of another account is
 answered 404, exactly like one that does not exist. A new key's secret is only ever in the
@@ -20,12 +22,13 @@ from image_router.account import managed_keys
 from image_router.account.managed_keys import KeySettingError, ManagedKey
 from image_router.account.service import AccountError, create_key
 from image_router.account.sessions import SessionView
+from image_router.api.deps import ResourcesDep
 from image_router.db.session import unit_of_work
 from image_router.errors import NotFound
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
-from image_router.web.common import field, redirect, render, resources_of
-from image_router.web.pages import signed_in, signed_in_form
+from image_router.resources import Resources
+from image_router.web.common import SignedInDep, SignedInFormDep, field, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,6 +38,8 @@ NO_SUCH_KEY = "There is no such API key in your account. It may have been revoke
 DONE = {
     "renamed": "The key has been renamed.",
     "revoked": "The key has been revoked: it is refused from its next request on.",
+    "disabled": "The key has been disabled: it is refused until you enable it again.",
+    "enabled": "The key has been enabled: it works again.",
 }
 _PERIOD_WORDS = {"day": "per UTC day", "week": "per ISO week", "month": "per calendar month"}
 _CREATE_FIELDS = ("name", "spend_limit", "spend_limit_period", "expires_at", "management")
@@ -106,9 +111,9 @@ def for_people(error: AccountError) -> str:
 
 
 async def _keys_page(
-    request: Request, session: SessionView, *, status: int = 200, **context: Any
+    request: Request, res: Resources, session: SessionView, *, status: int = 200, **context: Any
 ) -> Response:
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         keys = await managed_keys.list_keys(conn, session.account_id)
     now = utcnow()
     return render(
@@ -121,8 +126,8 @@ async def _keys_page(
     )
 
 
-def _site(request: Request) -> str:
-    return (resources_of(request).settings.public_url or str(request.base_url)).rstrip("/")
+def _site(request: Request, res: Resources) -> str:
+    return (res.settings.serving.public_url or str(request.base_url)).rstrip("/")
 
 
 def _no_such_key(request: Request, session: SessionView) -> Response:
@@ -130,9 +135,10 @@ def _no_such_key(request: Request, session: SessionView) -> Response:
 
 
 @router.get(KEYS_URL)
-async def keys_page(request: Request, done: str = "") -> Response:
-    session = await signed_in(request)
-    return await _keys_page(request, session, notice=DONE.get(done))
+async def keys_page(
+    request: Request, res: ResourcesDep, session: SignedInDep, done: str = ""
+) -> Response:
+    return await _keys_page(request, res, session, notice=DONE.get(done))
 
 
 def _new_key_settings(form: FormData) -> dict[str, Any]:
@@ -149,17 +155,17 @@ def _new_key_settings(form: FormData) -> dict[str, Any]:
 
 
 @router.post(KEYS_URL)
-async def create(request: Request) -> Response:
+async def create(request: Request, res: ResourcesDep, signed: SignedInFormDep) -> Response:
     """Create a key and show its secret, this once."""
-    session, form = await signed_in_form(request)
+    session, form = signed
     try:
         settings = _new_key_settings(form)
-        async with unit_of_work(resources_of(request).engine) as conn:
+        async with unit_of_work(res.engine) as conn:
             view, secret = await create_key(conn, session.account_id, **settings)
     except AccountError as exc:  # KeySettingError included
         entered = {name: field(form, name) for name in _CREATE_FIELDS}
         return await _keys_page(
-            request, session, status=400, error=for_people(exc), entered=entered
+            request, res, session, status=400, error=for_people(exc), entered=entered
         )
     return render(
         request,
@@ -169,29 +175,32 @@ async def create(request: Request) -> Response:
         secret=secret,
         name=view.name,
         is_management=view.is_management,
-        api_base=_site(request) + "/v1/openai",
+        api_base=_site(request, res) + "/v1/openai",
     )
 
 
 @router.post(KEYS_URL + "/{key_id}/rename")
-async def rename(request: Request, key_id: str) -> Response:
-    session, form = await signed_in_form(request)
+async def rename(
+    request: Request, key_id: str, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
+    session, form = signed
     try:
-        async with unit_of_work(resources_of(request).engine) as conn:
+        async with unit_of_work(res.engine) as conn:
             await managed_keys.rename_key(conn, session.account_id, key_id, field(form, "name"))
     except NotFound:
         return _no_such_key(request, session)
     except KeySettingError as exc:
-        return await _keys_page(request, session, status=400, error=for_people(exc))
+        return await _keys_page(request, res, session, status=400, error=for_people(exc))
     return redirect(request, f"{KEYS_URL}?done=renamed")
 
 
 @router.get(KEYS_URL + "/{key_id}/revoke")
-async def confirm_revoke(request: Request, key_id: str) -> Response:
+async def confirm_revoke(
+    request: Request, key_id: str, res: ResourcesDep, session: SignedInDep
+) -> Response:
     """Ask before revoking: a revoked key cannot be brought back."""
-    session = await signed_in(request)
     try:
-        async with unit_of_work(resources_of(request).engine) as conn:
+        async with unit_of_work(res.engine) as conn:
             key = await managed_keys.get_key(conn, session.account_id, key_id)
     except NotFound:
         return _no_such_key(request, session)
@@ -199,11 +208,28 @@ async def confirm_revoke(request: Request, key_id: str) -> Response:
 
 
 @router.post(KEYS_URL + "/{key_id}/revoke")
-async def revoke(request: Request, key_id: str) -> Response:
-    session, _ = await signed_in_form(request)
+async def revoke(
+    request: Request, key_id: str, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
+    session, _ = signed
     try:
-        async with unit_of_work(resources_of(request).engine) as conn:
+        async with unit_of_work(res.engine) as conn:
             await managed_keys.revoke_owned(conn, session.account_id, key_id)
     except NotFound:
         return _no_such_key(request, session)
     return redirect(request, f"{KEYS_URL}?done=revoked")
+
+
+@router.post(KEYS_URL + "/{key_id}/disable")
+@router.post(KEYS_URL + "/{key_id}/enable")
+async def disable_or_enable(
+    request: Request, key_id: str, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
+    session, _ = signed
+    disabled = request.url.path.endswith("/disable")
+    try:
+        async with unit_of_work(res.engine) as conn:
+            await managed_keys.set_disabled(conn, session.account_id, key_id, disabled)
+    except NotFound:
+        return _no_such_key(request, session)
+    return redirect(request, f"{KEYS_URL}?done={'disabled' if disabled else 'enabled'}")

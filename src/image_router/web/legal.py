@@ -15,9 +15,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from markupsafe import Markup
 from pydantic import BaseModel, Field, ValidationError
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
-from image_router.api.principal import PrincipalDep
+from image_router.account.sessions import SessionView
+from image_router.api.deps import ResourcesDep
+from image_router.api.identity import IdentityDep, SessionDep, current_session
+from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden, InvalidRequest, NotFound
 from image_router.kit.clock import utcnow
@@ -31,17 +34,15 @@ from image_router.legal.consent_cookie import (
 from image_router.privacy import policy
 from image_router.web.common import (
     CSRF_COOKIE,
+    SignedInFormDep,
     csrf_ok,
     csrf_refused,
-    current_session,
     field,
     is_secure,
     redirect,
     render,
-    resources_of,
 )
-from image_router.web.legal_site import attach_legal_ui, legal_site, local_path
-from image_router.web.pages import signed_in_form
+from image_router.web.legal_site import LegalUiDep, legal_site, local_path
 
 router = APIRouter()
 SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires < 1 year; never lapses
@@ -50,33 +51,33 @@ SECURITY_TXT_LIFETIME = timedelta(days=180)  # RFC 9116: Expires < 1 year; never
 # ------------------------------------------------------------------ pages
 
 
-async def _document_page(request: Request, name: str) -> Response:
+async def _document_page(request: Request, session: SessionView | None, name: str) -> Response:
     site = legal_site(request)
-    await attach_legal_ui(request)
     document = site.documents.get(name)
     assert document is not None
     return render(
         request,
         "legal.html",
-        await current_session(request),
+        session,
         document=document,
         body=Markup(site.html[name]),  # safe: documents cannot contain raw HTML (render.py)
     )
 
 
+# The banners (`LegalUiDep`) on these pages, but not on this router's API endpoints.
 @router.get("/privacy", include_in_schema=False)
-async def privacy_page(request: Request) -> Response:
-    return await _document_page(request, "privacy")
+async def privacy_page(request: Request, session: SessionDep, _: LegalUiDep) -> Response:
+    return await _document_page(request, session, "privacy")
 
 
 @router.get("/terms", include_in_schema=False)
-async def terms_page(request: Request) -> Response:
-    return await _document_page(request, "terms")
+async def terms_page(request: Request, session: SessionDep, _: LegalUiDep) -> Response:
+    return await _document_page(request, session, "terms")
 
 
 @router.get("/cookies", include_in_schema=False)
-async def cookies_page(request: Request) -> Response:
-    return await _document_page(request, "cookies")
+async def cookies_page(request: Request, session: SessionDep, _: LegalUiDep) -> Response:
+    return await _document_page(request, session, "cookies")
 
 
 @router.get("/v1/legal")
@@ -124,12 +125,12 @@ class CookieChoice(BaseModel):
 
 
 @router.post("/v1/consent/cookies")
-async def cookie_consent(request: Request) -> Response:
+async def cookie_consent(request: Request, res: ResourcesDep) -> Response:
     """Record the cookie banner's answer (LEG-C2): a form post from the banner, or JSON."""
     site = legal_site(request)
     if site.analytics_script_url is None:
         raise NotFound("This site sets no optional cookies, so there is nothing to consent to")
-    session = await current_session(request)
+    session = await current_session(request, res)
     content_type = request.headers.get("content-type", "")
     back: str | None = None
     try:
@@ -159,7 +160,7 @@ async def cookie_consent(request: Request) -> Response:
         at=utcnow(),
         banner_version=choice.banner_version,
     )
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         await policy.record_cookie_choice(
             conn,
             consent_id=stored.consent_id,
@@ -173,7 +174,7 @@ async def cookie_consent(request: Request) -> Response:
     if back is not None:
         response = redirect(request, back)
     else:
-        response = JSONResponse(
+        response = json_response(
             {
                 "analytics": stored.analytics,
                 "banner_version": stored.banner_version,
@@ -193,11 +194,13 @@ async def cookie_consent(request: Request) -> Response:
 
 
 @router.post("/account/policy-notice", include_in_schema=False)
-async def dismiss_policy_notice(request: Request) -> Response:
+async def dismiss_policy_notice(
+    request: Request, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
     """The privacy-change banner's "Dismiss" (LEG-2): record the version as notified."""
-    session, form = await signed_in_form(request)
+    session, form = signed
     site = legal_site(request)
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         # A stale version: the policy changed meanwhile, and the banner shows the new one.
         with contextlib.suppress(policy.StaleDocumentVersion):
             await policy.dismiss_privacy_notice(
@@ -212,11 +215,13 @@ async def dismiss_policy_notice(request: Request) -> Response:
 
 
 @router.post("/account/legal-acceptance", include_in_schema=False)
-async def accept_terms_form(request: Request) -> Response:
+async def accept_terms_form(
+    request: Request, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
     """The terms banner's "Accept" (LEG-3), as a website form."""
-    session, form = await signed_in_form(request)
+    session, form = signed
     site = legal_site(request)
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         # A stale version: the terms changed meanwhile, and the banner asks for the new one.
         with contextlib.suppress(policy.StaleDocumentVersion):
             await policy.accept_document(
@@ -238,20 +243,20 @@ class Acceptance(BaseModel):
 
 @router.post("/v1/account/legal-acceptance")
 async def accept_document(
-    request: Request, body: Acceptance, principal: PrincipalDep
+    request: Request, body: Acceptance, identity: IdentityDep, res: ResourcesDep
 ) -> dict[str, Any]:
     """Accept the current terms (or acknowledge the privacy policy) version (LEG-3)."""
-    if principal.via == "api_key":
+    if identity.via == "api_key":
         # Accepting terms is the person's act: a script holding a key cannot do it for them.
         raise Forbidden(
             "Accept the terms signed in (website session), not with an API key",
             code="session_required",
         )
     now = utcnow()
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         document = await policy.accept_document(
             conn,
-            principal.account_id,
+            identity.account_id,
             legal_site(request).documents,
             body.document,
             body.version,

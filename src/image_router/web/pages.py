@@ -1,7 +1,8 @@
 """The first pages of the website: sign-up, sign-in, sign-out, password reset, account.
 
-`signed_in` and `signed_in_form` guard every page of a signed-in person (the keys and
-billing pages too): they answer the redirect to the sign-in page, or the CSRF refusal.
+Every page of a signed-in person (the keys and billing pages too) is guarded by
+`common.SignedInDep` / `SignedInFormDep`: they answer the redirect to the sign-in page, or
+the CSRF refusal.
 """
 
 from __future__ import annotations
@@ -14,27 +15,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from image_router.account import local_auth
+from image_router.account import local_auth, managed_keys
 from image_router.account.mailer import MailError
 from image_router.account.service import AccountError
 from image_router.account.sessions import SessionView, revoke_session, start_session
-from image_router.api.deps import client_ip
+from image_router.api.deps import ResourcesDep, client_ip
+from image_router.api.identity import SessionDep
 from image_router.db.session import unit_of_work
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.limits.rates import Decision
 from image_router.privacy import policy
+from image_router.resources import Resources
+from image_router.usage import history
 from image_router.web.common import (
-    SESSION_COOKIE,
     PageAnswer,
+    SignedInDep,
     clear_session_cookie,
     csrf_ok,
     csrf_refused,
-    current_session,
     field,
     redirect,
     render,
-    resources_of,
     set_session_cookie,
     web_state,
 )
@@ -69,14 +71,9 @@ def _throttled(
     )
 
 
-@router.get("/")
-async def landing(request: Request) -> Response:
-    return render(request, "index.html", await current_session(request))
-
-
 @router.get("/signup")
-async def signup_form(request: Request) -> Response:
-    if await current_session(request) is not None:
+async def signup_form(request: Request, session: SessionDep) -> Response:
+    if session is not None:
         return redirect(request, "/account")
     return render(request, "signup.html", None)
 
@@ -92,12 +89,11 @@ class _Credentials:
 
 
 async def _checked_form(
-    request: Request, action: str, template: str, *, per_email: bool
+    request: Request, session: SessionView | None, action: str, template: str, *, per_email: bool
 ) -> _Credentials:
     """The posted credentials; otherwise the page refuses them (`PageAnswer`): 403 without
     this site's CSRF token, 429 once this address (and e-mail, when `per_email`) has used
     up its attempts."""
-    session = await current_session(request)
     form = await request.form()
     if not csrf_ok(request, form, session):
         raise PageAnswer(csrf_refused(request, session))
@@ -116,7 +112,11 @@ async def _checked_form(
 
 
 async def _start_session(
-    conn: AsyncConnection, request: Request, account_id: str, replacing: SessionView | None
+    conn: AsyncConnection,
+    request: Request,
+    res: Resources,
+    account_id: str,
+    replacing: SessionView | None,
 ) -> str:
     """A new session for the account (ending the browser's previous one); its cookie token."""
     if replacing is not None:
@@ -124,7 +124,7 @@ async def _start_session(
     return await start_session(
         conn,
         account_id,
-        ttl_s=resources_of(request).settings.session_ttl_s,
+        ttl_s=res.settings.auth.session_ttl_s,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
@@ -137,10 +137,9 @@ def _signed_in(request: Request, token: str, flash: str) -> Response:
 
 
 @router.post("/signup")
-async def signup(request: Request) -> Response:
+async def signup(request: Request, res: ResourcesDep, session: SessionDep) -> Response:
     # Throttled per address: a sign-up names an e-mail that has no attempts yet.
-    checked = await _checked_form(request, "signup", "signup.html", per_email=False)
-    res = resources_of(request)
+    checked = await _checked_form(request, session, "signup", "signup.html", per_email=False)
     if not checked.form.get("accept_terms"):
         return render(
             request, "signup.html", None, status=400, error=TERMS_REQUIRED, email=checked.email
@@ -153,34 +152,33 @@ async def signup(request: Request) -> Response:
                 res.vault,
                 checked.email,
                 checked.password,
-                store_prompts=res.settings.default_store_prompts,
+                store_prompts=res.settings.privacy.default_store_prompts,
             )
             # LEG-4: the proof of what was accepted, in the sign-up's own transaction.
             await policy.record_signup_consent(
                 conn, account.account_id, documents, source="signup", now=utcnow()
             )
-            token = await _start_session(conn, request, account.account_id, checked.session)
+            token = await _start_session(conn, request, res, account.account_id, checked.session)
     except AccountError as exc:
         return render(request, "signup.html", None, status=400, error=str(exc), email=checked.email)
     return _signed_in(request, token, "welcome")
 
 
 @router.get("/signin")
-async def signin_form(request: Request) -> Response:
-    if await current_session(request) is not None:
+async def signin_form(request: Request, session: SessionDep) -> Response:
+    if session is not None:
         return redirect(request, "/account")
     return render(request, "signin.html", None)
 
 
 @router.post("/signin")
-async def signin(request: Request) -> Response:
-    checked = await _checked_form(request, "signin", "signin.html", per_email=True)
-    res = resources_of(request)
+async def signin(request: Request, res: ResourcesDep, session: SessionDep) -> Response:
+    checked = await _checked_form(request, session, "signin", "signin.html", per_email=True)
     token = None
     async with unit_of_work(res.engine) as conn:
         account = await local_auth.sign_in(conn, res.vault, checked.email, checked.password)
         if account is not None:
-            token = await _start_session(conn, request, account.account_id, checked.session)
+            token = await _start_session(conn, request, res, account.account_id, checked.session)
     if token is None:
         return render(
             request, "signin.html", None, status=401, error=INVALID_CREDENTIALS, email=checked.email
@@ -189,8 +187,7 @@ async def signin(request: Request) -> Response:
 
 
 @router.post("/signout")
-async def signout(request: Request) -> Response:
-    session = await current_session(request)
+async def signout(request: Request, res: ResourcesDep, session: SessionDep) -> Response:
     form = await request.form()
     if session is None:
         # Already signed out (expired or revoked): nothing to protect, just tidy up.
@@ -199,7 +196,7 @@ async def signout(request: Request) -> Response:
         return response
     if not csrf_ok(request, form, session):
         return csrf_refused(request, session)
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         await revoke_session(conn, session.id)
     response = redirect(request, "/", "signed_out")
     clear_session_cookie(request, response)
@@ -207,13 +204,12 @@ async def signout(request: Request) -> Response:
 
 
 @router.get("/password/forgot")
-async def forgot_form(request: Request) -> Response:
-    return render(request, "forgot.html", await current_session(request))
+async def forgot_form(request: Request, session: SessionDep) -> Response:
+    return render(request, "forgot.html", session)
 
 
 @router.post("/password/forgot")
-async def forgot(request: Request) -> Response:
-    session = await current_session(request)
+async def forgot(request: Request, res: ResourcesDep, session: SessionDep) -> Response:
     form = await request.form()
     if not csrf_ok(request, form, session):
         return csrf_refused(request, session)
@@ -223,14 +219,15 @@ async def forgot(request: Request) -> Response:
     limited = _throttled(request, decision, "forgot.html", session)
     if limited is not None:
         return limited
-    res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         found = await local_auth.request_reset(conn, res.vault, email)
     if found is not None:
         to, token = found
-        site = (res.settings.site_url or res.settings.public_url or str(request.base_url)).rstrip(
-            "/"
-        )
+        site = (
+            res.settings.payments.site_url
+            or res.settings.serving.public_url
+            or str(request.base_url)
+        ).rstrip("/")
         body = (
             web_state(request)
             .templates.get_template("email_reset.txt")
@@ -246,9 +243,10 @@ async def forgot(request: Request) -> Response:
 
 
 @router.get("/password/reset")
-async def reset_form(request: Request, token: str = "") -> Response:
-    session = await current_session(request)
-    async with unit_of_work(resources_of(request).engine) as conn:
+async def reset_form(
+    request: Request, res: ResourcesDep, session: SessionDep, token: str = ""
+) -> Response:
+    async with unit_of_work(res.engine) as conn:
         valid = bool(token) and await local_auth.reset_is_valid(conn, token)
     if not valid:
         return render(request, "reset.html", session, status=400, invalid=RESET_INVALID)
@@ -256,14 +254,13 @@ async def reset_form(request: Request, token: str = "") -> Response:
 
 
 @router.post("/password/reset")
-async def reset(request: Request) -> Response:
-    session = await current_session(request)
+async def reset(request: Request, res: ResourcesDep, session: SessionDep) -> Response:
     form = await request.form()
     if not csrf_ok(request, form, session):
         return csrf_refused(request, session)
     token = field(form, "token")
     try:
-        async with unit_of_work(resources_of(request).engine) as conn:
+        async with unit_of_work(res.engine) as conn:
             account_id = await local_auth.reset_password(conn, token, field(form, "password"))
     except AccountError as exc:
         return render(request, "reset.html", session, status=400, token=token, error=str(exc))
@@ -275,30 +272,19 @@ async def reset(request: Request) -> Response:
     return response
 
 
-async def signed_in(request: Request) -> SessionView:
-    """The session of a signed-in browser; otherwise the page answers with the redirect to
-    the sign-in page (`PageAnswer`)."""
-    session = await current_session(request)
-    if session is not None:
-        return session
-    flash = "session_ended" if request.cookies.get(SESSION_COOKIE) else None
-    response = redirect(request, "/signin", flash)
-    if flash:
-        clear_session_cookie(request, response)
-    raise PageAnswer(response)
-
-
-async def signed_in_form(request: Request) -> tuple[SessionView, FormData]:
-    """A signed-in browser's posted form carrying its session's CSRF token; otherwise the
-    page answers with the sign-in redirect or the 403 refusal (`PageAnswer`)."""
-    session = await signed_in(request)
-    form = await request.form()
-    if not csrf_ok(request, form, session):
-        raise PageAnswer(csrf_refused(request, session))
-    return session, form
-
-
 @router.get("/account")
-async def account(request: Request) -> Response:
-    session = await signed_in(request)
-    return render(request, "account.html", session, balance=format_usd(session.balance))
+async def account(request: Request, res: ResourcesDep, session: SignedInDep) -> Response:
+    async with unit_of_work(res.engine) as conn:
+        keys = await managed_keys.list_keys(conn, session.account_id)
+        used = await history.totals(conn, session.account_id, history.UsageFilter())
+    return render(
+        request,
+        "account.html",
+        session,
+        balance=format_usd(session.balance),
+        # The next steps, each marked done once it is.
+        has_key=any(not k.is_management for k in keys),
+        has_credit=session.balance > 0,
+        has_used=used.requests > 0,
+        local=res.clerk is None,
+    )

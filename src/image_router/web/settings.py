@@ -6,8 +6,9 @@
 - `/account/privacy/delete`: what deletion removes and keeps, the remaining balance, a
   re-sign-in prompt when the sign-in is older than REVERIFY_MAX_MINUTES, and the typed
   confirmation. After it the session has ended and the page says what happens next;
-- `/account/profile`: correct name and e-mail (local sign-in; Clerk's profile otherwise);
-- `/account/logs`: the usage log with prompts where stored, and deleting content.
+- `/account/profile`: correct name and e-mail (local sign-in; Clerk's profile otherwise).
+
+The usage log (`/usage`, formerly `/account/logs`) is `usage.py`.
 
 Every change is a POST carrying the session's CSRF token. Outcomes travel back as a code
 in the redirect's query (`?done=`), so a link cannot put words on the page.
@@ -21,32 +22,35 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from image_router.account.sessions import SessionView
-from image_router.api.principal import Principal, require_recent_sign_in
-from image_router.api.privacy import parse_before, privacy_version
+from image_router.api.deps import ResourcesDep
+from image_router.api.identity import session_identity, signed_in_recently
+from image_router.api.privacy import privacy_version
 from image_router.db.session import unit_of_work
-from image_router.errors import Forbidden
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.privacy import content, erasure, export, preferences, profile, restriction
 from image_router.resources import Resources
-from image_router.web.common import clear_session_cookie, field, redirect, render, resources_of
+from image_router.web.common import (
+    SignedInDep,
+    SignedInFormDep,
+    clear_session_cookie,
+    field,
+    redirect,
+    render,
+)
 from image_router.web.keys import when
-from image_router.web.pages import signed_in, signed_in_form
 
 router = APIRouter(include_in_schema=False)
 
 PRIVACY_URL = "/account/privacy"
 DELETE_URL = "/account/privacy/delete"
 PROFILE_URL = "/account/profile"
-LOGS_URL = "/account/logs"
 CONFIRMATION = "DELETE MY ACCOUNT"
-LOGS_PAGE = 25
 DONE = {
     "saved": "Your privacy choices have been saved.",
     "history_deleted": "Your prompt history and stored images have been deleted.",
     "restricted": "Processing of your account is now restricted. Generation is paused.",
     "profile_saved": "Your profile has been updated.",
-    "row_deleted": "The prompt and images of that request have been deleted.",
     "export_started": "Your data is being gathered. It is listed below (and e-mailed to you) "
     "as soon as it is ready to download.",
 }
@@ -66,20 +70,13 @@ LABELS = {
 
 
 def _recent_sign_in(session: SessionView, res: Resources) -> bool:
-    """The rule of `principal.require_recent_sign_in`, for a page deciding what to show."""
-    try:
-        require_recent_sign_in(
-            Principal(session.account_id, "session", session.authenticated_at), res
-        )
-    except Forbidden:
-        return False
-    return True
+    """The rule of `identity.require_recent_sign_in`, for a page deciding what to show."""
+    return signed_in_recently(session_identity(session, res), res)
 
 
 async def _privacy_page(
-    request: Request, session: SessionView, *, status: int = 200, **context: Any
+    request: Request, res: Resources, session: SessionView, *, status: int = 200, **context: Any
 ) -> Response:
-    res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         details = await profile.account_details(conn, res.vault, session.account_id)
         archives = await export.open_archives(conn, session.account_id, utcnow())
@@ -96,25 +93,25 @@ async def _privacy_page(
         restricted_since=when(details.restriction.restricted_at),
         archives=[(a, when(a.expires_at)) for a in archives],
         recent=_recent_sign_in(session, res),
-        reverify_minutes=res.settings.reverify_max_minutes,
-        contact=res.settings.privacy_contact_email,
+        reverify_minutes=res.settings.auth.reverify_max_minutes,
+        contact=res.settings.legal.privacy_contact_email,
         notice=DONE.get(request.query_params.get("done", "")),
         **context,
     )
 
 
 @router.get(PRIVACY_URL)
-async def privacy_settings(request: Request) -> Response:
-    session = await signed_in(request)
-    return await _privacy_page(request, session)
+async def privacy_settings(request: Request, res: ResourcesDep, session: SignedInDep) -> Response:
+    return await _privacy_page(request, res, session)
 
 
 @router.post(f"{PRIVACY_URL}/preferences")
-async def save_preferences(request: Request) -> Response:
-    session, form = await signed_in_form(request)
+async def save_preferences(
+    request: Request, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
+    session, form = signed
     # A checkbox that is not ticked is simply absent from the form.
     wanted = {name: field(form, name) == "on" for name in preferences.PURPOSES}
-    res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         await preferences.update_preferences(
             conn,
@@ -127,28 +124,33 @@ async def save_preferences(request: Request) -> Response:
 
 
 @router.post(f"{PRIVACY_URL}/history/delete")
-async def delete_history(request: Request) -> Response:
-    session, _ = await signed_in_form(request)
-    res = resources_of(request)
+async def delete_history(request: Request, res: ResourcesDep, signed: SignedInFormDep) -> Response:
+    session, _ = signed
     await content.delete_all_content(res.engine, res.store, session.account_id)
     return redirect(request, f"{PRIVACY_URL}?done=history_deleted")
 
 
 @router.post(f"{PRIVACY_URL}/restriction")
-async def request_restriction(request: Request) -> Response:
-    session, form = await signed_in_form(request)
+async def request_restriction(
+    request: Request, res: ResourcesDep, signed: SignedInFormDep
+) -> Response:
+    session, form = signed
     reason = field(form, "reason").strip()[:2000] or None
-    async with unit_of_work(resources_of(request).engine) as conn:
+    async with unit_of_work(res.engine) as conn:
         await restriction.request_restriction(
-            conn, resources_of(request).vault, session.account_id, reason=reason, channel="web"
+            conn, res.vault, session.account_id, reason=reason, channel="web"
         )
     return redirect(request, f"{PRIVACY_URL}?done=restricted")
 
 
 async def _delete_page(
-    request: Request, session: SessionView, *, status: int = 200, error: str | None = None
+    request: Request,
+    res: Resources,
+    session: SessionView,
+    *,
+    status: int = 200,
+    error: str | None = None,
 ) -> Response:
-    res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         details = await profile.account_details(conn, res.vault, session.account_id)
     return render(
@@ -160,27 +162,27 @@ async def _delete_page(
         balance=format_usd(details.balance),
         has_balance=details.balance > 0,
         recent=_recent_sign_in(session, res),
-        reverify_minutes=res.settings.reverify_max_minutes,
-        accounting_years=res.settings.retention_accounting_years,
+        reverify_minutes=res.settings.auth.reverify_max_minutes,
+        accounting_years=res.settings.retention.retention_accounting_years,
         confirmation=CONFIRMATION,
     )
 
 
 @router.get(DELETE_URL)
-async def delete_account_form(request: Request) -> Response:
-    session = await signed_in(request)
-    return await _delete_page(request, session)
+async def delete_account_form(
+    request: Request, res: ResourcesDep, session: SignedInDep
+) -> Response:
+    return await _delete_page(request, res, session)
 
 
 @router.post(DELETE_URL)
-async def delete_account(request: Request) -> Response:
-    session, form = await signed_in_form(request)
-    res = resources_of(request)
+async def delete_account(request: Request, res: ResourcesDep, signed: SignedInFormDep) -> Response:
+    session, form = signed
     if not _recent_sign_in(session, res):
-        return await _delete_page(request, session, status=403)
+        return await _delete_page(request, res, session, status=403)
     if field(form, "confirm").strip() != CONFIRMATION:
         return await _delete_page(
-            request, session, status=400, error=f"Type {CONFIRMATION} exactly to confirm."
+            request, res, session, status=400, error=f"Type {CONFIRMATION} exactly to confirm."
         )
     async with unit_of_work(res.engine) as conn:
         due = await erasure.queue_erasure(
@@ -193,18 +195,16 @@ async def delete_account(request: Request) -> Response:
 
 
 @router.get(PROFILE_URL)
-async def profile_form(request: Request) -> Response:
-    session = await signed_in(request)
-    return await _profile_page(request, session)
+async def profile_form(request: Request, res: ResourcesDep, session: SignedInDep) -> Response:
+    return await _profile_page(request, res, session)
 
 
 async def _profile_page(
-    request: Request, session: SessionView, *, status: int = 200, **context: Any
+    request: Request, res: Resources, session: SessionView, *, status: int = 200, **context: Any
 ) -> Response:
-    res = resources_of(request)
     async with unit_of_work(res.engine) as conn:
         details = await profile.account_details(conn, res.vault, session.account_id)
-    managed = res.settings.auth_provider == "clerk" or details.auth_provider != "local"
+    managed = res.settings.auth.auth_provider == "clerk" or details.auth_provider != "local"
     return render(
         request,
         "settings_profile.html",
@@ -218,17 +218,17 @@ async def _profile_page(
 
 
 @router.post(PROFILE_URL)
-async def save_profile(request: Request) -> Response:
-    session, form = await signed_in_form(request)
-    res = resources_of(request)
+async def save_profile(request: Request, res: ResourcesDep, signed: SignedInFormDep) -> Response:
+    session, form = signed
     email = field(form, "email")
     if email.strip().lower() != session.email and not _recent_sign_in(session, res):
         return await _profile_page(
             request,
+            res,
             session,
             status=403,
             error=f"Changing your e-mail address needs a sign-in within the last "
-            f"{res.settings.reverify_max_minutes} minutes: sign out, sign in again and retry.",
+            f"{res.settings.auth.reverify_max_minutes} minutes: sign out, sign in again and retry.",
         )
     try:
         async with unit_of_work(res.engine) as conn:
@@ -238,68 +238,12 @@ async def save_profile(request: Request) -> Response:
                 session.account_id,
                 email=email,
                 name=field(form, "name"),
-                identity_managed_elsewhere=res.settings.auth_provider == "clerk",
+                identity_managed_elsewhere=res.settings.auth.auth_provider == "clerk",
                 channel="web",
             )
     except ValueError as exc:  # ProfileError, or AccountError for a malformed e-mail
         message = str(exc)
         return await _profile_page(
-            request, session, status=400, error=message[:1].upper() + message[1:]
+            request, res, session, status=400, error=message[:1].upper() + message[1:]
         )
     return redirect(request, f"{PROFILE_URL}?done=profile_saved")
-
-
-@router.get(LOGS_URL)
-async def usage_log(request: Request) -> Response:
-    session = await signed_in(request)
-    return await _logs_page(request, session)
-
-
-async def _logs_page(
-    request: Request, session: SessionView, *, status: int = 200, error: str | None = None
-) -> Response:
-    res = resources_of(request)
-    before = request.query_params.get("before")
-    try:
-        async with unit_of_work(res.engine) as conn:
-            page = await profile.usage_page(
-                conn, res.vault, session.account_id, limit=LOGS_PAGE, before=parse_before(before)
-            )
-    except profile.ProfileError:
-        return redirect(request, LOGS_URL)  # a stale "older" link: start from the newest
-    return render(
-        request,
-        "logs.html",
-        session,
-        status=status,
-        error=error,
-        rows=[(row, when(row.created_at), format_usd(row.cost)) for row in page.rows],
-        next_before=page.next_before,
-        paged=before is not None,
-        notice=DONE.get(request.query_params.get("done", "")),
-    )
-
-
-@router.post(LOGS_URL + "/{generation_id}/delete")
-async def delete_row(request: Request, generation_id: str) -> Response:
-    session, _ = await signed_in_form(request)
-    res = resources_of(request)
-    try:
-        found = await content.delete_generation_content(
-            res.engine, res.store, session.account_id, generation_id
-        )
-    except content.GenerationRunning as exc:
-        return await _logs_page(request, session, status=409, error=str(exc))
-    if not found:
-        return await _logs_page(
-            request, session, status=404, error="There is no such request in your usage log."
-        )
-    return redirect(request, f"{LOGS_URL}?done=row_deleted")
-
-
-@router.post(LOGS_URL + "/delete-all")
-async def delete_all_rows(request: Request) -> Response:
-    session, _ = await signed_in_form(request)
-    res = resources_of(request)
-    await content.delete_all_content(res.engine, res.store, session.account_id)
-    return redirect(request, f"{LOGS_URL}?done=history_deleted")

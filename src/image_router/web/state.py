@@ -35,6 +35,12 @@ class WebState:
     #: Keys the hash that stands for e-mails and addresses in the limiter's keys, so Redis
     #: (or a dump of it) holds neither in clear.
     identity_key: bytes
+    #: PUBLIC_URL is https: cookies are Secure even when a proxy speaks plain HTTP to us.
+    served_over_https: bool
+    session_ttl_s: int
+    #: What a page needs to load Clerk's browser script, which keeps `__session` fresh
+    #: (Clerk session tokens live about a minute); None unless in Clerk mode.
+    clerk_browser: dict[str, str] | None
 
     async def hit(self, action: str, identity: str) -> Decision | None:
         """Count one attempt at `action` by an opaque `identity` (an account id)."""
@@ -74,18 +80,30 @@ class WebState:
 def build_web_state(settings: Settings, identity_key: bytes) -> WebState:
     # Shared through Redis when configured, so several workers count the same attempts.
     counter = (
-        redis_counter(settings.redis_url, settings.redis_namespace)
-        if settings.redis_url
+        redis_counter(settings.storage.redis_url, settings.storage.redis_namespace)
+        if settings.storage.redis_url
         else memory_counter()
     )
     return WebState(
         templates=Jinja2Templates(directory=TEMPLATES_DIR),
-        mailer=build_mailer(settings.smtp_url, settings.smtp_from),
+        mailer=build_mailer(settings.mail.smtp_url, settings.mail.smtp_from),
         throttle=counter,
         rates=ThrottleRates(
-            pair=Rate.parse(settings.signin_throttle),
-            email=Rate.parse(settings.signin_throttle_email),
-            address=Rate.parse(settings.signin_throttle_ip),
+            pair=Rate.parse(settings.auth.signin_throttle),
+            email=Rate.parse(settings.auth.signin_throttle_email),
+            address=Rate.parse(settings.auth.signin_throttle_ip),
         ),
         identity_key=identity_key,
+        served_over_https=(settings.serving.public_url or "").startswith("https://"),
+        session_ttl_s=int(settings.auth.session_ttl_s),
+        clerk_browser=_clerk_browser(settings),
     )
+
+
+def _clerk_browser(settings: Settings) -> dict[str, str] | None:
+    if settings.auth.auth_provider != "clerk" or not settings.clerk.clerk_publishable_key:
+        return None
+    return {
+        "publishable_key": settings.clerk.clerk_publishable_key,
+        "frontend_api": (settings.clerk.clerk_issuer or "").rstrip("/"),
+    }
