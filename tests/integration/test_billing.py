@@ -73,7 +73,7 @@ async def test_insufficient_credits_is_402_and_charges_nothing(any_gateway: Gate
     assert response.status_code == 402
     assert response.json()["error"] == {
         "message": "Insufficient credits (this model needs minimum $0.016 credits), please "
-        "topup your ImageRouter account: https://imagerouter.io/pricing",
+        "topup your ImageRouter account: http://gateway.test/pricing",
         "type": "insufficient_credits",
         "code": "insufficient_credits",
         "param": None,

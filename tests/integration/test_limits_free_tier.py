@@ -21,10 +21,11 @@ from tests.conftest import Gateway
 IMAGE = "/v1/openai/images/generations"
 FREE = {"model": "openai/gpt-image-1.5:free", "prompt": "a lighthouse", "quality": "low"}
 HERE = "127.0.0.1"  # the in-process client's address
+# The links name this server's own pages (PUBLIC_URL is http://gateway.test in tests).
 WEBSITE_ONLY = (
-    "Free models are only available on the website (eg https://imagerouter.io/generate). To "
+    "Free models are only available on the website (eg http://gateway.test/playground). To "
     "gain API access, please deposit any amount (free models cost $0, but one time deposit "
-    "needed to prevent abuse). More info about pricing: https://imagerouter.io/pricing"
+    "needed to prevent abuse). More info about pricing: http://gateway.test/pricing"
 )
 FUNDED_CAP = (
     "Daily limit of 50 free requests reached. There is no limit on paid models, so you can "
@@ -32,7 +33,7 @@ FUNDED_CAP = (
 )
 UNFUNDED_CAP = (
     "Daily limit of 10 free requests reached. Please deposit any amount to get access to 50 "
-    "daily free generations: https://imagerouter.io/pricing"
+    "daily free generations: http://gateway.test/pricing"
 )
 DAY = datetime(2030, 1, 15, tzinfo=UTC)
 
