@@ -24,7 +24,7 @@ from starlette.routing import Mount
 from image_router.account import service as accounts
 from image_router.account.personal_data import Vault
 from image_router.app import create_app
-from image_router.config import PROVIDER_SETTINGS, Settings, credential_field
+from image_router.config import Settings
 from image_router.db.key_store import KeyStore
 from image_router.db.migrate import upgrade_sync
 from image_router.db.session import unit_of_work
@@ -32,6 +32,7 @@ from image_router.db.tables import Generation
 from image_router.kit.crypto import new_key
 from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
+from image_router.providers import PROVIDERS
 from image_router.resources import Resources, build_resources
 from tests.fakes.contract import discover_cases
 from tests.fakes.openai import FakeOpenAI
@@ -197,6 +198,8 @@ def gateway_settings(db: str, data_dir: Path, **overrides: Any) -> Settings:
         # The per-account limiter would refuse the concurrency suites (6/s at $1); the
         # limits tests opt in.
         "rate_limits_enabled": False,
+        # Website tokens without the proof of work; the human-check tests opt in.
+        "human_check": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -246,13 +249,12 @@ def vendor_settings(root: str) -> dict[str, Any]:
     """Settings that point every vendor with a fake at its fake under `root/<vendor>`."""
     values: dict[str, Any] = {"poll_interval_s": 0.0}
     for case in discover_cases():
-        fields = PROVIDER_SETTINGS.get(case.id)
-        values[credential_field(case.id)] = case.credential
-        base = (fields.base_url if fields else None) or f"{case.id}_base_url"
-        values[base] = f"{root}/{case.id}{case.base_path}"
+        declared = PROVIDERS[case.id]
+        values[declared.key_env] = case.credential
+        values[declared.base_url_env[0]] = f"{root}/{case.id}{case.base_path}"
         for name, value in case.extra.items():
-            if fields is not None and name in fields.extra:
-                values[fields.extra[name]] = value.replace("{root}", f"{root}/{case.id}")
+            if name in declared.extra_env:
+                values[declared.extra_env[name]] = value.replace("{root}", f"{root}/{case.id}")
     return values
 
 

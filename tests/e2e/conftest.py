@@ -53,6 +53,7 @@ def base_env(data_dir: Path, openai_url: str) -> dict[str, str]:
         OPENAI_BASE_URL=f"{openai_url}/v1",
         LOG_LEVEL="WARNING",
         RATE_LIMITS_ENABLED="false",  # bursts from one address; the limits tests opt in
+        HUMAN_CHECK="off",  # website tokens without the proof of work; the playground opts in
     )
     env.pop("DATABASE_URL", None)
     env.pop("PUBLIC_URL", None)

@@ -27,7 +27,8 @@ async def test_operations_declare_their_error_statuses_and_no_422(gateway: Gatew
     assert {"404", "429"} <= responses["get", "/v1/models/{model_id}"]
     assert "401" not in responses["get", "/v1/models/{model_id}"]
     assert responses["get", "/health"] == {"200"}
-    assert "503" in responses["post", "/v1/web-token"]
+    assert "404" in responses["post", "/v1/billing/checkout"]  # configured: payments off
+    assert "403" in responses["post", "/v1/web-token"]  # the human check
     error = paths["/v1/api-keys/{key_id}"]["delete"]["responses"]["401"]
     assert error["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"

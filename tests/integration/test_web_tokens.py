@@ -162,10 +162,20 @@ def test_minted_tokens_are_long_enough_for_the_shortest_claims() -> None:
 
 
 @pytest.mark.parametrize("gateway_overrides", [{}])
-async def test_without_jwt_secret_tokens_are_unavailable(gateway: Gateway) -> None:
+async def test_without_jwt_secret_a_key_file_signs_the_tokens(gateway: Gateway) -> None:
+    """A default install (no JWT_SECRET) still has website tokens, hence a playground: the
+    secret is a key file created on first start under DATA_DIR/keys, like the PII KEK."""
+    key_file = gateway.res.settings.storage.data_dir / "keys" / "web-token.key"
+    assert key_file.exists() and key_file.stat().st_mode & 0o777 == 0o600
+    secret = key_file.read_text().strip()
+    assert gateway.res.web_token_secret == secret
+
     response = await gateway.client.post("/v1/web-token")
-    assert response.status_code == 503
-    assert "JWT_SECRET" in response.json()["error"]["message"]
+    assert response.status_code == 200
+    token = response.json()["token"]
+    assert jwt.decode(token, secret, algorithms=["HS256"])["userId"] == "anon_user"
+    assert (await gateway.post("/v1/auth/test", token)).status_code == 200
+    # A token signed with anything else is refused.
     refused = await gateway.post("/v1/auth/test", _forge("anon_user", PEER))
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "Invalid or expired JWT token"

@@ -46,6 +46,7 @@ class Caller:
     spend_limit: int | None = None
     store_prompts: bool = True  # may this account's prompts be stored (sealed)?
     restricted: bool = False  # processing restricted (Art. 18): no generation
+    guest: bool = False  # the shared guest account of website tokens (per-IP free cap only)
 
 
 @dataclass(frozen=True)

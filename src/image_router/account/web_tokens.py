@@ -113,6 +113,7 @@ async def caller_for(
             await conn.scalar(select(Account.balance).where(Account.id == account_id)) or 0
         )
         allow, store_prompts, restricted = True, True, False
+    guest = not claims.user_id or claims.user_id == GUEST_USER_ID
     if balance <= 0 and client_ip != claims.ip:
         raise GuestIpMismatch(f"Guest token IP mismatch: {client_ip} !== {claims.ip}")
     return Caller(
@@ -123,4 +124,5 @@ async def caller_for(
         allow_routing_improvement=allow,
         store_prompts=store_prompts,
         restricted=restricted,
+        guest=guest,
     )

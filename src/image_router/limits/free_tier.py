@@ -79,8 +79,9 @@ class FreeTier:
     engine: AsyncEngine
     funded_daily: int = 50
     unfunded_daily: int = 10
-    generate_url: str = "https://imagerouter.io/generate"
-    pricing_url: str = "https://imagerouter.io/pricing"
+    # This server's pages; the composition root passes them absolute (`resources.own_link`).
+    generate_url: str = "/playground"
+    pricing_url: str = "/pricing"
     # Replaceable so tests can cross midnight; must return an aware UTC datetime.
     clock: Callable[[], datetime] = field(default=utcnow)
 
@@ -106,17 +107,7 @@ class FreeTier:
             )
         now = self.clock()
         start, end = day_bounds(now)
-        try:
-            async with self.engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        _COUNTS, {"account_id": account_id, "ip": ip, "start": start, "end": end}
-                    )
-                ).one()
-        except SQLAlchemyError as exc:
-            log.exception("free-tier usage count failed")
-            raise InternalError(COUNT_FAILED) from exc
-        by_account, by_ip = int(row[0]), int(row[1])
+        by_account, by_ip = await self._counts(account_id, ip, start, end)
         limit = self.funded_daily if funded else self.unfunded_daily
         if by_account < limit and by_ip < limit:
             return
@@ -131,3 +122,40 @@ class FreeTier:
                 unfunded=self.unfunded_daily, funded=self.funded_daily, pricing_url=self.pricing_url
             )
         )
+
+    async def allowance(self, *, account_id: str | None, funded: bool, ip: str | None) -> Allowance:
+        """Today's `:free` requests left for this caller, counted exactly as `check` counts
+        them (the busier of the account and the address)."""
+        now = self.clock()
+        start, end = day_bounds(now)
+        by_account, by_ip = await self._counts(account_id, ip, start, end)
+        limit = self.funded_daily if funded else self.unfunded_daily
+        return Allowance(limit=limit, used=min(limit, max(by_account, by_ip)), resets_at=end)
+
+    async def _counts(
+        self, account_id: str | None, ip: str | None, start: datetime, end: datetime
+    ) -> tuple[int, int]:
+        try:
+            async with self.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        _COUNTS, {"account_id": account_id, "ip": ip, "start": start, "end": end}
+                    )
+                ).one()
+        except SQLAlchemyError as exc:
+            log.exception("free-tier usage count failed")
+            raise InternalError(COUNT_FAILED) from exc
+        return int(row[0]), int(row[1])
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """`:free` requests a caller may still make today (UTC)."""
+
+    limit: int
+    used: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)

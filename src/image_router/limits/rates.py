@@ -119,6 +119,17 @@ class WindowCounter:
         reset_s = min(rate.window_s, max(1, math.ceil(reset_at - time.time())))
         return Decision(rate, count, reset_s)
 
+    async def first_use(self, key: str, ttl_s: int) -> bool:
+        """True the first time `key` is seen within `ttl_s` seconds, False after: one atomic
+        increment, so two workers racing on one key cannot both see it first. When the
+        storage is unreachable the use counts as the first (and a warning is logged), as
+        the rate limits let requests through then."""
+        try:
+            return bool(await self.storage.incr(f"once/{key}", max(1, ttl_s)) == 1)
+        except StorageError as exc:
+            log.warning("limiter storage unavailable, single use not enforced: %s", exc)
+            return True
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
