@@ -26,7 +26,6 @@ from starlette.routing import Mount
 
 from image_router.catalog.pricing import PriceFacts, quote
 from image_router.catalog.spec import ModelSpec, load_catalog
-from image_router.config import PROVIDER_SETTINGS, credential_field
 from image_router.kit.money import usd_to_credits
 from image_router.providers import PROVIDERS
 from tests.e2e.conftest import BIN, base_env, free_port, start_server
@@ -150,13 +149,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         env["POLL_INTERVAL_S"] = "0.01"
         for case in CASES:
             fake_root = f"{root}/{case.id}"
-            env[credential_field(case.id).upper()] = case.credential
-            fields = PROVIDER_SETTINGS.get(case.id)
-            base_field = (fields.base_url if fields else None) or f"{case.id}_base_url"
-            env[base_field.upper()] = fake_root + case.base_path
+            declared = PROVIDERS[case.id]
+            env[declared.key_env] = case.credential
+            env[declared.base_url_env[0]] = fake_root + case.base_path
             for name, value in case.extra.items():
-                if fields is not None and name in fields.extra:
-                    env[fields.extra[name].upper()] = value.replace("{root}", fake_root)
+                if name in declared.extra_env:
+                    env[declared.extra_env[name]] = value.replace("{root}", fake_root)
         port = free_port()
         process, key = start_server(env, port)
         assert key is not None

@@ -92,7 +92,7 @@ async def test_creating_a_key_needs_a_recent_sign_in(gateway: Gateway) -> None:
     await gateway.execute(
         "UPDATE web_sessions SET reauthenticated_at = created_at - INTERVAL '1 day' "
         "WHERE account_id = :a"
-        if not gateway.res.settings.is_sqlite
+        if not gateway.res.settings.storage.is_sqlite
         else "UPDATE web_sessions SET reauthenticated_at = '2000-01-01 00:00:00' "
         "WHERE account_id = :a",
         a=account_id,

@@ -318,8 +318,8 @@ async def test_the_api_refuses_generation_until_outdated_terms_are_accepted(
     assert refused.json()["error"]["code"] == "terms_acceptance_required"
     assert await gateway.rows("SELECT id FROM generations") == []  # nothing held or logged
 
-    assert gateway.res.settings.legal_dir is not None
-    documents = load_documents(gateway.res.settings.legal_dir)
+    assert gateway.res.settings.legal.legal_dir is not None
+    documents = load_documents(gateway.res.settings.legal.legal_dir)
     async with unit_of_work(gateway.res.engine) as conn:
         await policy.accept_document(
             conn, account_id, documents, "terms", "2", source="api", now=datetime.now(UTC)

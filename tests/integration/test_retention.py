@@ -130,7 +130,7 @@ async def test_expired_outputs_are_deleted_and_their_urls_stop_working(
     url = body["data"][0]["url"]
     [stored] = await any_gateway.generations()
     [name] = stored["output_keys"]
-    path = any_gateway.res.settings.data_dir / "outputs" / name
+    path = any_gateway.res.settings.storage.data_dir / "outputs" / name
     assert path.exists()
     expires = stored["outputs_expire_at"]
     assert abs(expires - (stored["created_at"] + 24 * timedelta(hours=1))) < SECOND

@@ -140,7 +140,7 @@ async def test_concurrent_purgers_purge_each_row_once(
         )
         names.append(f"{gid}-0.png")
     # Two workers: each its own engine (connection pool), as two processes would have.
-    url = any_gateway.res.settings.resolved_database_url()
+    url = any_gateway.res.settings.storage.resolved_database_url()
     engines = [make_engine(url), make_engine(url)]
     try:
         policy = RetentionPolicy(batch_size=batch_size)

@@ -19,8 +19,8 @@ async def cli(gw: Gateway, cwd: Path, *args: str) -> subprocess.CompletedProcess
     settings = gw.res.settings
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(
-        DATABASE_URL=settings.resolved_database_url(),
-        DATA_DIR=str(settings.data_dir),  # the same key files and outputs directory
+        DATABASE_URL=settings.storage.resolved_database_url(),
+        DATA_DIR=str(settings.storage.data_dir),  # the same key files and outputs directory
         PUBLIC_URL="http://gateway.test",
         AUTO_MIGRATE="false",
         LOG_LEVEL="WARNING",

@@ -43,11 +43,11 @@ def vault() -> Vault:
 def run_db(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = True) -> T:
     """Run one database unit of work with the configured database."""
     config = settings()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> T:
-        url = config.resolved_database_url()
-        if migrate and config.auto_migrate:
+        url = config.storage.resolved_database_url()
+        if migrate and config.storage.auto_migrate:
             await upgrade(url)
         engine = make_engine(url)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from image_router.catalog.spec import Catalog, load_catalog
-from image_router.config import Settings, credential_field, misnamed_variables
+from image_router.config import Settings, misnamed_variables
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem
 
@@ -18,7 +18,7 @@ def vendor_report(settings: Settings, catalog: Catalog | None = None) -> list[st
     """Lines saying which vendors are configured and how many models are enabled."""
     if catalog is None:
         catalog = load_catalog(
-            settings.catalog_paths,
+            settings.generation.catalog_paths,
             image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
         )
     usable = {pid for pid in PROVIDERS if provider_problem(settings, pid) is None}
@@ -29,7 +29,7 @@ def vendor_report(settings: Settings, catalog: Catalog | None = None) -> list[st
     count = f"{enabled} of {len(catalog.models)} models enabled"
     if vendors:
         return [f"Vendors configured: {', '.join(vendors)}; {count}."]
-    example = credential_field("openai").upper()
+    example = PROVIDERS["openai"].key_env
     return [
         f"No vendor is configured; {count}" + (" (the free test models)." if enabled else "."),
         f"To enable one, set its key (e.g. {example}=...) in the environment or .env and "
@@ -40,4 +40,4 @@ def vendor_report(settings: Settings, catalog: Catalog | None = None) -> list[st
 
 def variable_warnings(names: Iterable[str]) -> list[str]:
     """One line per set variable that looks like a vendor setting but is not one."""
-    return [f"warning: {text}" for text in misnamed_variables(names)]
+    return [f"warning: {text}" for text in misnamed_variables(names, PROVIDERS.values())]

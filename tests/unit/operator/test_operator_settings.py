@@ -8,25 +8,28 @@ from pathlib import Path
 import pytest
 
 from image_router.config import Settings, misnamed_variables, set_variable_names
+from image_router.providers import PROVIDERS
+
+GROK, NANOGPT = PROVIDERS["grok"], PROVIDERS["nanogpt"]
 
 
 def test_xai_base_url_is_read_and_grok_base_url_still_works(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("XAI_BASE_URL", "http://xai.internal/v1")
-    assert Settings(_env_file=None).base_url("grok") == "http://xai.internal/v1"  # type: ignore[call-arg]
+    assert Settings(_env_file=None).vendors.base_url(GROK) == "http://xai.internal/v1"  # type: ignore[call-arg]
 
     monkeypatch.delenv("XAI_BASE_URL")
     monkeypatch.setenv("GROK_BASE_URL", "http://old.internal/v1")
-    assert Settings(_env_file=None).base_url("grok") == "http://old.internal/v1"  # type: ignore[call-arg]
+    assert Settings(_env_file=None).vendors.base_url(GROK) == "http://old.internal/v1"  # type: ignore[call-arg]
 
 
 def test_nano_gpt_host_is_named_like_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NANO_GPT_BASE_URL", "http://nano.internal")
-    assert Settings(_env_file=None).base_url("nanogpt") == "http://nano.internal"  # type: ignore[call-arg]
+    assert Settings(_env_file=None).vendors.base_url(NANOGPT) == "http://nano.internal"  # type: ignore[call-arg]
     monkeypatch.delenv("NANO_GPT_BASE_URL")
     monkeypatch.setenv("NANOGPT_BASE_URL", "http://old-nano.internal")
-    assert Settings(_env_file=None).base_url("nanogpt") == "http://old-nano.internal"  # type: ignore[call-arg]
+    assert Settings(_env_file=None).vendors.base_url(NANOGPT) == "http://old-nano.internal"  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,9 @@ def test_nano_gpt_host_is_named_like_its_key(monkeypatch: pytest.MonkeyPatch) ->
     ],
 )
 def test_a_misspelt_vendor_variable_is_named_with_the_right_one(name: str, suggestion: str) -> None:
-    assert misnamed_variables([name]) == [f"{name} is set but not read; did you mean {suggestion}?"]
+    assert misnamed_variables([name], PROVIDERS.values()) == [
+        f"{name} is set but not read; did you mean {suggestion}?"
+    ]
 
 
 def test_real_names_aliases_and_unrelated_variables_are_not_warned_about() -> None:
@@ -55,7 +60,7 @@ def test_real_names_aliases_and_unrelated_variables_are_not_warned_about() -> No
         "GROQ_API_KEY",
         "PATH",
     ]
-    assert misnamed_variables(names) == []
+    assert misnamed_variables(names, PROVIDERS.values()) == []
 
 
 def test_names_set_in_the_env_file_count_too(
@@ -66,14 +71,15 @@ def test_names_set_in_the_env_file_count_too(
     monkeypatch.setenv("TOGETHERAI_API_KEY", "t")
     names = set_variable_names(env_file)
     assert {"REPLICATE_API_TOKEN", "TOGETHERAI_API_KEY"} <= names
-    assert len(misnamed_variables(names)) >= 2
+    assert len(misnamed_variables(names, PROVIDERS.values())) >= 2
 
 
 def test_host_and_port_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOST", raising=False)
     monkeypatch.delenv("PORT", raising=False)
-    assert (Settings(_env_file=None).host, Settings(_env_file=None).port) == ("127.0.0.1", 8000)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (defaults.serving.host, defaults.serving.port) == ("127.0.0.1", 8000)
     monkeypatch.setenv("PORT", "9123")
     monkeypatch.setenv("HOST", "0.0.0.0")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert (settings.host, settings.port) == ("0.0.0.0", 9123)
+    assert (settings.serving.host, settings.serving.port) == ("0.0.0.0", 9123)

@@ -38,5 +38,5 @@ def test_webhook_secrets_are_a_comma_list() -> None:
         stripe_secret_key="sk_test_x",
         stripe_webhook_secret="whsec_old, whsec_new,",
     )
-    assert configured.stripe_webhook_secrets() == ["whsec_old", "whsec_new"]
-    assert settings().payments_provider == "none"
+    assert configured.payments.stripe_webhook_secrets() == ["whsec_old", "whsec_new"]
+    assert settings().payments.payments_provider == "none"
