@@ -65,7 +65,7 @@ class _Invalid(ValueError):
     """A reason, raised deep inside parsing and prefixed with the model id above."""
 
 
-def build_catalog(
+def load_catalog(
     extra_paths: Sequence[Path] = (),
     *,
     image_inputs: Mapping[str, frozenset[str]] | None = None,

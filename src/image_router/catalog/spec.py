@@ -6,9 +6,8 @@ validated by `load_catalog`; every object here is immutable once loaded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from image_router.catalog.pricing import PriceRule
@@ -188,21 +187,3 @@ class Catalog:
 
     def of_modality(self, modality: Modality) -> list[ModelSpec]:
         return [m for m in self.models.values() if m.modality == modality]
-
-
-def load_catalog(
-    extra_paths: Sequence[Path] = (),
-    *,
-    image_inputs: Mapping[str, frozenset[str]] | None = None,
-) -> Catalog:
-    """Load and validate the packaged catalog, then each operator override file.
-
-    A later file replaces an entry with the same id wholesale; new ids are added.
-    `image_inputs` (provider id → accepted `image_input` tokens) lets the caller reject
-    routes whose image input its provider does not understand; providers absent from the
-    mapping are not checked (the gateway disables such routes).
-    """
-    # The loader builds objects of this module, so it is imported here, not at the top.
-    from image_router.catalog.loader import build_catalog
-
-    return build_catalog(extra_paths, image_inputs=image_inputs)

@@ -230,7 +230,7 @@ async def _try(
         attempts.add(plan, exc)
         await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
         log.info("route %s failed: %s (%s)", plan.key, exc.kind, attempts.scrub(exc.message))
-        log_operator_fault(provider, exc)
+        log_operator_fault(provider.id, provider.public_base_url(), exc)
         if not exc.retry_elsewhere:
             raise
         return None

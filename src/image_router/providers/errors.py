@@ -18,13 +18,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import orjson
-
-if TYPE_CHECKING:
-    from image_router.providers.contract import Provider
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +237,7 @@ def _connect_failure(exc: BaseException) -> str | None:
     return None
 
 
-def log_operator_fault(provider: Provider, error: UpstreamError) -> None:
+def log_operator_fault(provider_id: str, base_url: str, error: UpstreamError) -> None:
     """An ERROR line for a failure the operator must fix (our key, base URL or network),
     naming the vendor and where we called it; never the key."""
     # The vendor's own words stay out: a refusal of our key may quote part of it.
@@ -248,13 +245,13 @@ def log_operator_fault(provider: Provider, error: UpstreamError) -> None:
         what = error.message
     elif isinstance(error, UpstreamMisconfiguredError):
         status = f"HTTP {error.status}" if error.status is not None else "no key"
-        what = f"{provider.id} refused our call ({status})"
+        what = f"{provider_id} refused our call ({status})"
     else:
         return
     log.error(
         "%s at %s: check the vendor's key and base URL settings",
         what,
-        provider.public_base_url(),
+        base_url,
     )
 
 

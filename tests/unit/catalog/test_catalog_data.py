@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from image_router.catalog.loader import load_catalog
 from image_router.catalog.pricing import (
     PriceFacts,
     PricingError,
@@ -14,7 +15,7 @@ from image_router.catalog.pricing import (
     public_pricing,
     quote,
 )
-from image_router.catalog.spec import Catalog, ModelSpec, load_catalog
+from image_router.catalog.spec import Catalog, ModelSpec
 
 
 @pytest.fixture(scope="module")

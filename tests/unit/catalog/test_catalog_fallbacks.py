@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from image_router.catalog.fallbacks import dearer_fallbacks
-from image_router.catalog.spec import load_catalog
+from image_router.catalog.loader import load_catalog
 from image_router.cli import app
 
 # The models issue #10 found with a fallback dearer than the first route's hold.

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from image_router.catalog.loader import load_catalog
 from image_router.catalog.pricing import PriceFacts, quote
-from image_router.catalog.spec import CatalogError, load_catalog
+from image_router.catalog.spec import CatalogError
 
 GOOD_ROUTE = """
   [[model.routes]]

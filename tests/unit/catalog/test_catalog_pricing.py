@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from image_router.catalog.loader import load_catalog
 from image_router.catalog.pricing import (
     ByQuality,
     BySizeAndQuality,
@@ -24,7 +25,7 @@ from image_router.catalog.pricing import (
     quote,
     settle,
 )
-from image_router.catalog.spec import Catalog, load_catalog
+from image_router.catalog.spec import Catalog
 
 CATALOG: Catalog = load_catalog()
 

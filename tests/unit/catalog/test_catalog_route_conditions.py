@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from image_router.catalog.spec import CatalogError, RouteCondition, load_catalog
+from image_router.catalog.loader import load_catalog
+from image_router.catalog.spec import CatalogError, RouteCondition
 
 ROUTES = """
   [[model.routes]]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from image_router.catalog.spec import Catalog, CatalogError, load_catalog
+from image_router.catalog.loader import load_catalog
+from image_router.catalog.spec import Catalog, CatalogError
 from image_router.kit.sizes import MAX_SIDE, MIN_SIDE, is_size, parse_size
 
 CATALOG: Catalog = load_catalog()

@@ -152,8 +152,12 @@ def test_the_error_log_names_vendor_and_url_never_the_key(
     )
     error = UpstreamMisconfiguredError("Invalid token r8_secret", provider="replicate", status=401)
     with caplog.at_level(logging.ERROR):
-        log_operator_fault(provider, error)
-        log_operator_fault(provider, UpstreamRejectedError("no", provider="replicate", status=400))
+        log_operator_fault(provider.id, provider.public_base_url(), error)
+        log_operator_fault(
+            provider.id,
+            provider.public_base_url(),
+            UpstreamRejectedError("no", provider="replicate", status=400),
+        )
     [record] = caplog.records
     line = record.getMessage()
     assert record.levelno == logging.ERROR

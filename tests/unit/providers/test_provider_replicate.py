@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from image_router.catalog.spec import load_catalog
+from image_router.catalog.loader import load_catalog
 from image_router.providers.contract import Job, Target
 from image_router.providers.errors import (
     UpstreamCancelledError,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from image_router.catalog.spec import ModelSpec, Route, load_catalog
+from image_router.catalog.loader import load_catalog
+from image_router.catalog.spec import ModelSpec, Route
 from image_router.providers.contract import Job, Target
 from image_router.providers.errors import UpstreamRejectedError
 from image_router.providers.runware import RunwareProvider
