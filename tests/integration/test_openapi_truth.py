@@ -33,3 +33,25 @@ async def test_operations_declare_their_error_statuses_and_no_422(gateway: Gatew
     assert error["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"
     }
+
+
+async def test_generation_schemas_are_as_strict_as_the_validation(gateway: Gateway) -> None:
+    """What the schema admits is what the validation admits: sizes as the parser reads
+    them, `n` within the catalog's ceiling, video seconds 1..60, a non-empty model."""
+    schemas = (await gateway.client.get("/openapi.json")).json()["components"]["schemas"]
+    image = schemas["ImageGenerationRequest"]["properties"]
+    assert image["model"]["minLength"] == 1
+    assert image["size"]["pattern"] == "^(auto|[0-9]+[xX×*][0-9]+)$"
+    assert image["size"]["maxLength"] == 32
+    assert (image["n"]["minimum"], image["n"]["maximum"]) == (1, 10)
+    video = schemas["VideoGenerationRequest"]["properties"]
+    assert video["size"]["pattern"] == image["size"]["pattern"]
+    [number] = [s for s in video["seconds"]["anyOf"] if s.get("type") == "number"]
+    assert (number["minimum"], number["maximum"]) == (1, 60)
+    # A schema-valid size the model does not list is a documented 400, not a 5xx.
+    _, key = await gateway.account("1")
+    response = await gateway.post(
+        "/v1/openai/images/generations", key, json={"model": "test/test", "size": "8x8"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "size"

@@ -1,17 +1,21 @@
 """OpenAPI documentation of the generation routes.
 
-The handlers read their bodies themselves (JSON or multipart, with the reference's exact
-messages), so FastAPI cannot infer the schemas; these models describe them for
-`/openapi.json`, `/.well-known/openapi.yaml` and the interactive docs.
+The handlers are plain Starlette endpoints that read their bodies themselves (JSON or
+multipart, with the reference's exact messages), so FastAPI neither sees nor infers them;
+these models describe them for `/openapi.json`, `/.well-known/openapi.yaml` and the
+interactive docs, as the operations FastAPI would have listed first (same summary and
+operationId).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from image_router.providers import PROVIDERS
 
@@ -55,16 +59,24 @@ _PROVIDER_FIELD = Field(
 )
 
 
+# What the size parser takes (kit/sizes.py): "auto", or digits, x/X/×/*, digits (≤ 32 chars).
+_SIZE_PATTERN = r"^(auto|[0-9]+[xX×*][0-9]+)$"
+
+
 class ImageGenerationRequest(BaseModel):
-    model: str = Field(description="Model id, e.g. 'openai/gpt-image-1' or 'test/test'.")
+    model: str = Field(
+        min_length=1, description="Model id, e.g. 'openai/gpt-image-1' or 'test/test'."
+    )
     prompt: str | None = Field(None, max_length=10_000)
     quality: Literal["auto", "low", "medium", "high"] = "auto"
     size: str = Field(
         "auto",
+        max_length=32,
+        pattern=_SIZE_PATTERN,
         description="'auto' or 'WIDTHxHEIGHT' (ASCII digits): a size the model lists, or "
         "within its side bounds (docs/catalog.md).",
     )
-    n: int = Field(1, ge=1, description="Images to make: 1 up to the model's `max_n`.")
+    n: int = Field(1, ge=1, le=10, description="Images to make: 1 up to the model's `max_n`.")
     response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
     output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
     provider: ProviderPreferences | None = _PROVIDER_FIELD
@@ -84,12 +96,12 @@ class ImageEditMultipart(ImageGenerationRequest):
 
 
 class VideoGenerationRequest(BaseModel):
-    model: str
+    model: str = Field(min_length=1, description="Model id, e.g. 'ir/test-video'.")
     prompt: str | None = Field(None, max_length=10_000)
     quality: Literal["auto", "low", "medium", "high"] = "auto"
-    size: str = "auto"
+    size: str = Field("auto", max_length=32, pattern=_SIZE_PATTERN)
     response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
-    seconds: float | Literal["auto"] = Field(
+    seconds: Annotated[float, Field(ge=1, le=60)] | Literal["auto"] = Field(
         "auto", description="1-60, snapped to the model's list."
     )
     provider: ProviderPreferences | None = _PROVIDER_FIELD
@@ -173,6 +185,22 @@ def _operation(json_model: type[BaseModel], multipart_model: type[BaseModel]) ->
     }
 
 
+def _plain_operation(
+    route: Route, json_model: type[BaseModel], multipart_model: type[BaseModel]
+) -> dict[str, Any]:
+    """The operation of a plain route, named as FastAPI names its own operations."""
+    method = sorted(route.methods or {"POST"})[0].lower()
+    unique = re.sub(r"[^a-zA-Z0-9_]", "_", route.name + route.path_format)
+    operation: dict[str, Any] = {
+        "summary": route.name.replace("_", " ").title(),
+        "operationId": f"{unique}_{method}",
+    }
+    described = _operation(json_model, multipart_model)
+    # FastAPI's key order: summary, operationId, responses, then what this module adds.
+    operation["responses"] = described.pop("responses")
+    return {method: operation | described}
+
+
 def document_generation_routes(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -201,10 +229,17 @@ def document_generation_routes(app: FastAPI) -> None:
                 VideoGenerationRequest,
             ),
         }
+        plain: dict[str, Any] = {}
+        for route in app.routes:
+            if type(route) is Route and route.path in documented:
+                path_item = plain.setdefault(route.path, {})
+                path_item.update(_plain_operation(route, *documented[route.path]))
         for path, (json_model, multipart_model) in documented.items():
             post = schema.get("paths", {}).get(path, {}).get("post")
-            if post is not None:
+            if post is not None:  # a FastAPI route
                 post.update(_operation(json_model, multipart_model))
+        # The plain routes come first, as they are registered first.
+        schema["paths"] = plain | schema.get("paths", {})
         app.openapi_schema = schema
         return schema
 
