@@ -235,3 +235,32 @@ async def test_signed_out_browsers_are_sent_to_sign_in(gateway: Gateway) -> None
         assert response.status_code == 303
         assert response.headers["location"] == "/signin"
     assert await gateway.rows("SELECT id FROM api_keys") == []
+
+
+async def test_disable_then_enable_a_key(
+    any_gateway: Gateway, browser: httpx.AsyncClient, other_browser: httpx.AsyncClient
+) -> None:
+    secret = secret_of(await create(browser, "ci"))
+    [key_id] = key_ids((await keys_page(browser)).text)
+    token = csrf_of((await keys_page(browser)).text)
+    assert await works(any_gateway, secret)
+
+    disabled = await browser.post(f"{KEYS}/{key_id}/disable", data={"csrf_token": token})
+    assert disabled.status_code == 303 and disabled.headers["location"] == f"{KEYS}?done=disabled"
+    assert not await works(any_gateway, secret)  # refused at once
+    page = (await browser.get(disabled.headers["location"])).text
+    assert "The key has been disabled" in page and ">disabled<" in page
+    assert f'action="/account/keys/{key_id}/enable"' in page
+
+    # Another person can neither enable nor disable it.
+    foreign = csrf_of((await keys_page(other_browser)).text)
+    refused = await other_browser.post(f"{KEYS}/{key_id}/enable", data={"csrf_token": foreign})
+    assert refused.status_code == 404 and not await works(any_gateway, secret)
+    forged = await browser.post(f"{KEYS}/{key_id}/enable", data={"csrf_token": FORGED})
+    assert forged.status_code == 403 and not await works(any_gateway, secret)
+
+    enabled = await browser.post(f"{KEYS}/{key_id}/enable", data={"csrf_token": token})
+    assert enabled.status_code == 303
+    assert await works(any_gateway, secret)
+    page = (await browser.get(enabled.headers["location"])).text
+    assert "The key has been enabled" in page and ">active<" in page

@@ -61,7 +61,7 @@ async def test_the_settings_pages_need_a_sign_in(gateway: Gateway) -> None:
         "/account/privacy",
         "/account/privacy/delete",
         "/account/profile",
-        "/account/logs",
+        "/usage",
     ):
         response = await gateway.client.get(path)
         assert response.status_code == 303 and response.headers["location"] == "/signin", path
@@ -280,7 +280,7 @@ async def test_the_usage_log_shows_stored_prompts_and_deletes_them(gateway: Gate
     _, other_key = await gateway.account("1")
     foreign = await generate(gateway, other_key, "not yours")
 
-    page = await gateway.client.get("/account/logs")
+    page = await gateway.client.get("/usage")
     assert "a kept kite" in page.text and "a hidden kite" not in page.text
     assert f'id="log-{hidden}"' in page.text and "not stored" in page.text
     assert "not yours" not in page.text
@@ -301,7 +301,7 @@ async def test_delete_all_on_the_usage_log(gateway: Gateway) -> None:
     account_id, key = await signed_up(gateway)
     for prompt in ("one", "two"):
         await generate(gateway, key, f"prompt {prompt}")
-    token = await form_token(gateway.client, "/account/logs")
+    token = await form_token(gateway.client, "/usage")
 
     done = await gateway.client.post("/account/logs/delete-all", data={"csrf_token": token})
 
@@ -316,8 +316,8 @@ async def test_the_navigation_leads_to_the_settings_pages(gateway: Gateway) -> N
     account = await gateway.client.get("/account")
     privacy = await gateway.client.get("/account/privacy")
 
-    assert 'href="/account/privacy"' in account.text and 'href="/account/logs"' in account.text
+    assert 'href="/account/privacy"' in account.text and 'href="/usage"' in account.text
     assert 'href="/account/profile"' in privacy.text
     assert 'href="/v1/account/export"' in privacy.text  # "Download my data"
-    for path in ("/account/logs", "/account/profile"):
+    for path in ("/usage", "/account/profile"):
         assert (await gateway.client.get(path)).status_code == 200

@@ -116,6 +116,44 @@ async def request_reset(conn: AsyncConnection, vault: Vault, email: str) -> tupl
     return email, token
 
 
+async def issue_signin_link(conn: AsyncConnection, account_id: str, *, ttl: timedelta) -> str:
+    """A one-time sign-in token for the account (the admin's way in at first start,
+    `image-router users signin-link`). It is a password reset token with its own lifetime:
+    stored hashed, single use; `/signin/once` asks for a new password, then signs in."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    await conn.execute(
+        insert(PasswordReset).values(
+            token_hash=hash_secret(token),
+            account_id=account_id,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    return token
+
+
+async def reset_account(conn: AsyncConnection, token: str) -> str | None:
+    """The account a usable (unused, unexpired) reset or sign-in token belongs to."""
+    found: str | None = await conn.scalar(select(PasswordReset.account_id).where(*_usable(token)))
+    return found
+
+
+async def set_password(conn: AsyncConnection, account_id: str, password: str) -> None:
+    """Set an account's password (the operator's `users set-password`); every session of
+    the account is signed out."""
+    passwords.check_password_rules(password)
+    password_hash = await passwords.hash_password_async(password)
+    updated = await conn.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.role != GUEST_ROLE)
+        .values(password_hash=password_hash)
+    )
+    if updated.rowcount != 1:
+        raise AccountError("this account cannot have a password")
+    await revoke_account_sessions(conn, account_id)
+
+
 def _usable(token: str) -> list[ColumnElement[bool]]:
     return [
         PasswordReset.token_hash == hash_secret(token),
@@ -148,3 +186,35 @@ async def reset_password(conn: AsyncConnection, token: str, password: str) -> st
     )
     await revoke_account_sessions(conn, account_id)
     return str(account_id)
+
+
+WRONG_PASSWORD = "Your current password is not correct."
+
+
+class WrongPassword(AccountError):
+    """The current password given to change it does not match."""
+
+
+async def change_password(
+    conn: AsyncConnection, account_id: str, current: str, new: str, *, keep_session: str | None
+) -> int:
+    """Replace a local account's password after checking the current one (argon2, as at
+    sign-up). Every other session of the account ends; returns how many did.
+
+    Raises WrongPassword, or AccountError when the new password breaks the rules.
+    """
+    stored = await conn.scalar(
+        select(Account.password_hash).where(
+            Account.id == account_id, Account.status == "active", Account.role != GUEST_ROLE
+        )
+    )
+    # Verified even without a stored hash (against a dummy), so timing says nothing.
+    if not await passwords.verify_password_async(stored, current) or stored is None:
+        raise WrongPassword(WRONG_PASSWORD)
+    passwords.check_password_rules(new)
+    await conn.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(password_hash=await passwords.hash_password_async(new))
+    )
+    return await revoke_account_sessions(conn, account_id, keep=keep_session)

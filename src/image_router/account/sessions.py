@@ -116,11 +116,15 @@ async def revoke_session(conn: AsyncConnection, session_id: str) -> None:
     )
 
 
-async def revoke_account_sessions(conn: AsyncConnection, account_id: str) -> int:
-    """Sign an account out everywhere (after a password change); returns how many ended."""
-    result = await conn.execute(
-        update(WebSession)
-        .where(WebSession.account_id == account_id, WebSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+async def revoke_account_sessions(
+    conn: AsyncConnection, account_id: str, *, keep: str | None = None
+) -> int:
+    """Sign an account out everywhere (after a password change) but in the session `keep`;
+    returns how many ended."""
+    query = update(WebSession).where(
+        WebSession.account_id == account_id, WebSession.revoked_at.is_(None)
     )
+    if keep is not None:
+        query = query.where(WebSession.id != keep)
+    result = await conn.execute(query.values(revoked_at=utcnow()))
     return int(result.rowcount)
