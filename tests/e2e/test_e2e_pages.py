@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from image_router.web.guides.library import load_guides
 from tests.e2e.conftest import Server, fill_and_submit, running_server
 from tests.e2e.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -49,11 +50,41 @@ def _create_key_in_page(page: Any, url: str) -> None:
     page.wait_for_selector("#new-key-secret")
 
 
+def _generate_in_playground(page: Any, url: str) -> None:
+    """The playground with a result, its code and a gallery tile."""
+    page.goto(f"{url}/playground?model=test/test")
+    page.fill("#pg-prompt", "a lighthouse at dusk")
+    page.fill("#pg-n", "2")
+    page.click("#pg-submit")
+    page.wait_for_selector("#pg-result img")
+    page.click("#pg-code summary")
+
+
+def _unmask_accounts(page: Any, url: str) -> None:
+    """The accounts with e-mails in full, after giving a reason."""
+    page.goto(f"{url}/admin/accounts")
+    page.fill("#unmask input[name='reason']", "page tour")
+    page.click("#unmask button[type='submit']")
+    page.wait_for_selector("text=shown in full (audited)")
+
+
+def _grant_over_the_cap(page: Any, url: str) -> None:
+    """An account's page refusing a grant above ADMIN_GRANT_MAX_USD (the error state)."""
+    page.goto(f"{url}/admin/accounts")
+    page.click("tr[data-account-id] a")
+    page.fill("#grant input[name='amount_usd']", "5000")
+    page.fill("#grant input[name='reason']", "page tour")
+    page.click("#grant button[type='submit']")
+    page.wait_for_selector(".message.error")
+
+
 @dataclass(frozen=True)
 class Page:
     name: str  # the screenshot's file name
     path: str  # may hold {key_id}
     signed_in: bool = False
+    #: Visited as the admin (signed in through a one-time link); paths may hold {account_id}.
+    admin: bool = False
     #: Navigates to the page itself when a plain visit of `path` cannot reach it.
     arrive: Callable[[Any, str], None] | None = None
     status: int = 200
@@ -73,17 +104,41 @@ PAGES = [
     # Swagger UI renders the OpenAPI document itself (fastapi-offline's bundle); its own
     # markup nests a button in a button (axe: nested-interactive), which we cannot change.
     Page("docs", "/docs", axe_exclude="#api-docs .opblock-summary"),
+    Page("guides", "/docs/guides"),
+    *(Page(f"guide-{g.slug}", g.path) for g in load_guides()),
+    Page("models", "/models"),
+    Page("models-filtered", "/models?type=image&images=1&sort=price&max_price=0.05"),
+    Page("model", "/models/openai/dall-e-3?quality=high"),
+    Page("model-unavailable", "/models/google/veo-3"),
+    Page("model-refused", "/models/openai/dall-e-3?size=12x12"),
+    Page("model-missing", "/models/nobody/nothing", status=404),
+    Page("pricing", "/pricing"),
+    Page("playground", "/playground"),
+    Page("playground-result", "/playground", arrive=_generate_in_playground),
     Page("home-signed-in", "/", signed_in=True),
+    Page("playground-signed-in", "/playground?model=openai/gpt-image-1", signed_in=True),
     Page("account", "/account", signed_in=True),
     Page("keys", "/account/keys", signed_in=True),
     Page("key-created", "/account/keys", signed_in=True, arrive=_create_key_in_page),
     Page("key-revoke", "/account/keys/{key_id}/revoke", signed_in=True),
-    Page("billing", "/account/billing", signed_in=True),
-    Page("logs", "/account/logs", signed_in=True),
+    Page("billing", "/billing", signed_in=True),
+    Page("usage", "/usage", signed_in=True),
+    Page("usage-filtered", "/usage?model=test/test&status=success&from=2020-01-01", signed_in=True),
+    Page("password", "/account/password", signed_in=True),
     Page("settings-privacy", "/account/privacy", signed_in=True),
     Page("settings-profile", "/account/profile", signed_in=True),
     Page("settings-delete", "/account/privacy/delete", signed_in=True),
     Page("error", "/account/keys/no-such-key/revoke", signed_in=True, status=404),
+    Page("signin-once", "/signin/once?token={once_token}"),
+    Page("signin-once-invalid", "/signin/once?token=not-a-real-token", status=400),
+    Page("admin", "/admin", admin=True),
+    Page("admin-accounts", "/admin/accounts", admin=True),
+    Page("admin-accounts-unmasked", "/admin/accounts", admin=True, arrive=_unmask_accounts),
+    Page("admin-account", "/admin/accounts/{account_id}", admin=True),
+    Page("admin-grant-over-cap", "/admin", admin=True, arrive=_grant_over_the_cap),
+    Page("admin-usage", "/admin/usage", admin=True),
+    Page("admin-providers", "/admin/providers", admin=True),
+    Page("admin-catalog", "/admin/catalog", admin=True),
 ]
 
 
@@ -92,7 +147,8 @@ class Site:
     server: Server
     browser: Any
     user_state: dict[str, Any]  # the signed-in user's cookies (Playwright storage state)
-    facts: dict[str, str]  # what paths may name: key_id
+    admin_state: dict[str, Any]  # the admin's
+    facts: dict[str, str]  # what paths may name: key_id, account_id, once_token (the user's)
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +177,49 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 timeout=60,
             )
             assert generated.status_code == 200, generated.text
+            paid = httpx.post(  # a paid request, so the spend charts have a bar
+                f"{server.url}/v1/openai/images/generations",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "openai/gpt-image-1", "prompt": "a red kite", "size": "1024x1024"},
+                timeout=60,
+            )
+            assert paid.status_code == 200, paid.text
             page.goto(f"{server.url}/account/keys")
             key_id = page.get_attribute("tr[data-key-id]", "data-key-id")
             assert key_id
             state = context.storage_state()
             context.close()
-            yield Site(server, browser, state, {"key_id": key_id})
+            account_id = next(
+                line.split("\t")[-1]
+                for line in server.cli("users", "list").stdout.splitlines()
+                if line.startswith("p***@example.com")
+            )
+            link = server.cli("users", "signin-link", EMAIL).stdout.split()[-1]
+            once_token = link.split("token=", 1)[1]  # only shown: opening it spends nothing
+            yield Site(
+                server,
+                browser,
+                state,
+                _admin_state(browser, server),
+                {"key_id": key_id, "account_id": account_id, "once_token": once_token},
+            )
         finally:
             browser.close()
+
+
+def _admin_state(browser: Any, server: Server) -> dict[str, Any]:
+    """The admin signed in through a one-time link from the CLI (it sets a password)."""
+    printed = server.cli("users", "signin-link", "admin@localhost").stdout.split()[-1]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + printed[printed.index("/signin/once") :])
+    page.fill("main input[name='password']", "the admin's passphrase")
+    page.fill("main input[name='password_again']", "the admin's passphrase")
+    page.click("main button[type='submit']")
+    page.wait_for_url(f"{server.url}/admin")
+    state: dict[str, Any] = context.storage_state()
+    context.close()
+    return state
 
 
 def _blocking_violations(page: Any, exclude: str | None) -> list[str]:
@@ -150,7 +241,9 @@ def test_page(site: Site, spec: Page, width: str) -> None:
     w, h = WIDTHS[width]
     context = site.browser.new_context(
         viewport={"width": w, "height": h},
-        storage_state=site.user_state if spec.signed_in else None,
+        storage_state=(
+            site.admin_state if spec.admin else site.user_state if spec.signed_in else None
+        ),
     )
     try:
         page = context.new_page()

@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import managed_keys
 from image_router.account import service as accounts
+from image_router.admin import directory
+from image_router.admin.credits import Operator
+from image_router.cli import admin as admin_commands
 from image_router.cli import erasure as erasure_commands
 from image_router.cli import export as export_command
 from image_router.cli import privacy_admin, startup
@@ -30,15 +33,11 @@ from image_router.db.migrate import upgrade
 from image_router.db.tables import Account
 from image_router.kit.clock import utcnow
 from image_router.kit.money import (
-    MoneyFormatError,
     format_usd,
-    parse_usd,
-    usd_to_credits,
 )
 from image_router.ledger import service as ledger
 from image_router.limits import bans
 from image_router.observability.logging import configure_logging
-from image_router.privacy import audit
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem
 
@@ -66,6 +65,8 @@ app.add_typer(vault_app, name="vault")
 privacy_admin.add_user_commands(users_app)  # users show | restrict | unrestrict
 users_app.command("export")(export_command.users_export)
 erasure_commands.add_user_commands(users_app)  # users delete
+admin_commands.add_user_commands(users_app)  # users set-password | signin-link
+admin_commands.add_credit_commands(credits_app)  # credits grant | deduct
 
 
 _fail = fail
@@ -81,58 +82,106 @@ def serve(
         str | None, typer.Option(help="Interface to listen on (default: HOST, 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default: PORT, 8000).")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Worker processes: a number, or 'auto' for one per CPU core "
+            "(PostgreSQL; SQLite has one writer, so one worker)."
+        ),
+    ] = "1",
 ) -> None:
     """Serve the API (and website) on HOST:PORT. Migrates and bootstraps first."""
     import uvicorn
 
     configured = Settings()
-    host = host or configured.host
-    port = port or configured.port
+    count = worker_count(workers, sqlite=configured.storage.is_sqlite, cores=_cores())
+    host = host or configured.serving.host
+    port = port or configured.serving.port
     if not os.environ.get("PUBLIC_URL"):
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         os.environ["PUBLIC_URL"] = f"http://{shown}:{port}"
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
     for line in startup.variable_warnings(set_variable_names()):
         typer.echo(line, err=True)
     for line in startup.vendor_report(settings):
         typer.echo(line)
     created = _run(_bootstrap_admin)
     if created is not None:
-        email, secret = created
+        email, secret, link = created
         typer.echo(
             f"First start: created the admin account {email} and its API key "
             "(shown only this once; store it now):"
         )
         typer.echo(secret)
-    typer.echo(f"Serving Image Router on {os.environ['PUBLIC_URL']} ({workers} worker(s))")
+        if link is not None:
+            typer.echo(
+                "Sign in to the website as the admin with this one-time link (it asks for a "
+                f"password; works once, within {settings.auth.admin_signin_link_ttl_minutes} "
+                "minutes; later: image-router users signin-link EMAIL or users set-password):"
+            )
+            typer.echo(os.environ["PUBLIC_URL"].rstrip("/") + link)
+    typer.echo(f"Serving Image Router on {os.environ['PUBLIC_URL']} ({count} worker(s))")
     uvicorn.run(
         "image_router.app:create_app_from_env",
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=count,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_config=None,  # keep our handler: uvicorn's default config would replace it
-        log_level=settings.log_level.lower(),
+        log_level=settings.observability.log_level.lower(),
         timeout_keep_alive=30,
         backlog=4096,
     )
 
 
-async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str] | None:
-    """On the very first start (no account at all), create the admin and one key."""
+def worker_count(asked: str, *, sqlite: bool, cores: int) -> int:
+    """`--workers`: a positive number, or `auto` (one per core, or one on SQLite).
+
+    SQLite takes one writer at a time: several processes writing the same file queue on
+    its lock (and time out under load), so more than one worker there is refused.
+    """
+    if asked.strip().lower() == "auto":
+        return 1 if sqlite else max(1, cores)
+    try:
+        count = int(asked)
+    except ValueError:
+        raise _fail(f"--workers wants a number or 'auto', not {asked!r}") from None
+    if count < 1:
+        raise _fail(f"--workers wants at least 1, not {count}")
+    if count > 1 and sqlite:
+        raise _fail(
+            f"--workers {count} needs PostgreSQL (DATABASE_URL=postgresql+asyncpg://...): "
+            "SQLite has one writer, so it is served by one worker"
+        )
+    return count
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. under taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str, str | None] | None:
+    """On the very first start (no account at all), create the admin, one key and (local
+    sign-in) a one-time sign-in link's path."""
     if await conn.scalar(select(func.count()).select_from(Account)):
         return None
     settings = Settings()
     admin = await accounts.create_account(
-        conn, vault(), settings.bootstrap_admin_email, role="admin"
+        conn, vault(), settings.auth.bootstrap_admin_email, role="admin"
     )
     _, secret = await accounts.create_key(conn, admin.id, "bootstrap")
-    return admin.email, secret
+    link = None
+    if settings.auth.auth_provider == "local":
+        link = await admin_commands.signin_link(conn, admin.id, actor="system")
+    return admin.email, secret, link
 
 
 # ------------------------------------------------------------------------------- db
@@ -142,8 +191,8 @@ async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str] | None:
 def db_upgrade() -> None:
     """Apply every pending migration to DATABASE_URL."""
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(upgrade(settings.resolved_database_url()))
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(upgrade(settings.storage.resolved_database_url()))
     typer.echo("database is up to date")
 
 
@@ -176,31 +225,14 @@ def users_list(
 ) -> None:
     """List accounts with their balances. E-mails are masked unless a --reason is given."""
 
-    async def work(conn: AsyncConnection) -> list[accounts.AccountView]:
-        found = await accounts.list_accounts(conn, vault())
-        if reason is not None:
-            await audit.record(
-                conn,
-                actor_type="operator",
-                actor_id=privacy_admin.operator(),
-                subject_account_id=None,
-                action="operator_list",
-                fields=("email",),
-                reason=reason,
-            )
-        return found
+    async def work(conn: AsyncConnection) -> directory.Listing:
+        by = Operator(privacy_admin.operator())
+        return await directory.list_accounts(conn, vault(), by=by, reason=reason)
 
     if reason is not None and not reason.strip():
         raise _fail("--reason must say why")
-    for account in _run(work):
-        email = account.email if reason is not None else _masked(account.email)
-        typer.echo(f"{email}\t{account.role}\t${format_usd(account.balance)}\t{account.id}")
-
-
-def _masked(email: str) -> str:
-    """`a***@example.com`: enough to recognise an account, not to read the address."""
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}" if domain else ("***" if email else "(erased)")
+    for account in reversed(_run(work).accounts):  # oldest first, as before
+        typer.echo(f"{account.email}\t{account.role}\t${format_usd(account.balance)}\t{account.id}")
 
 
 # ------------------------------------------------------------------------------- keys
@@ -298,35 +330,6 @@ def keys_revoke(key_id: str) -> None:
 # ------------------------------------------------------------------------------- credits
 
 
-@credits_app.command("grant")
-def credits_grant(
-    email: str,
-    usd: str,
-    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
-) -> None:
-    """Add USD of credit to an account (a ledger entry with its reason)."""
-    amount = usd_to_credits(parse_usd(usd)) if _positive(usd) else 0
-    if not reason.strip():
-        raise _fail("--reason must not be empty")
-
-    async def work(conn: AsyncConnection) -> int:
-        account = await accounts.require_account(conn, vault(), email)
-        return await ledger.grant(conn, account.id, amount, reason=reason.strip())
-
-    balance = _run(work)
-    typer.echo(f"granted ${format_usd(amount)} to {email}; balance ${format_usd(balance)}")
-
-
-def _positive(usd: str) -> bool:
-    try:
-        value = parse_usd(usd)
-    except MoneyFormatError as exc:
-        raise _fail(str(exc)) from None
-    if value <= 0:
-        raise _fail(f"'{usd}' must be a positive USD amount")
-    return True
-
-
 @credits_app.command("show")
 def credits_show(email: str) -> None:
     """Show an account's balance and check it against its ledger."""
@@ -349,12 +352,13 @@ def credits_show(email: str) -> None:
 def catalog_check() -> None:
     """List every model and route as enabled or disabled, and why."""
     from image_router.catalog.fallbacks import dearer_fallbacks
-    from image_router.catalog.spec import CatalogError, load_catalog
+    from image_router.catalog.loader import load_catalog
+    from image_router.catalog.spec import CatalogError
 
     settings = Settings()
     try:
         catalog = load_catalog(
-            settings.catalog_paths,
+            settings.generation.catalog_paths,
             image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
         )
     except CatalogError as exc:
@@ -405,7 +409,11 @@ def providers_status(
     import httpx
 
     settings = Settings()
-    base = (url or settings.public_url or _local_url(settings.host, settings.port)).rstrip("/")
+    base = (
+        url
+        or settings.serving.public_url
+        or _local_url(settings.serving.host, settings.serving.port)
+    ).rstrip("/")
     try:
         response = httpx.get(f"{base}/v1/providers/status", timeout=10)
         response.raise_for_status()
@@ -459,7 +467,7 @@ def bans_list() -> None:
     """List bans: the database's, then those of BANNED_NETWORKS."""
     for ban in _run(bans.list_bans):
         typer.echo(f"{ban.network}\t{ban.created_at.isoformat()}\t{ban.reason or ''}")
-    for network in Settings().banned_networks:
+    for network in Settings().limits.banned_networks:
         typer.echo(f"{network}\t(configuration)\tBANNED_NETWORKS")
 
 
