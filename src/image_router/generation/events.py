@@ -1,0 +1,60 @@
+"""What the generation use case tells the rest of the world when a generation ends.
+
+The `Generator` is given an `events` collaborator (the webhooks, wired by the composition
+root) and calls it once per accepted generation, right after the settle or the release has
+committed: `completed` for a success, `failed` for a failure (a vendor error, a deadline, a
+client that hung up). A request refused before its credit was held (400, 402, 429, 503 for
+a failing model) is answered and is not an event.
+
+The events are recorded after the money moved, never before and never inside its
+transaction: a failure here is logged and changes neither the answer nor the charge (see
+`Generator._tell`). `check_url` refuses a request's `webhook_url` before anything is held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A generation that ended: what its events say about it."""
+
+    generation_id: str
+    account_id: str
+    modality: str  # image | video
+    model: str
+    cost: int  # credits charged (0 for a failure)
+    webhook_url: str | None  # the request's own webhook, besides the account's endpoints
+    latency_ms: int | None = None
+    # The output URLs, as the API answer's `data` has them (None for a b64_ephemeral
+    # output, which is never stored); never the bytes.
+    urls: tuple[str | None, ...] = ()
+    error: dict[str, Any] | None = None  # the API's error object: message, type, code
+
+
+class GenerationEvents(Protocol):
+    async def check_url(self, url: str) -> None:
+        """Refuse (`InvalidRequest`) a request's `webhook_url` that may not be called."""
+        ...
+
+    async def completed(self, finished: Finished) -> None: ...
+
+    async def failed(self, finished: Finished) -> None: ...
+
+
+class NoEvents:
+    """Nobody listens (tests and tools that build a bare `Generator`)."""
+
+    async def check_url(self, url: str) -> None:
+        return None
+
+    async def completed(self, finished: Finished) -> None:
+        return None
+
+    async def failed(self, finished: Finished) -> None:
+        return None
+
+
+NO_EVENTS = NoEvents()
