@@ -1,10 +1,12 @@
 """Accounts and API keys.
 
 Keys are shown once and stored as a SHA-256 hash with a display prefix and last four
-characters. A revoked, disabled or expired key stops working at the next request:
-authentication reads the key row every time. `last_used_at` is written at most once a
-minute per key. Management keys manage an account's keys (`/v1/api-keys`) and cannot
-generate; any key may carry a spend limit (`spend_limits.py`) and an expiry.
+characters. A revoked, disabled or expired key stops working at the next request: the
+API edge remembers a key for a few seconds at most (`key_cache.py`), and every change to
+keys or accounts clears that cache in every process before the change's call returns.
+`last_used_at` is written at most once a minute per key. Management keys manage an
+account's keys (`/v1/api-keys`) and cannot generate; any key may carry a spend limit
+(`spend_limits.py`) and an expiry.
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ _AUTHENTICATE = (
         ApiKey.last_used_at,
         ApiKey.is_management,
         ApiKey.spend_limit,
+        ApiKey.expires_at,
         Account.balance,
         Account.allow_routing_improvement,
         Account.store_prompts,
@@ -306,13 +309,21 @@ async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
 
     Touches `last_used_at` at most once a minute.
     """
+    found = await authenticate_key_hash(conn, hash_secret(secret))
+    return None if found is None else found[0]
+
+
+async def authenticate_key_hash(
+    conn: AsyncConnection, key_hash: str
+) -> tuple[Caller, datetime | None] | None:
+    """`authenticate_key` by the secret's hash, with the key's `expires_at` (for a cache)."""
     now = utcnow()
-    row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_secret(secret), "now": now})).first()
+    row = (await conn.execute(_AUTHENTICATE, {"key_hash": key_hash, "now": now})).first()
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
-    return Caller(
+    caller = Caller(
         account_id=row.account_id,
         balance=int(row.balance),
         api_key_id=row.id,
@@ -322,3 +333,4 @@ async def authenticate_key(conn: AsyncConnection, secret: str) -> Caller | None:
         store_prompts=bool(row.store_prompts),
         restricted=bool(row.processing_restricted),
     )
+    return caller, row.expires_at

@@ -14,7 +14,7 @@ from image_router.account import spend_limits
 from image_router.api.deps import ResourcesDep
 from image_router.api.identity import CallerDep
 from image_router.api.responses import json_response
-from image_router.db.session import unit_of_work
+from image_router.db.session import autocommit, unit_of_work
 from image_router.errors import InternalError
 from image_router.kit.clock import iso, utcnow
 from image_router.kit.money import format_usd
@@ -25,9 +25,15 @@ router = APIRouter()
 
 
 @router.post("/v1/auth/test")
-async def auth_test(caller: CallerDep) -> Response:
-    # Raw integer credits ($0.0001 units), as the reference answers.
-    return json_response({"success": True, "credits": caller.balance})
+async def auth_test(caller: CallerDep, res: ResourcesDep) -> Response:
+    # Raw integer credits ($0.0001 units), as the reference answers. Read afresh: the
+    # caller's own balance may be a few seconds old (api/identity.py caches keys).
+    try:
+        async with autocommit(res.engine) as conn:
+            balance = await ledger.balance(conn, caller.account_id)
+    except SQLAlchemyError as exc:
+        raise InternalError("Error validating API key") from exc
+    return json_response({"success": True, "credits": balance})
 
 
 @router.get("/v1/credits")

@@ -26,12 +26,13 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from image_router.account import web_tokens
-from image_router.account.service import Caller, authenticate_key
+from image_router.account.key_cache import authenticate
+from image_router.account.service import Caller
 from image_router.account.sessions import SessionView, load_session
 from image_router.api.clerk import SESSION_COOKIE as CLERK_SESSION_COOKIE
 from image_router.api.clerk import looks_like_session_token, session_view, sign_in_with_token
 from image_router.api.deps import ResourcesDep, client_ip
-from image_router.db.session import autocommit, unit_of_work
+from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden, InternalError, Unauthenticated
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import API_KEY_LENGTH
@@ -105,8 +106,9 @@ def _missing_authorization() -> Unauthenticated:
 async def _key_identity(res: Resources, token: str) -> Identity | None:
     """The identity of an API key (only keys of active accounts), or None."""
     try:
-        async with autocommit(res.engine) as conn:
-            caller = await authenticate_key(conn, token)
+        # Remembered for AUTH_CACHE_TTL_S at most; any change to the key or its account
+        # clears it everywhere before that change's call returns (account/key_cache.py).
+        caller = await authenticate(res.key_changes.cache, res.engine, token)
     except SQLAlchemyError as exc:
         log.exception("database error while validating an API key")
         raise InternalError("Error validating API key") from exc

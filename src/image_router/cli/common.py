@@ -20,7 +20,7 @@ from image_router.db.migrate import upgrade
 from image_router.db.session import make_engine, unit_of_work
 from image_router.errors import OperatorError
 from image_router.kit.money import MoneyFormatError
-from image_router.resources import build_vault
+from image_router.resources import build_key_changes, build_vault
 
 T = TypeVar("T")
 
@@ -50,10 +50,14 @@ def run_db(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = T
         if migrate and config.storage.auto_migrate:
             await upgrade(url)
         engine = make_engine(url)
+        # A revoked key, a restricted account, a grant: the servers' key caches hear of it
+        # before the command returns (account/key_changes.py).
+        notify = build_key_changes(config, cache=False).attach(engine)
         try:
             async with unit_of_work(engine) as conn:
                 return await work(conn)
         finally:
+            await notify.close()
             await engine.dispose()
             await vault().close()  # its key store's connections belong to this event loop
 

@@ -55,6 +55,16 @@ class AuthSettings(Group):
         ge=0,
         description="how recent a sign-in must be (minutes) for erasure, export and creating keys",
     )
+    auth_cache_ttl_s: float = Field(
+        default=5,
+        ge=0,
+        le=60,
+        description="how long an authenticated API key is remembered in each process, "
+        "seconds (0: read the database on every request); revocation, disabling, expiry "
+        "and account changes take effect at once in every process (through Redis with "
+        "`REDIS_URL`, else a file in `DATA_DIR`); the balance it carries for the rate "
+        "limits may be this old",
+    )
     session_ttl_s: float = Field(
         default=14 * 24 * 3600, gt=0, description="how long a website session lasts, seconds"
     )

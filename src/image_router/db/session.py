@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from image_router.db import changes
+
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
@@ -27,16 +29,19 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
             connect_args={"timeout": 30},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    # No pre-ping: it costs a round trip per checkout; recycling bounds stale connections
-    # and a dropped connection fails one unit of work, which callers already handle.
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=600,
-        pool_recycle=1800,
-    )
+    else:
+        # No pre-ping: it costs a round trip per checkout; recycling bounds stale
+        # connections and a dropped connection fails one unit of work, which callers
+        # already handle.
+        engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=600,
+            pool_recycle=1800,
+        )
+    changes.watch(engine)  # writes that invalidate cached API keys (db/changes.py)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,9 +58,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 @asynccontextmanager
 async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One short transaction: commits on success, rolls back on any exception."""
+    """One short transaction: commits on success, rolls back on any exception.
+
+    A committed change to keys or accounts is announced (`db/changes.py`) before the
+    unit of work returns, so whoever made it knows every cache has heard of it.
+    """
     async with engine.begin() as connection:
-        yield connection
+        try:
+            yield connection
+        except BaseException:
+            changes.take(connection)  # rolled back: nothing to announce
+            raise
+        changed = changes.take(connection)
+    if changed:
+        await changes.announce(engine)
 
 
 @asynccontextmanager
@@ -65,8 +81,13 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     if engine.dialect.name == "sqlite":
         # Switching aiosqlite's isolation level costs more thread round trips than the
         # BEGIN/COMMIT it saves (which are local calls for SQLite anyway).
-        async with engine.begin() as connection:
+        async with unit_of_work(engine) as connection:
             yield connection
         return
     async with engine.connect() as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            changed = changes.take(connection)  # each statement committed as it ran
+    if changed:
+        await changes.announce(engine)
