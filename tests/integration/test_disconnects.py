@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from image_router.ledger import service as ledger
+from image_router.ledger import direct
 from image_router.observability.logging import RequestIdFilter
-from image_router.usage import service as usage
 from tests.conftest import Gateway
 
 IMAGE = "/v1/openai/images/generations"
@@ -144,13 +143,13 @@ async def test_a_hang_up_while_the_hold_is_taken(
 ) -> None:
     account, key = await gateway.account("1.00")
     gate = Gate()
-    real_hold = ledger.hold
+    real_hold = direct.take_hold  # the request path's hold (one round trip)
 
-    async def slow_hold(*args: Any, **kwargs: Any) -> bool:
+    async def slow_hold(*args: Any, **kwargs: Any) -> Any:
         await gate.pass_through()
         return await real_hold(*args, **kwargs)
 
-    monkeypatch.setattr(ledger, "hold", slow_hold)
+    monkeypatch.setattr(direct, "take_hold", slow_hold)
 
     await hang_up(gateway, key, "rid-hold", gate.reached.wait, gate)
 
@@ -190,14 +189,14 @@ async def test_a_hang_up_during_the_settle(
 ) -> None:
     account, key = await gateway.account("1.00")
     gate = Gate()
-    real_finish = usage.finish
+    real_finish = direct.close_hold  # the request path's settle (one round trip)
 
-    async def slow_finish(conn: Any, generation_id: str, status: str, outcome: Any) -> Any:
-        if status == "success":
+    async def slow_finish(*args: Any, **kwargs: Any) -> Any:
+        if args[3]["status"] == "success":
             await gate.pass_through()
-        return await real_finish(conn, generation_id, status, outcome)
+        return await real_finish(*args, **kwargs)
 
-    monkeypatch.setattr(usage, "finish", slow_finish)
+    monkeypatch.setattr(direct, "close_hold", slow_finish)
 
     await hang_up(gateway, key, "rid-settle", gate.reached.wait, gate)
 

@@ -91,11 +91,18 @@ async def period_spend(
 ) -> tuple[int, datetime | None]:
     """(credits spent or held by the key's requests in the window containing `now`, the
     window's start or None for a lifetime limit)."""
-    start, end = window_start(period, now), window_end(period, now)
-    value = await conn.scalar(
-        _SPEND, {"key_id": key_id, "since": start or _EPOCH, "until": end or _NEVER}
-    )
-    return int(value or 0), start
+    since, until = bounds(period, now)
+    value = await conn.scalar(_SPEND, {"key_id": key_id, "since": since, "until": until})
+    return int(value or 0), window_start(period, now)
+
+
+def bounds(period: str | None, now: datetime) -> tuple[datetime, datetime]:
+    """[since, until) of the window containing `now`, a lifetime limit's around any row.
+
+    Also what the hot path (`ledger.direct`, the same sum in the hold's unit of work)
+    sums over, so both count the same rows.
+    """
+    return window_start(period, now) or _EPOCH, window_end(period, now) or _NEVER
 
 
 async def check(

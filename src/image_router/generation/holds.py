@@ -7,6 +7,10 @@ the hold itself: one conditional debit (the balance never goes below zero), the 
 spend limit checked in the same transaction, and the usage row's `held` raised with it, so
 whoever closes the row (the settle, a release, the reconciler) gives back exactly what was
 taken. An extension the account cannot pay is refused with the reason, and nothing changes.
+
+The hold and the close run on every request, so they go through the database driver in
+one round trip each (`ledger.direct`); the extension, rarer, and the reconciler use the
+same rules through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.account import spend_limits
+from image_router.db.driver import driver_of
 from image_router.db.session import unit_of_work
+from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.kit.shielding import shielded
+from image_router.ledger import direct
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
 
@@ -37,6 +45,7 @@ class Hold:
     """`amount` credits held for `generation_id` (what this request has taken so far).
 
     `limited_key` is the API key whose spend limit applies, None when none does.
+    `through_driver=False` closes it through SQLAlchemy instead of the driver (same rows).
     """
 
     engine: AsyncEngine
@@ -44,6 +53,7 @@ class Hold:
     generation_id: str
     amount: int
     limited_key: str | None = None
+    through_driver: bool = True
 
     @classmethod
     async def take(
@@ -55,13 +65,22 @@ class Hold:
         *,
         limited_key: str | None,
         opening: Callable[[], Awaitable[usage.NewGeneration]],
+        likely_covered: bool = False,
     ) -> Hold | None:
         """Hold `amount` credits and open the generation's usage row, in one transaction.
 
         None when the balance cannot cover it; raises the key's refusal when its spend
         limit leaves no room (the hold is then rolled back). `opening` builds the row once
         the credit is held, so a refused request seals nothing.
+
+        `likely_covered` (the balance seen at authentication covers `amount`) builds the
+        row first instead and sends the hold and the row in one round trip; should the
+        hold be refused after all, the row (and its sealed prompt) is thrown away unwritten.
         """
+        if likely_covered and driver_of(engine) is not None:
+            return await cls._take_direct(
+                engine, account_id, generation_id, amount, limited_key, await opening()
+            )
         async with unit_of_work(engine) as conn:
             if not await ledger.hold(conn, account_id, amount, generation_id=generation_id):
                 return None
@@ -72,6 +91,32 @@ class Hold:
                     raise refusal
             await usage.start(conn, await opening())
         return cls(engine, account_id, generation_id, amount, limited_key)
+
+    @classmethod
+    async def _take_direct(
+        cls,
+        engine: AsyncEngine,
+        account_id: str,
+        generation_id: str,
+        amount: int,
+        limited_key: str | None,
+        row: usage.NewGeneration,
+    ) -> Hold | None:
+        now = utcnow()
+        taken = await direct.take_hold(
+            engine,
+            account_id,
+            amount,
+            generation_id=generation_id,
+            row=usage.opening_values(row),
+            limited_key=limited_key,
+            spend_bounds=partial(spend_limits.bounds, now=now),
+        )
+        if isinstance(taken, direct.OverLimit):
+            raise spend_limits.KeySpendLimitExceeded(
+                spend_limits.refusal_message(taken.limit, taken.period, taken.spent, amount, now)
+            )
+        return cls(engine, account_id, generation_id, amount, limited_key) if taken else None
 
     async def cover(self, credits: int) -> str | None:
         """Make sure at least `credits` are held: None when they are (extending the hold if
@@ -121,15 +166,10 @@ class Hold:
     async def settle(self, cost: int, finish: usage.Finish) -> int:
         """Close the row as a success, keep `cost` and give the rest of the hold back;
         returns the credits charged."""
-        async with unit_of_work(self.engine) as conn:
-            held = await usage.finish(conn, self.generation_id, "success", finish)
-            if held is not None:
-                # The hold may have grown for a dearer fallback; what the served route did
-                # not cost goes back, whichever route that was.
-                await ledger.release(
-                    conn, self.account_id, held - cost, generation_id=self.generation_id
-                )
-                return cost
+        # The hold may have grown for a dearer fallback; what the served route did not
+        # cost goes back (the row's `held` read as it closes), whichever route that was.
+        if await self._close("success", finish, kept=cost) is not None:
+            return cost
         # The reconciler released this hold already (we outlived the deadline): the
         # client still gets its images, and is not charged twice or at all.
         log.warning("generation %s finished after its hold was released", self.generation_id)
@@ -139,14 +179,29 @@ class Hold:
         """Close the row as an error and give the whole hold back; returns the credits
         released (0 when nothing was held)."""
         try:
-            async with unit_of_work(self.engine) as conn:
-                held = await usage.finish(conn, self.generation_id, "error", finish)
-                if held is not None:
-                    await ledger.release(
-                        conn, self.account_id, held, generation_id=self.generation_id
-                    )
-                    return held
+            held = await self._close("error", finish, kept=0)
+            if held is not None:
+                return held
         except Exception:
             # The reconciler will release it after the deadline; say so loudly.
             log.exception("could not release hold of generation %s", self.generation_id)
         return 0
+
+    async def _close(self, status: str, finish: usage.Finish, *, kept: int) -> int | None:
+        """Finish the row, give back what it held beyond `kept`; what it held, or None
+        when it was closed already (nothing written)."""
+        if self.through_driver and driver_of(self.engine) is not None:
+            return await direct.close_hold(
+                self.engine,
+                self.account_id,
+                self.generation_id,
+                usage.closing_values(status, finish),
+                kept=kept,
+            )
+        async with unit_of_work(self.engine) as conn:
+            held = await usage.finish(conn, self.generation_id, status, finish)
+            if held is not None:
+                await ledger.release(
+                    conn, self.account_id, held - kept, generation_id=self.generation_id
+                )
+            return held

@@ -77,19 +77,37 @@ _EXTEND_HELD = (
 )
 
 
+def opening_values(row: NewGeneration) -> dict[str, Any]:
+    """Every column of a new processing row (also written by `ledger.direct`, the hot path)."""
+    return {
+        **row.__dict__,
+        "status": "processing",
+        "cost": 0,
+        "output_urls": [],
+        "output_keys": [],
+        "attempts": [],
+        "created_at": utcnow(),
+    }
+
+
+def closing_values(status: str, outcome: Finish) -> dict[str, Any]:
+    """The columns a finish writes (a None `provider` keeps the one recorded so far)."""
+    return {
+        "status": status,
+        "provider": outcome.provider,
+        "cost": outcome.cost,
+        "latency_ms": outcome.latency_ms,
+        "output_urls": outcome.output_urls,
+        "attempts": outcome.attempts,
+        "error": outcome.error,
+        "output_keys": outcome.output_keys,
+        "outputs_expire_at": outcome.outputs_expire_at,
+        "finished_at": utcnow(),
+    }
+
+
 async def start(conn: AsyncConnection, row: NewGeneration) -> None:
-    await conn.execute(
-        _START,
-        {
-            **row.__dict__,
-            "status": "processing",
-            "cost": 0,
-            "output_urls": [],
-            "output_keys": [],
-            "attempts": [],
-            "created_at": utcnow(),
-        },
-    )
+    await conn.execute(_START, opening_values(row))
 
 
 async def finish(
@@ -102,22 +120,7 @@ async def finish(
     and the request race for the same row. The held amount is read by the same statement,
     so a concurrent extension of the hold (PostgreSQL makes this wait for it) is included.
     """
-    result = await conn.execute(
-        _FINISH,
-        {
-            "gid": generation_id,
-            "status": status,
-            "provider": outcome.provider,
-            "cost": outcome.cost,
-            "latency_ms": outcome.latency_ms,
-            "output_urls": outcome.output_urls,
-            "attempts": outcome.attempts,
-            "error": outcome.error,
-            "output_keys": outcome.output_keys,
-            "outputs_expire_at": outcome.outputs_expire_at,
-            "finished_at": utcnow(),
-        },
-    )
+    result = await conn.execute(_FINISH, {"gid": generation_id, **closing_values(status, outcome)})
     held = result.scalar_one_or_none()
     return None if held is None else int(held)
 
