@@ -135,6 +135,7 @@ class Bench:
     body: str | None
     wrk_threads: int
     quick: bool
+    load_cpus: str | None = None  # `taskset -c` CPUs of wrk
 
 
 def judge(
@@ -181,6 +182,7 @@ def charge_check(bench: Bench, row: Row, fail_rate: float) -> list[str]:
         threads=bench.wrk_threads,
         body=bench.body,
         budget=budget,
+        cpus=bench.load_cpus,
     )
     result = load.run()
     quiesce(upstream, drain_s)

@@ -28,6 +28,16 @@ def wrk_binary() -> str:
     return path
 
 
+def pinned(cpus: str | None) -> list[str]:
+    """The `taskset` prefix that keeps a command on `cpus` (e.g. "0" or "1,2"), if any."""
+    if cpus is None:
+        return []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("taskset not found (util-linux): install it or pass --pin none")
+    return [taskset, "-c", cpus]
+
+
 @dataclass(frozen=True)
 class LoadResult:
     duration_s: float
@@ -109,10 +119,15 @@ class Load:
     body: str | None = None
     # Requests per connection; then it idles, so nothing is in flight when wrk stops.
     budget: int | None = None
+    # A file of API keys, one a line: each request picks one at random (post.lua).
+    keys_file: Path | None = None
+    # CPUs wrk may run on (`taskset -c`), None for any.
+    cpus: str | None = None
 
     def command(self) -> list[str]:
         threads = max(1, min(self.threads, self.connections))
         return [
+            *pinned(self.cpus),
             wrk_binary(),
             f"-t{threads}",
             f"-c{self.connections}",
@@ -128,6 +143,8 @@ class Load:
         env = dict(os.environ, BENCH_KEY=self.api_key, BENCH_PATH=GENERATIONS_PATH)
         if self.body is not None:
             env["BENCH_BODY"] = self.body
+        if self.keys_file is not None:
+            env["BENCH_KEYS_FILE"] = str(self.keys_file)
         if self.budget is not None:
             threads = max(1, min(self.threads, self.connections))
             env["BENCH_BUDGET"] = str(self.budget)

@@ -8,12 +8,19 @@
 --                  connections each wrk thread holds); once a thread has sent its share its
 --                  connections stay idle, so the run ends with nothing in flight and every
 --                  request sent is accounted for
+--   BENCH_KEYS_FILE  a file of API keys, one a line (replaces BENCH_KEY): every request
+--                  carries one picked at random, so the gateway sees many distinct keys
+--                  (the requests are built once, in init(), and only picked per request)
 --
 -- At the end it prints one line "BENCH_JSON {...}" for bench/run.py to parse.
 
 local key = os.getenv("BENCH_KEY")
-if key == nil or key == "" then
-   error("BENCH_KEY is not set")
+local keys_file = os.getenv("BENCH_KEYS_FILE")
+if keys_file == "" then
+   keys_file = nil
+end
+if (key == nil or key == "") and keys_file == nil then
+   error("BENCH_KEY (or BENCH_KEYS_FILE) is not set")
 end
 
 wrk.method = "POST"
@@ -22,7 +29,9 @@ wrk.body = os.getenv("BENCH_BODY")
    or '{"model":"openai/dall-e-2","prompt":"a lighthouse at dusk, benchmark",'
    .. '"size":"1024x1024","response_format":"url"}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. key
+if keys_file == nil then
+   wrk.headers["Authorization"] = "Bearer " .. key
+end
 
 local threads = {}
 
@@ -36,7 +45,34 @@ sample = nil
 local budget = tonumber(os.getenv("BENCH_BUDGET") or "")
 local sent = 0
 
+-- One pre-built request per key; defined only with a keys file, because a script with a
+-- request() function makes wrk call it for every request (static requests are cheaper).
+local prebuilt = {}
+if keys_file ~= nil then
+   function request()
+      return prebuilt[math.random(#prebuilt)]
+   end
+end
+
 function init(args)
+   if keys_file ~= nil then
+      local file = assert(io.open(keys_file, "r"))
+      for line in file:lines() do
+         if line ~= "" then
+            local headers = {
+               ["Content-Type"] = "application/json",
+               ["Authorization"] = "Bearer " .. line,
+            }
+            table.insert(prebuilt, wrk.format("POST", wrk.path, headers, wrk.body))
+         end
+      end
+      file:close()
+      if #prebuilt == 0 then
+         error("no key in BENCH_KEYS_FILE " .. keys_file)
+      end
+      -- Different threads, different sequences.
+      math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+   end
    if budget ~= nil then
       local connections = tonumber(os.getenv("BENCH_THREAD_CONNECTIONS") or "")
       if connections == nil then

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from load import LoadResult
 
 HEADER = (
-    "| scenario | db | concurrency | req/s | p50 ms | p99 ms | non-2xx | errors | bar |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    "| scenario | db | concurrency | req/s | p50 ms | p99 ms | non-2xx | errors "
+    "| gateway CPU ms/200 | bar |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -30,10 +31,11 @@ class Row:
 
     def line(self) -> str:
         r = self.result
+        cpu = self.cpu_ms_per_ok
         return (
             f"| {self.scenario} | {self.db} | {self.concurrency} | {r.ok_per_s:,.0f} "
             f"| {r.p50_ms:,.1f} | {r.p99_ms:,.1f} | {r.non_2xx} | {r.socket_errors} "
-            f"| {self.verdict} |"
+            f"| {'—' if cpu is None else f'{cpu:,.2f}'} | {self.verdict} |"
         )
 
     def details(self) -> str:

@@ -30,15 +30,19 @@ from load import Load, LoadResult, WrkMissingError, wrk_binary
 from report import Row, render
 from services import (
     BENCH_DIR,
+    PG_DATABASE,
     FakeUpstream,
     Gateway,
     UpstreamShape,
+    drop_database,
     free_port,
     prepare_database,
 )
 from settle import EMAIL, PRICE_USD, check_charges, quiesce, settled_balance
 
-SCENARIOS = ("overhead", "slow", "big", "inflight", "failover")
+SCENARIOS = ("overhead", "keys1000", "slow", "big", "inflight", "failover")
+# The many-keys scenario: each request names one of this many distinct API keys.
+MANY_KEYS = 1000
 SMALL = 1024
 BIG = 1_400_000
 # Enough for every scenario even against a gateway answering ~10k req/s.
@@ -58,6 +62,7 @@ class Scenario:
     bar: Bar | None = None
     bar_text: str = ""
     body: str | None = None  # wrk's request body; None = post.lua's dall-e-2 default
+    many_keys: bool = False  # each request carries one of MANY_KEYS keys (post.lua)
     # Failover: a budgeted run after the measurement checks every request is charged once.
     charge_check: bool = False
     baseline: str | None = None  # label of the run whose req/s this one must keep
@@ -85,6 +90,19 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
         )
         for c in args.overhead_concurrency
     ]
+    plans.append(
+        Scenario(
+            group="keys1000",
+            label=f"{MANY_KEYS:,} keys (0 ms)",
+            connections=16,
+            shape=fast,
+            duration_s=dur,
+            warmup_s=warm,
+            bar=_overhead_bar,
+            bar_text="≥650/s p99<110",
+            many_keys=True,
+        )
+    )
     plans.append(
         Scenario(
             group="slow",
@@ -186,13 +204,22 @@ def run_scenario(
     upstream: FakeUpstream,
     key: str,
     done: list[Row],
+    keys_file: Path | None = None,
 ) -> Row:
     upstream.ensure(s.shape)
     gateway.check_alive()
     drain_s = 120 + 2 * s.shape.delay_ms / 1000
+    keys = keys_file if s.many_keys else None
     if s.warmup_s:
         warmup = Load(
-            gateway.url, key, s.connections, s.warmup_s, threads=args.wrk_threads, body=s.body
+            gateway.url,
+            key,
+            s.connections,
+            s.warmup_s,
+            threads=args.wrk_threads,
+            body=s.body,
+            keys_file=keys,
+            cpus=args.load_cpus,
         )
         warmup.run()
         quiesce(upstream, drain_s)
@@ -209,6 +236,8 @@ def run_scenario(
         threads=args.wrk_threads,
         body=s.body,
         budget=s.budget,
+        keys_file=keys,
+        cpus=args.load_cpus,
     )
     cpu_before = gateway.cpu_seconds()
     result = load.run()
@@ -229,7 +258,9 @@ def run_scenario(
         f"upstream during the run: {failover.int_delta(stats_before, upstream.stats())}"
     )
     if s.charge_check:
-        bench = failover.Bench(gateway, upstream, key, s.body, args.wrk_threads, args.quick)
+        bench = failover.Bench(
+            gateway, upstream, key, s.body, args.wrk_threads, args.quick, args.load_cpus
+        )
         failover.judge(bench, row, s.shape.fail_rate, s.baseline, done)
     print(row.line(), flush=True)
     return row
@@ -257,7 +288,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra environment for the gateway and its CLI (repeatable)",
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp DATA_DIR")
+    parser.add_argument(
+        "--workers", default="1", help="gateway worker processes: a number or 'auto'"
+    )
+    parser.add_argument(
+        "--pin",
+        default="0:1",
+        metavar="GATEWAY_CPUS:LOAD_CPUS",
+        help="taskset CPU lists for the gateway and for the fake upstream and wrk "
+        "(default 0:1, issue #12's setup; 'none' leaves scheduling to the kernel)",
+    )
     args = parser.parse_args(argv)
+    if args.pin == "none":
+        args.gateway_cpus = args.load_cpus = None
+    else:
+        gateway_cpus, colon, load_cpus = args.pin.partition(":")
+        if not colon or not gateway_cpus or not load_cpus:
+            parser.error(f"--pin wants GATEWAY_CPUS:LOAD_CPUS or none, got {args.pin!r}")
+        args.gateway_cpus, args.load_cpus = gateway_cpus, load_cpus
+    if args.workers != "auto" and not (args.workers.isdigit() and int(args.workers) >= 1):
+        parser.error(f"--workers wants a positive number or 'auto', got {args.workers!r}")
     for item in args.gateway_env:
         if "=" not in item:
             parser.error(f"--gateway-env wants NAME=VALUE, got {item!r}")
@@ -325,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="ir-bench-"))
     openai_key = f"sk-bench-{stamp}"
-    upstream = FakeUpstream(free_port(), openai_key, logs)
+    upstream = FakeUpstream(free_port(), openai_key, logs, cpus=args.load_cpus)
     gateway_port = free_port()
     env = gateway_environment(args, data_dir, gateway_port, upstream.base_url)
     env["OPENAI_API_KEY"] = openai_key
-    gateway = Gateway(gateway_port, env, logs)
+    gateway = Gateway(gateway_port, env, logs, workers=args.workers, cpus=args.gateway_cpus)
     rows: list[Row] = []
     aborted: str | None = None
     try:
@@ -340,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         if "failover" in args.scenarios:
             models.append(failover.MODEL)
         preflight(gateway, key, models)
+        keys_file = None
+        if any(s.many_keys for s in scenarios):
+            keys_file = data_dir / "bench-keys.txt"
+            keys_file.write_text("\n".join(gateway.create_keys(EMAIL, MANY_KEYS)) + "\n")
         for scenario in scenarios:
-            rows.append(run_scenario(scenario, args, gateway, upstream, key, rows))
+            rows.append(run_scenario(scenario, args, gateway, upstream, key, rows, keys_file))
     except RuntimeError as exc:
         # Keep what was measured so far; the message says why the rest is missing.
         aborted = str(exc)
@@ -351,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream.stop()
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
+            drop_database(args.db)
     preamble = describe(args, data_dir)
     if aborted is not None:
         preamble.append(f"- **aborted**: {aborted.splitlines()[0]}")
@@ -376,13 +431,21 @@ def describe(args: argparse.Namespace, data_dir: Path) -> list[str]:
     lines = [
         f"- host: {platform.node()}, {platform.machine()}, {_cpus()} CPUs, "
         f"Python {platform.python_version()}, {' '.join(wrk_version[:2])}",
-        f"- commit: {commit or 'none'}; gateway: 1 worker; wrk threads: {args.wrk_threads}",
+        f"- commit: {commit or 'none'}; gateway: {args.workers} worker(s); "
+        f"wrk threads: {args.wrk_threads}",
+        f"- pinned (taskset): gateway on CPU {args.gateway_cpus}, fake upstream and wrk on "
+        f"CPU {args.load_cpus}; PostgreSQL unpinned"
+        if args.gateway_cpus is not None
+        else "- not pinned: gateway, fake upstream and wrk share every CPU",
+        "- billing on; our rate limits off (RATE_LIMITS_ENABLED=false)",
         "- req/s counts 200 responses only; latencies are wrk's, over all responses",
     ]
     if args.quick:
         lines.append("- **quick run** (3 s per scenario): checks the harness, not the bars")
     if args.keep_data:
         lines.append(f"- DATA_DIR kept at {data_dir}")
+        if args.db == "postgres":
+            lines.append(f"- PostgreSQL database kept: {PG_DATABASE}")
     return lines
 
 

@@ -18,9 +18,13 @@ from typing import IO, Any
 
 import httpx
 
+from load import pinned
+
 BENCH_DIR = Path(__file__).resolve().parent
 FAKE_UPSTREAM = BENCH_DIR / "fake_upstream.py"
-PG_DATABASE = "bench_ir"
+# One database per run (this process's id): two runs at once on a shared machine must not
+# drop each other's database.
+PG_DATABASE = f"bench_ir_{os.getpid()}"
 
 
 def free_port() -> int:
@@ -111,10 +115,11 @@ class UpstreamShape:
 class FakeUpstream:
     """bench/fake_upstream.py on a fixed port, restarted whenever its shape changes."""
 
-    def __init__(self, port: int, api_key: str, logs: Path) -> None:
+    def __init__(self, port: int, api_key: str, logs: Path, cpus: str | None = None) -> None:
         self.port = port
         self.api_key = api_key
         self.logs = logs
+        self.cpus = cpus  # `taskset -c` CPUs, None for any
         self.shape: UpstreamShape | None = None
         self._process: Process | None = None
 
@@ -127,6 +132,7 @@ class FakeUpstream:
             return
         self.stop()
         argv = [
+            *pinned(self.cpus),
             sys.executable,
             str(FAKE_UPSTREAM),
             f"--port={self.port}",
@@ -161,24 +167,41 @@ def prepare_database(db: str, data_dir: Path) -> str | None:
         return None
     if shutil.which("psql") is None:
         raise RuntimeError("psql not found: install postgresql-client")
-    for sql in (
-        f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)",
-        f"CREATE DATABASE {PG_DATABASE}",
-    ):
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+    _psql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+    _psql(f"CREATE DATABASE {PG_DATABASE}")
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DATABASE}"
 
 
+def drop_database(db: str) -> None:
+    """Drop this run's PostgreSQL database (after the gateway has stopped)."""
+    if db == "postgres":
+        _psql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
 class Gateway:
-    def __init__(self, port: int, env: dict[str, str], logs: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        env: dict[str, str],
+        logs: Path,
+        *,
+        workers: str = "1",
+        cpus: str | None = None,
+    ) -> None:
         self.port = port
         self.env = env
         self.logs = logs
+        self.workers = workers  # `serve --workers`: a number or "auto"
+        self.cpus = cpus  # `taskset -c` CPUs of the server (and its workers), None for any
         self.binary = gateway_binary()
         self._process: Process | None = None
 
@@ -187,27 +210,31 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 90.0) -> None:
-        argv = [str(self.binary), "serve", "--host", "127.0.0.1"]
-        argv += ["--port", str(self.port), "--workers", "1"]
+        argv = [*pinned(self.cpus), str(self.binary), "serve", "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--workers", self.workers]
         process = Process("gateway", argv, self.env, self.logs / "gateway.log")
         self._process = process
         wait_until_ready(process, f"{self.url}/health", timeout_s)
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the gateway has used (Linux /proc), or None where unavailable.
+        """CPU time (utime + stime) the gateway's processes have used: the server and,
+        with several workers, each worker (Linux /proc); None where unavailable.
 
         Unlike req/s it hardly depends on what else the machine runs, so it still
         compares scenarios when other processes compete for the cores.
         """
         if self._process is None:
             return None
-        try:
-            stat = Path(f"/proc/{self._process.popen.pid}/stat").read_text()
-        except OSError:
+        stats = _proc_stats()
+        if self._process.popen.pid not in stats:
             return None
-        # Fields after the parenthesised command name: utime, stime, cutime, cstime.
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks = sum(int(f) for f in fields[11:15])
+        tree = {self._process.popen.pid}
+        grew = True
+        while grew:  # the workers, their helpers (uvicorn's multiprocessing tracker)
+            children = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
+            tree |= children
+            grew = bool(children)
+        ticks = sum(stats[pid][1] for pid in tree)
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def check_alive(self) -> None:
@@ -243,12 +270,46 @@ class Gateway:
         lines = [line.strip() for line in out.splitlines() if line.strip()]
         if not lines or not re.fullmatch(r"\S{20,}", lines[-1]):
             raise RuntimeError(f"no API key on the last line of `keys create`:\n{out}")
-        self.cli("credits", "grant", email, f"{credit_usd}", "--reason", "benchmark")
+        self.cli("credits", "grant", email, f"{credit_usd}", "--reason", "benchmark", "--force")
         return lines[-1]
+
+    def create_keys(self, email: str, count: int) -> list[str]:
+        """`count` more API keys of `email`'s account, made through the management API
+        (`POST /v1/api-keys`) with one management key: the CLI would start a process each."""
+        out = self.cli("keys", "create", email, "--name", "bench-manager", "--management")
+        manager = out.strip().splitlines()[-1].strip()
+        keys = []
+        with httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {manager}"}, timeout=60
+        ) as client:
+            for n in range(count):
+                reply = client.post("/v1/api-keys", json={"name": f"bench-{n}"})
+                if reply.status_code != 201:
+                    raise RuntimeError(
+                        f"creating key {n} failed: {reply.status_code} {reply.text[:300]}"
+                    )
+                keys.append(str(reply.json()["key"]))
+        return keys
 
     def balance_usd(self, email: str) -> tuple[Decimal, str]:
         out = self.cli("credits", "show", email)
         return parse_balance(out), out
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    """Every process's parent and CPU ticks (utime + stime), from /proc."""
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # Fields after the parenthesised command name: state, ppid, …, utime, stime.
+        fields = stat.rsplit(")", 1)[1].split()
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return stats
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

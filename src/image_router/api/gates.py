@@ -1,51 +1,57 @@
-"""The generation gates (spec §6): who may generate, checked before the body is read.
+"""The generation gate (spec §6): who may generate, checked in one place, once.
 
-Banned networks and the per-IP limiter come first, before authentication; then the caller
-(an API key or a website token) must not be restricted, a management key, or past the grace
-period of a material terms change; then the account's image or video limiter.
+`admit` runs every check in the reference's order and returns the caller and its validated
+request: banned networks and the per-IP generation limiter before authentication; then the
+caller (an API key or a website token) must not be restricted, a management key, or past the
+grace period of a material terms change; then the account's image or video limiter; then
+the body is read and validated; last the free tier (the `:free` gate and daily caps), which
+needs the validated model. The general limiter, which counts every route, stays in the
+ASGI middleware (`limits/asgi.py`) that also writes the `RateLimit-*` headers.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
-from fastapi import Depends, Request
+from starlette.requests import Request
 
 from image_router.account.service import Caller
-from image_router.api.deps import ResourcesDep
-from image_router.api.identity import CallerDep
+from image_router.api.identity import get_caller
 from image_router.db.session import autocommit
 from image_router.errors import Forbidden
+from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
 from image_router.privacy import policy
 from image_router.resources import Resources
 
 
-async def guard_generation_ip(request: Request, res: ResourcesDep) -> None:
-    """Banned networks, then the per-IP generation limiter: before authentication."""
-    await res.limits.guard_generation_ip(request.scope)
-
-
-GenerationIpGuard = Annotated[None, Depends(guard_generation_ip)]
-
-
-async def get_image_caller(
-    request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
-) -> Caller:
-    """The caller, once the IP guards and then the account's image limiter let it through."""
-    _refuse_management_key(caller)
-    await _refuse_outdated_terms(request, res, caller)
-    await res.limits.guard_account(request.scope, "image", caller.account_id, caller.balance)
-    return caller
-
-
-async def get_video_caller(
-    request: Request, res: ResourcesDep, _: GenerationIpGuard, caller: CallerDep
-) -> Caller:
-    _refuse_management_key(caller)
-    await _refuse_outdated_terms(request, res, caller)
-    await res.limits.guard_account(request.scope, "video", caller.account_id, caller.balance)
-    return caller
+async def admit(
+    request: Request,
+    res: Resources,
+    modality: Literal["image", "video"],
+    validate: Callable[[], Awaitable[GenerationRequest]],
+) -> tuple[Caller, GenerationRequest]:
+    """Every gate of a generation, in order; `validate` reads and checks the body once the
+    caller is let through. Raises the refusal (403, 401, 429, 400, …) of the first that
+    fails."""
+    limits = res.limits
+    scope = request.scope
+    await limits.guard_generation_ip(scope)  # bans (403), then the per-IP rate (429)
+    caller = await get_caller(request, res)  # 401
+    _refuse_management_key(caller)  # 403
+    await _refuse_outdated_terms(request, res, caller)  # 403
+    await limits.guard_account(scope, modality, caller.account_id, caller.balance)  # 429
+    validated = await validate()  # 400, 413
+    await limits.free_tier.check(  # 403, 429
+        validated.requested_model,
+        # Guests share one account: only their own address's cap binds them.
+        account_id=None if caller.guest else caller.account_id,
+        funded=caller.balance > 0,
+        via_web_token=caller.via_web_token,
+        ip=limits.client_ip(scope),
+    )
+    return caller, validated
 
 
 async def _refuse_outdated_terms(request: Request, res: Resources, caller: Caller) -> None:
@@ -82,7 +88,3 @@ def _refuse_management_key(caller: Caller) -> None:
             "POST /v1/api-keys and use that one",
             code="management_key",
         )
-
-
-ImageCallerDep = Annotated[Caller, Depends(get_image_caller)]
-VideoCallerDep = Annotated[Caller, Depends(get_video_caller)]

@@ -10,63 +10,109 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from image_router.account.service import Caller
-from image_router.api.deps import ResourcesDep, client_ip
-from image_router.api.gates import ImageCallerDep, VideoCallerDep
+from image_router.api.gates import admit
+from image_router.api.idempotency import Fingerprinted, Idempotent
 from image_router.api.responses import json_response
 from image_router.api.uploads import IMAGE_LIMITS, VIDEO_LIMITS, read_body
 from image_router.errors import GatewayError, InternalError
 from image_router.generation.validation import GenerationRequest, validate_image, validate_video
 from image_router.kit.ids import new_id
+from image_router.resources import Resources
 
-router = APIRouter()
 GENERATION_ID_HEADER = "X-Generation-Id"
 log = logging.getLogger(__name__)
 
 
-@router.post("/v1/openai/images/generations")
-@router.post("/v1/openai/images/edits")
-async def generate_image(request: Request, res: ResourcesDep, caller: ImageCallerDep) -> Response:
+# Plain Starlette endpoints: FastAPI's dependency injection would cost every generation a
+# dependency solve for nothing (the gate is one function, the body is read by hand).
+# `api/openapi.py` documents them.
+async def generate_image(request: Request) -> Response:
+    res: Resources = request.app.state.resources
+    body = Fingerprinted(request)  # Idempotency-Key: the body is read through it
+    caller, validated = await admit(request, res, "image", partial(_read_image, body.request, res))
+    return await _generate(request, res, caller, validated, body)
+
+
+async def generate_video(request: Request) -> Response:
+    res: Resources = request.app.state.resources
+    body = Fingerprinted(request)
+    caller, validated = await admit(request, res, "video", partial(_read_video, body.request, res))
+    return await _generate(request, res, caller, validated, body)
+
+
+# In the order FastAPI registered the decorated routes (the OpenAPI document keeps it).
+ROUTES = [
+    Route("/v1/openai/images/edits", generate_image, methods=["POST"]),
+    Route("/v1/openai/images/generations", generate_image, methods=["POST"]),
+    Route("/v1/openai/videos/generations", generate_video, methods=["POST"]),
+]
+
+
+async def _read_image(request: Request, res: Resources) -> GenerationRequest:
     body = await read_body(request, IMAGE_LIMITS)
-    validated = validate_image(
-        body.fields,
-        res.catalog,
-        images=body.images,
-        mask=body.mask,
-        enabled=res.enabled,
+    return validate_image(
+        body.fields, res.catalog, images=body.images, mask=body.mask, enabled=res.enabled
     )
-    return await _generate(request, res, caller, validated)
 
 
-@router.post("/v1/openai/videos/generations")
-async def generate_video(request: Request, res: ResourcesDep, caller: VideoCallerDep) -> Response:
+async def _read_video(request: Request, res: Resources) -> GenerationRequest:
     body = await read_body(request, VIDEO_LIMITS)
-    validated = validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
-    return await _generate(request, res, caller, validated)
+    return validate_video(body.fields, res.catalog, images=body.images, enabled=res.enabled)
 
 
 async def _generate(
-    request: Request, res: ResourcesDep, caller: Caller, validated: GenerationRequest
+    request: Request,
+    res: Resources,
+    caller: Caller,
+    validated: GenerationRequest,
+    body: Fingerprinted,
 ) -> Response:
-    await _free_tier(request, res, caller, validated)
+    idempotent = await _claim(request, res, caller, validated, body)
+    if isinstance(idempotent, Response):
+        return idempotent  # the stored answer of this key's first request
     generation_id = new_id()
     run = res.generator.generate(
         caller,
         validated,
-        client_ip=client_ip(request),
+        client_ip=res.limits.client_ip(request.scope),
         store_prompt=store_prompt_allowed(request),
         generation_id=generation_id,
     )
     # The usage row's id (the website links a result to it); OpenAI clients ignore it.
-    return await _respond(request, run, res, {GENERATION_ID_HEADER: generation_id})
+    headers = {GENERATION_ID_HEADER: generation_id}
+    if idempotent is None:
+        return await _respond(request, run, res, headers)
+    recorded = idempotent.record(run, headers, generation_id)
+    return await _respond(request, recorded, res, headers, idempotent.stream_started)
+
+
+async def _claim(
+    request: Request,
+    res: Resources,
+    caller: Caller,
+    validated: GenerationRequest,
+    body: Fingerprinted,
+) -> Idempotent | Response | None:
+    """The `Idempotency-Key` claim (api/idempotency.py). It stands for the deadline plus
+    the hold grace: by then the hold reconciler gives a dead request's hold back."""
+    deadline_s = res.generator.policy.deadline_s(validated.modality)
+    return await body.begin(
+        res,
+        caller.account_id,
+        lease_s=deadline_s + res.settings.generation.hold_grace_s,
+        # Guests share one account: a guest's keys are its address's.
+        scope=(res.limits.client_ip(request.scope) or "") if caller.guest else "",
+    )
 
 
 def store_prompt_allowed(request: Request) -> bool:
@@ -78,25 +124,12 @@ def store_prompt_allowed(request: Request) -> bool:
     return value not in ("false", "0", "no", "off")
 
 
-async def _free_tier(
-    request: Request, res: ResourcesDep, caller: Caller, validated: GenerationRequest
-) -> None:
-    """The `:free` gate and daily caps (spec §6.3): after validation, before the hold."""
-    await res.limits.free_tier.check(
-        validated.requested_model,
-        # Guests share one account: only their own address's cap binds them.
-        account_id=None if caller.guest else caller.account_id,
-        funded=caller.balance > 0,
-        via_web_token=caller.via_web_token,
-        ip=client_ip(request),
-    )
-
-
 async def _respond(
     request: Request,
     work: Awaitable[dict[str, Any]],
-    res: ResourcesDep,
+    res: Resources,
     headers: dict[str, str] | None = None,
+    on_stream: Callable[[], None] | None = None,
 ) -> Response:
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
@@ -115,6 +148,8 @@ async def _respond(
             raise ClientDisconnect()
         # A GatewayError propagates to the error handler.
         return json_response(task.result(), headers=headers)
+    if on_stream is not None:
+        on_stream()  # no await since the wait ended: the work learns it before it ends
     return StreamingResponse(
         _heartbeat(task, res.settings.generation.heartbeat_interval_s),
         status_code=200,

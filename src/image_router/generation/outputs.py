@@ -2,7 +2,9 @@
 
 Storage is always on: `url` and `b64_json` outputs are saved under the generation id and
 listed in the usage log; `b64_ephemeral` outputs are returned and never written anywhere.
-`output_format` is honoured for still images by converting when the vendor did not.
+`output_format` is honoured for still images by converting when the vendor did not; only
+then is an image decoded (Pillow): otherwise its bytes are sniffed (magic numbers) and
+passed on as they are.
 Vendor output URLs are fetched through `OutputFetcher` (public addresses or the vendor's own
 host only), and whatever the bytes are must be media of the requested kind: a vendor answer
 of HTML or JSON is a protocol error (the client is not charged), never a stored `.png`.
@@ -29,6 +31,9 @@ MEDIA_TYPES: dict[str, frozenset[str]] = {
     "video": frozenset({"video/mp4", "video/quicktime", "video/webm"}),
 }
 _CONVERT_IN_THREAD_ABOVE = 64 * 1024
+# Base64-encoding runs at about 1 GB/s: a few kB cost microseconds, inline; megabytes cost
+# milliseconds that would stall every other request on the event loop, so a thread.
+_ENCODE_IN_THREAD_ABOVE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,17 @@ async def store_outputs(
             url = await store.put(name, data, content_type)
         if response_format == "url":
             item["url"] = url
+        elif len(data) > _ENCODE_IN_THREAD_ABOVE:
+            item["b64_json"] = await asyncio.to_thread(_b64, data)
         else:
-            item["b64_json"] = base64.b64encode(data).decode("ascii")
+            item["b64_json"] = _b64(data)
         item["revised_prompt"] = artifact.revised_prompt
         outputs.append(StoredOutput(item=item, url=url, name=name))
     return outputs
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 async def _convert(data: bytes, content_type: str, output_format: str) -> tuple[bytes, str]:
@@ -108,6 +119,8 @@ async def _bytes_of(
         raise UpstreamProtocolError("an output had neither bytes nor a URL", provider="gateway")
     if artifact.url.startswith("data:"):
         try:
+            if len(artifact.url) > _ENCODE_IN_THREAD_ABOVE:
+                return (await asyncio.to_thread(images.decode_base64, artifact.url))[0]
             return images.decode_base64(artifact.url)[0]
         except ValueError as exc:
             raise UpstreamProtocolError(str(exc), provider="gateway") from exc

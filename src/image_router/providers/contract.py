@@ -12,6 +12,7 @@ Nothing here knows about HTTP serving, the database, settings or billing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,11 @@ from image_router.providers.errors import (
 from image_router.providers.upstream_text import error_body, first_key, scrub
 
 Modality = Literal["image", "video"]
+
+# An answer larger than this is parsed (JSON, then the adapter's base64 decoding) in a
+# worker thread. Below it the hop costs more than it saves: an answer of a few kB parses in
+# microseconds, while every hop makes the event loop wait for the GIL behind the worker.
+PARSE_IN_THREAD_ABOVE = 256 * 1024
 
 T = TypeVar("T")
 
@@ -299,8 +305,16 @@ class Provider:
         )
         async with translate_errors(self.id):
             try:
-                return read(response_json(self.id, response))
+                if len(response.content) > PARSE_IN_THREAD_ABOVE:
+                    # Megabytes of base64: parsing and decoding them takes milliseconds,
+                    # which would stall every other request on this event loop.
+                    return await asyncio.to_thread(_read_json, self.id, response, read)
+                return _read_json(self.id, response, read)
             except UpstreamError as exc:
                 # `read` may quote the answer; a vendor echoing our key must not reach a log.
                 exc.body = scrub(exc.body, key)
                 raise
+
+
+def _read_json(provider: str, response: httpx.Response, read: Callable[[Any], T]) -> T:
+    return read(response_json(provider, response))
