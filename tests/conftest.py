@@ -55,6 +55,10 @@ TABLES = (
     "jobs",
     "export_archives",
     "data_subject_requests",
+    "idempotency_keys",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_secrets",
     "accounts",
 )
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import orjson
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,12 +26,15 @@ from image_router.api.erasure import router as erasure_router
 from image_router.api.error_statuses import document_errors
 from image_router.api.export import router as export_router
 from image_router.api.files import router as files_router
-from image_router.api.generation import router as generation_router
+from image_router.api.generation import ROUTES as GENERATION_ROUTES
 from image_router.api.keys import router as api_keys_router
 from image_router.api.models import router as discovery_router
 from image_router.api.openapi import document_generation_routes
 from image_router.api.payments import router as payment_router
 from image_router.api.privacy import router as privacy_account_router
+from image_router.api.quotes import router as quotes_router
+from image_router.api.responses import json_response
+from image_router.api.webhooks import router as webhooks_router
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
 from image_router.errors import (
@@ -47,22 +49,30 @@ from image_router.limits.asgi import RateLimitMiddleware
 from image_router.observability import metrics
 from image_router.observability.logging import ensure_logging
 from image_router.observability.middleware import RequestObservability
-from image_router.privacy import jobs, retention
 from image_router.privacy.erasure import queue_erasure
 from image_router.resources import Resources, build_resources
+from image_router.web.admin import router as web_admin_router
+from image_router.web.admin_status import router as web_admin_status_router
 from image_router.web.billing import router as web_billing_router
+from image_router.web.catalog import router as web_catalog_router
 from image_router.web.common import PageAnswer
 from image_router.web.docs import ASSETS as DOCS_ASSETS
 from image_router.web.docs import ASSETS_PATH as DOCS_ASSETS_PATH
 from image_router.web.docs import router as web_docs_router
+from image_router.web.guides.pages import router as web_guides_router
 from image_router.web.keys import router as web_keys_router
 from image_router.web.legal import router as web_legal_router
 from image_router.web.legal_site import LEGAL_UI, build_legal_site, queue_privacy_notice
 from image_router.web.pages import router as web_pages_router
+from image_router.web.password import router as web_password_router
+from image_router.web.playground import router as web_playground_router
 from image_router.web.refusals import rate_limited_page
 from image_router.web.settings import router as web_settings_router
+from image_router.web.signin_link import router as web_signin_link_router
 from image_router.web.state import STATIC_DIR, build_web_state
 from image_router.web.tokens import router as web_token_router
+from image_router.web.usage import router as web_usage_router
+from image_router.web.webhooks import router as web_webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +120,15 @@ def create_app(
     settings = settings or Settings()
     # Here rather than in the lifespan: a uvicorn worker logs "Started server process"
     # between building the app and starting it.
-    ensure_logging(settings.log_level, settings.log_format)
+    ensure_logging(settings.observability.log_level, settings.observability.log_format)
     # The policy documents, rendered once: a malformed one stops the start, naming the file.
     legal = build_legal_site(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         res = resources or build_resources(settings, http_transport=http_transport)
-        if settings.auto_migrate:
-            await upgrade(res.settings.resolved_database_url())
+        if settings.storage.auto_migrate:
+            await upgrade(res.settings.storage.resolved_database_url())
         app.state.resources = res
         # The blind-index key (BLIND_INDEX_KEY) also keys the throttle's hashes.
         app.state.web = build_web_state(res.settings, res.vault.index_key)
@@ -126,26 +136,38 @@ def create_app(
         stop = asyncio.Event()
         reconciler = asyncio.create_task(
             run_periodically(
-                res.engine, settings.hold_reconcile_interval_s, settings.hold_grace_s, stop
+                res.engine,
+                settings.generation.hold_reconcile_interval_s,
+                settings.generation.hold_grace_s,
+                stop,
             )
         )
         purger = asyncio.create_task(  # RET-1: the retention purge
-            retention.run_periodically(
-                res.engine,
-                res.store,
-                retention.RetentionPolicy.from_settings(settings),
-                settings.purge_interval_s,
-                stop,
-                exports=retention.export_purger(res),
-            )
+            res.retention.run_periodically(settings.retention.purge_interval_s, stop)
         )
         # Erasures and exports; every worker runs the loop, the claim keeps each job to one.
-        job_runner = asyncio.create_task(jobs.run_periodically(res, settings.jobs_interval_s, stop))
+        job_runner = asyncio.create_task(
+            res.jobs.run_periodically(settings.privacy.jobs_interval_s, stop)
+        )
+        # Outgoing webhooks (WEBHOOK_WORKER); every worker runs one, claims keep each to one.
+        webhook_senders = (
+            [
+                asyncio.create_task(
+                    res.webhooks.runner.run_periodically(
+                        settings.webhooks.webhook_interval_s, stop, lambda: res.webhooks.runner
+                    )
+                )
+            ]
+            if settings.webhooks.webhook_worker
+            else []
+        )
+        # Other machines' key changes clear this worker's key cache (Redis; no-op without).
+        key_listener = asyncio.create_task(res.key_changes.listen(stop))
         try:
             yield
         finally:
             stop.set()
-            for task in (reconciler, purger, job_runner):
+            for task in (reconciler, purger, job_runner, key_listener, *webhook_senders):
                 try:
                     await asyncio.wait_for(asyncio.shield(task), timeout=30)
                 except TimeoutError:
@@ -165,7 +187,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.legal = legal
-    if settings.rate_limits_enabled:
+    if settings.limits.rate_limits_enabled:
         # Inside CORS, so a browser can read the 429 (spec §2.1: cors, then the limiter).
         app.add_middleware(
             RateLimitMiddleware,
@@ -176,24 +198,35 @@ def create_app(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
     app.add_middleware(SecurityHeaders)
-    app.include_router(generation_router)
+    app.router.routes.extend(GENERATION_ROUTES)  # plain Starlette endpoints, first
+    app.include_router(quotes_router)  # before /v1/models/{id}, which takes any path
     app.include_router(discovery_router)
     app.include_router(account_router)
     app.include_router(api_keys_router)
+    app.include_router(webhooks_router)
     app.include_router(privacy_account_router)
-    app.include_router(erasure_router)  # also registers the erasure job
-    app.include_router(export_router)  # also registers the export job
+    app.include_router(erasure_router)
+    app.include_router(export_router)
     app.include_router(files_router)
     app.include_router(payment_router)
     app.include_router(web_token_router)
     app.include_router(clerk_routes(settings, queue_erasure))  # before the pages (redirects)
     # LEGAL_UI: the policy banners and the analytics script (after consent) on every page.
     app.include_router(web_pages_router, dependencies=[LEGAL_UI])
+    app.include_router(web_catalog_router, dependencies=[LEGAL_UI])
     app.include_router(web_keys_router, dependencies=[LEGAL_UI])
+    app.include_router(web_webhooks_router, dependencies=[LEGAL_UI])
     app.include_router(web_billing_router, dependencies=[LEGAL_UI])
     app.include_router(web_settings_router, dependencies=[LEGAL_UI])
+    app.include_router(web_usage_router, dependencies=[LEGAL_UI])
+    app.include_router(web_password_router, dependencies=[LEGAL_UI])
     app.include_router(web_legal_router)
     app.include_router(web_docs_router, dependencies=[LEGAL_UI])
+    app.include_router(web_guides_router, dependencies=[LEGAL_UI])
+    app.include_router(web_playground_router, dependencies=[LEGAL_UI])
+    app.include_router(web_admin_router, dependencies=[LEGAL_UI])
+    app.include_router(web_admin_status_router, dependencies=[LEGAL_UI])
+    app.include_router(web_signin_link_router, dependencies=[LEGAL_UI])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(DOCS_ASSETS_PATH, DOCS_ASSETS, name="docs-assets")
     document_generation_routes(app)
@@ -223,12 +256,7 @@ def create_app(
 
 
 def _error_response(error: GatewayError) -> Response:
-    return Response(
-        orjson.dumps(error.body()),
-        status_code=error.status,
-        media_type="application/json",
-        headers=error.headers,
-    )
+    return json_response(error.body(), error.status, error.headers)
 
 
 async def _render_gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -249,8 +277,7 @@ async def _render_http_error(request: Request, exc: StarletteHTTPException) -> R
         )
     if exc.status_code == 404:
         return _error_response(NotFound(f"Cannot {request.method} {request.url.path}"))
-    body = InvalidRequest(str(exc.detail)).body()
-    return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+    return json_response(InvalidRequest(str(exc.detail)).body(), exc.status_code)
 
 
 async def _render_validation_error(request: Request, exc: RequestValidationError) -> Response:

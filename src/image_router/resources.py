@@ -26,14 +26,19 @@ from image_router.account.clerk import (
     csrf_key,
     webhook_verifier,
 )
+from image_router.account.key_cache import KeyCache
+from image_router.account.key_changes import ChangeFile, KeyChanges, RedisChannel
 from image_router.account.mailer import Mailer, build_mailer
 from image_router.account.personal_data import Vault
-from image_router.catalog.spec import Catalog, load_catalog
+from image_router.catalog.loader import load_catalog
+from image_router.catalog.spec import Catalog
 from image_router.config import Settings
 from image_router.db.key_store import KeyStore
 from image_router.db.session import make_engine
+from image_router.generation.events import NO_EVENTS, GenerationEvents
 from image_router.generation.policy import GenerationPolicy
 from image_router.generation.service import Generator
+from image_router.idempotency.store import Idempotency, IdempotencyPolicy
 from image_router.kit.crypto import decode_key, load_or_create_key
 from image_router.kit.money import usd_to_credits
 from image_router.kit.networks import parse_network
@@ -61,6 +66,13 @@ from image_router.routing.redis_health import RedisHealthStore
 from image_router.storage.base import Store
 from image_router.storage.local import LocalStore
 from image_router.storage.s3 import S3Store
+from image_router.webhooks import notices as webhook_notices
+from image_router.webhooks.delivery import DeliveryRunner
+from image_router.webhooks.events import WebhookEvents
+from image_router.webhooks.notices import DisabledNotice
+from image_router.webhooks.policy import WebhookPolicy
+from image_router.webhooks.service import Webhooks
+from image_router.webhooks.targets import UrlGuard
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +94,23 @@ class Resources:
     export: ExportRunner  # privacy: data exports (built now, the job, downloads)
     retention: Retention  # privacy: the retention purge
     jobs: JobRunner  # the durable job queue, with every kind this process runs
+    webhooks: Webhooks  # outgoing webhooks: endpoints, the events, the delivery runner
+    idempotency: Idempotency  # Idempotency-Key claims and stored answers
     disabled: Mapping[str, str] = field(default_factory=dict)
     payments: Payments | None = None  # None: PAYMENTS_PROVIDER=none
     clerk: ClerkAuth | None = None  # None: AUTH_PROVIDER=local
     web_token_secret: str = ""  # signs website tokens: JWT_SECRET or a key file (never "")
     human_check: HumanCheck | None = None  # None: HUMAN_CHECK=off
+    # Authenticated API keys for AUTH_CACHE_TTL_S (0: off), and how changes reach the
+    # other processes (`account/key_changes.py`); `KeyChanges.listen` runs in the lifespan.
+    key_changes: KeyChanges = field(default_factory=lambda: KeyChanges(KeyCache(0)))
 
     @property
     def enabled(self) -> frozenset[str]:
         return frozenset(self.providers)
 
     async def close(self) -> None:
+        await self.key_changes.close()
         await self.health.close()
         await self.limits.close()
         await self.http.aclose()
@@ -313,6 +331,7 @@ def build_generator(
     store: Store,
     outputs: OutputFetcher,
     vault: Vault,
+    events: GenerationEvents = NO_EVENTS,
 ) -> Generator:
     """The generation use case with its collaborators and its own settings only."""
     policy = GenerationPolicy(
@@ -324,7 +343,37 @@ def build_generator(
         retention_outputs_hours=settings.retention.retention_outputs_hours,
         pricing_url=own_link(settings.generation.pricing_url, settings, "/pricing"),
     )
-    return Generator(engine, catalog, providers, health, store, outputs, vault, policy)
+    return Generator(engine, catalog, providers, health, store, outputs, vault, policy, events)
+
+
+def build_webhooks(
+    settings: Settings,
+    engine: AsyncEngine,
+    http: httpx.AsyncClient,
+    vault: Vault,
+    mailer: Mailer,
+) -> Webhooks:
+    """Outgoing webhooks: the generation's events, the delivery runner, the e-mail notice;
+    their addresses checked like vendor output URLs (ALLOW_PRIVATE_UPSTREAMS)."""
+    config = settings.webhooks
+    policy = WebhookPolicy(
+        timeout_s=config.webhook_timeout_s,
+        retry_first=timedelta(seconds=config.webhook_retry_first_s),
+        retry_window=timedelta(hours=config.webhook_retry_hours),
+        disable_after=timedelta(days=config.webhook_disable_after_days),
+        max_endpoints=config.webhook_max_endpoints,
+        log_for=timedelta(days=config.webhook_log_days),
+        site_url=site_base(settings) or public_url(settings),
+    )
+    guard = UrlGuard(allow_private=settings.routing.allow_private_upstreams)
+    return Webhooks(
+        engine=engine,
+        vault=vault,
+        policy=policy,
+        events=WebhookEvents(engine, guard, policy),
+        runner=DeliveryRunner(engine, http, vault, guard, policy),
+        notice=DisabledNotice(engine, vault, mailer, policy.site_url),
+    )
 
 
 def build_payments(settings: Settings, http: httpx.AsyncClient) -> Payments | None:
@@ -455,6 +504,14 @@ def build_export(
     return ExportRunner(engine, store, vault, mailer, policy_facts(settings), policy)
 
 
+def build_idempotency(settings: Settings, engine: AsyncEngine, vault: Vault) -> Idempotency:
+    policy = IdempotencyPolicy(
+        retention=timedelta(hours=settings.retention.retention_idempotency_hours),
+        wait_s=settings.generation.idempotency_wait_s,
+    )
+    return Idempotency(engine, vault, policy)
+
+
 def build_retention(
     settings: Settings, engine: AsyncEngine, store: Store, exports: ExportRunner
 ) -> Retention:
@@ -476,17 +533,32 @@ def build_jobs(
     mailer: Mailer,
     erasures: ErasureRunner,
     exports: ExportRunner,
+    webhooks: Webhooks | None = None,
 ) -> JobRunner:
     """The job registry: every kind of background job, and what runs it."""
     notices = policy_mail.NoticeRunner(engine, vault, mailer)
-    return JobRunner(
-        engine,
-        {
-            erasure.JOB_KIND: erasures.run,
-            export.JOB_KIND: exports.run,
-            policy_mail.JOB_KIND: notices.run,
-        },
-    )
+    handlers = {
+        erasure.JOB_KIND: erasures.run,
+        export.JOB_KIND: exports.run,
+        policy_mail.JOB_KIND: notices.run,
+    }
+    if webhooks is not None:
+        handlers[webhook_notices.JOB_KIND] = webhooks.notice.run
+    return JobRunner(engine, handlers)
+
+
+def build_key_changes(settings: Settings, *, cache: bool = True) -> KeyChanges:
+    """`cache` False (the CLI): only tell the serving processes about this one's changes."""
+    ttl = settings.auth.auth_cache_ttl_s if cache else 0.0
+    file = ChangeFile(settings.storage.data_dir / "key-changes")
+    redis = None
+    if settings.storage.redis_url:
+        # However short this process's TTL, the servers' is the default at least.
+        wait_s = max(settings.auth.auth_cache_ttl_s, 5.0)
+        redis = RedisChannel(
+            Redis.from_url(settings.storage.redis_url), settings.storage.redis_namespace, wait_s
+        )
+    return KeyChanges(KeyCache(ttl, signal=file.version), file, redis)
 
 
 def build_resources(
@@ -514,6 +586,7 @@ def build_resources(
     exports = build_export(settings, engine, store, vault, mailer)
     limits = build_limits(settings, engine)
     web_token_secret = build_web_token_secret(settings)
+    webhooks = build_webhooks(settings, engine, http, vault, mailer)
     return Resources(
         settings=settings,
         engine=engine,
@@ -536,12 +609,16 @@ def build_resources(
             store=store,
             outputs=outputs,
             vault=vault,
+            events=webhooks.events,
         ),
         clerk=clerk,
         erasure=erasures,
         export=exports,
         retention=build_retention(settings, engine, store, exports),
-        jobs=build_jobs(engine, vault, mailer, erasures, exports),
+        jobs=build_jobs(engine, vault, mailer, erasures, exports, webhooks),
+        webhooks=webhooks,
+        idempotency=build_idempotency(settings, engine, vault),
         web_token_secret=web_token_secret,
         human_check=build_human_check(settings, web_token_secret, limits),
+        key_changes=build_key_changes(settings).attach(engine),
     )

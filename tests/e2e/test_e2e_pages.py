@@ -121,6 +121,7 @@ PAGES = [
     Page("keys", "/account/keys", signed_in=True),
     Page("key-created", "/account/keys", signed_in=True, arrive=_create_key_in_page),
     Page("key-revoke", "/account/keys/{key_id}/revoke", signed_in=True),
+    Page("webhooks", "/account/webhooks", signed_in=True),
     Page("billing", "/billing", signed_in=True),
     Page("usage", "/usage", signed_in=True),
     Page("usage-filtered", "/usage?model=test/test&status=success&from=2020-01-01", signed_in=True),

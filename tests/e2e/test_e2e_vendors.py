@@ -24,8 +24,9 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from image_router.catalog.loader import load_catalog
 from image_router.catalog.pricing import PriceFacts, quote
-from image_router.catalog.spec import ModelSpec, load_catalog
+from image_router.catalog.spec import ModelSpec
 from image_router.kit.money import usd_to_credits
 from image_router.providers import PROVIDERS
 from tests.e2e.conftest import BIN, base_env, free_port, start_server

@@ -462,6 +462,7 @@ async def test_accounts_under_a_legal_hold_are_skipped_in_every_category(
         "web_sessions": 1,
         "password_resets": 1,
         "usage_rows": 1,
+        "idempotency_keys": 0,
         "stripe_events": 0,
         "webhook_messages": 0,
         "consents": 1,

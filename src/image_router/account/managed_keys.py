@@ -220,6 +220,21 @@ async def rename_key(
     return await get_key(conn, account_id, key_id, clock=clock)
 
 
+async def set_disabled(
+    conn: AsyncConnection,
+    account_id: str,
+    key_id: str,
+    disabled: bool,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> ManagedKey:
+    """Disable (refused from its next request on) or re-enable any unrevoked key of the
+    account, management keys included."""
+    await _owned_key(conn, account_id, key_id)
+    await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(is_active=not disabled))
+    return await get_key(conn, account_id, key_id, clock=clock)
+
+
 async def revoke_owned(conn: AsyncConnection, account_id: str, key_id: str) -> None:
     """Revoke any unrevoked key of the account, management keys included."""
     await _owned_key(conn, account_id, key_id)

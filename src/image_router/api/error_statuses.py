@@ -37,6 +37,32 @@ _CONFIGURED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/consent/cookies"): {404: "Analytics are not enabled"},
 }
 
+# The operations that take an `Idempotency-Key` (api/idempotency.py): a key reused for
+# another request is a 422, a repeat while the first is still running a 409.
+_IDEMPOTENT = frozenset(
+    {
+        ("post", "/v1/openai/images/generations"),
+        ("post", "/v1/openai/images/edits"),
+        ("post", "/v1/openai/videos/generations"),
+        ("post", "/v1/api-keys"),
+        ("post", "/v1/account/api-keys"),
+        ("post", "/v1/billing/checkout"),
+    }
+)
+_IDEMPOTENT_STATUSES = {
+    409: "A request with this Idempotency-Key is still running (`Retry-After`)",
+    422: "This Idempotency-Key was used for another request",
+}
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Repeat the request safely: the same key and body within 24 hours get the "
+    "first answer again (`Idempotent-Replayed: true`), never a second charge. 1 to 255 "
+    "printable ASCII characters; a UUID is typical.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+
 _TEXTS = {
     400: "Invalid request",
     401: "Missing or invalid credentials",
@@ -58,6 +84,8 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> dict[int, st
     if "{" in path:
         found[404] = _TEXTS[404]
     found.update(_CONFIGURED.get((method, path), {}))
+    if (method, path) in _IDEMPOTENT:
+        found.update(_IDEMPOTENT_STATUSES)
     return found
 
 
@@ -67,6 +95,10 @@ def declare_errors(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
+            if (method, path) in _IDEMPOTENT:
+                parameters = operation.setdefault("parameters", [])
+                if IDEMPOTENCY_PARAMETER not in parameters:
+                    parameters.append(IDEMPOTENCY_PARAMETER)
             for status, text in _statuses(method, path, operation).items():
                 responses.setdefault(str(status), {"description": text, "content": _ERROR})
     components = schema.setdefault("components", {}).get("schemas", {})

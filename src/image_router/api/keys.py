@@ -9,6 +9,7 @@ what is needed instead.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +20,7 @@ from image_router.account import managed_keys
 from image_router.account.service import AccountError, KeyView, create_key
 from image_router.api.bodies import read_model
 from image_router.api.deps import ResourcesDep
+from image_router.api.idempotency import idempotently
 from image_router.api.identity import Identity, IdentityDep, ManagerDep, require_recent_sign_in
 from image_router.api.request_models import KeyChanges, NewKey, NewOwnKey
 from image_router.api.responses import json_response
@@ -71,8 +73,15 @@ def _documented_body(schema: dict[str, Any]) -> dict[str, Any]:
     ),
 )
 async def create_api_key(request: Request, manager: ManagerDep, res: ResourcesDep) -> Response:
-    """Create a normal key; the response is the only time its secret is shown."""
-    return await _create(res, manager.account_id, await _body(request, NewKey))
+    """Create a normal key; the response is the only time its secret is shown (and its
+    replay to an `Idempotency-Key` retry of the same account, docs/idempotency.md)."""
+    return await idempotently(
+        request,
+        res,
+        manager.account_id,
+        partial(_body, model=NewKey),
+        partial(_create, res, manager.account_id),
+    )
 
 
 @router.get("/v1/api-keys")
@@ -148,7 +157,13 @@ async def list_own_keys(owner: OwnerDep, res: ResourcesDep) -> Response:
 async def create_own_key(request: Request, owner: OwnerDep, res: ResourcesDep) -> Response:
     """Create a key (shown once). Needs a recent sign-in, like every credential change."""
     require_recent_sign_in(owner, res)
-    return await _create(res, owner.account_id, await _body(request, NewOwnKey))
+    return await idempotently(
+        request,
+        res,
+        owner.account_id,
+        partial(_body, model=NewOwnKey),
+        partial(_create, res, owner.account_id),
+    )
 
 
 @router.patch("/v1/account/api-keys/{key_id}")

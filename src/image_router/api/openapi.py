@@ -58,6 +58,13 @@ _PROVIDER_FIELD = Field(
     ),
 )
 
+_WEBHOOK_URL_FIELD: Any = Field(
+    None,
+    max_length=2000,
+    description="Also send this generation's event (`generation.completed`/`.failed`, "
+    "`video.completed`/`.failed`) to this http(s) URL, signed with the account's request "
+    "secret (Standard Webhooks; docs/webhooks.md). A private or loopback address is refused.",
+)
 
 # What the size parser takes (kit/sizes.py): "auto", or digits, x/X/×/*, digits (≤ 32 chars).
 _SIZE_PATTERN = r"^(auto|[0-9]+[xX×*][0-9]+)$"
@@ -80,6 +87,7 @@ class ImageGenerationRequest(BaseModel):
     response_format: Literal["url", "b64_json", "b64_ephemeral"] = "url"
     output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
     provider: ProviderPreferences | None = _PROVIDER_FIELD
+    webhook_url: str | None = _WEBHOOK_URL_FIELD
 
 
 class ImageEditMultipart(ImageGenerationRequest):
@@ -105,6 +113,7 @@ class VideoGenerationRequest(BaseModel):
         "auto", description="1-60, snapped to the model's list."
     )
     provider: ProviderPreferences | None = _PROVIDER_FIELD
+    webhook_url: str | None = _WEBHOOK_URL_FIELD
 
 
 class GeneratedItem(BaseModel):

@@ -7,14 +7,17 @@ call the same use cases. With `PAYMENTS_PROVIDER=none` checkout and the webhook 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from image_router.account.service import Caller
 from image_router.api.bodies import read_limited
 from image_router.api.deps import ResourcesDep
+from image_router.api.idempotency import idempotently
 from image_router.api.identity import CallerDep
 from image_router.api.responses import json_response
 from image_router.db.session import unit_of_work
@@ -63,6 +66,12 @@ def _payments(res: Resources) -> topups.Payments:
 async def checkout(request: Request, caller: CallerDep, res: ResourcesDep) -> Response:
     """Start a Stripe Checkout for a top-up; answers the URL to send the person to."""
     payments = _payments(res)
+    return await idempotently(
+        request, res, caller.account_id, _checkout_amount, partial(_checkout, res, payments, caller)
+    )
+
+
+async def _checkout_amount(request: Request) -> object:
     body = await read_limited(request, _MAX_CHECKOUT_BODY)
     try:
         fields = orjson.loads(body)
@@ -70,9 +79,13 @@ async def checkout(request: Request, caller: CallerDep, res: ResourcesDep) -> Re
         raise InvalidRequest('The body must be JSON such as {"amount_usd": "10.00"}') from None
     if not isinstance(fields, dict) or "amount_usd" not in fields:
         raise InvalidRequest("amount_usd is required", param="amount_usd")
-    started = await topups.start_checkout(
-        res.engine, payments, caller.account_id, fields["amount_usd"]
-    )
+    return fields["amount_usd"]
+
+
+async def _checkout(
+    res: Resources, payments: topups.Payments, caller: Caller, amount_usd: object
+) -> Response:
+    started = await topups.start_checkout(res.engine, payments, caller.account_id, amount_usd)
     return json_response(
         {
             "id": started.topup.id,

@@ -173,3 +173,27 @@ class AccountDeletion(BaseModel):
     """`DELETE /v1/account`: the typed confirmation (anything else is checked against it)."""
 
     confirm: object = None
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+class NewWebhook(BaseModel):
+    """`POST /v1/webhooks`: the endpoint's URL (its address is checked by the webhooks use
+    case) and an optional description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields(cls, body: dict[str, Any]) -> dict[str, Any]:
+        if "url" not in body:
+            invalid("url is required", "url")
+        for name in ("url", "description"):
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                invalid(f"{name} must be a string", name)
+        return body

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from image_router.catalog.spec import Catalog, load_catalog
+from image_router.catalog.loader import load_catalog
+from image_router.catalog.spec import Catalog
 from image_router.config import Settings, misnamed_variables
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem

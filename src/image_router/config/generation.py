@@ -26,6 +26,12 @@ class GenerationSettings(Group):
     heartbeat_interval_s: float = Field(
         default=3.0, description="seconds between the spaces written in keep-alive mode"
     )
+    idempotency_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a request repeating the `Idempotency-Key` of one still running "
+        "waits for its answer before 409 `idempotency_key_in_progress`, seconds",
+    )
     hold_reconcile_interval_s: float = Field(
         default=60.0,
         description="seconds between each worker's release of holds left by dead workers",
@@ -99,6 +105,7 @@ class RoutingSettings(Group):
     allow_private_upstreams: bool = Field(
         default=False,
         description="fetch vendor output URLs from private addresses (loopback, RFC 1918, "
-        "link-local) other than the serving vendor's own base-URL host; off, they are refused "
-        "and not charged ([docs/security.md](docs/security.md))",
+        "link-local) other than the serving vendor's own base-URL host, and deliver webhooks "
+        "to them; off, such outputs are refused and not charged, such webhook URLs refused "
+        "([docs/security.md](docs/security.md))",
     )

@@ -83,6 +83,12 @@ class RetentionSettings(Group):
         ge=1,
         description="how long consent records are kept after an account ends, days",
     )
+    retention_idempotency_hours: int = Field(
+        default=24,
+        ge=1,
+        description="how long the answer to a request with an `Idempotency-Key` is kept and "
+        "replayed, hours ([docs/idempotency.md](docs/idempotency.md))",
+    )
     purge_interval_s: float = Field(
         default=3600.0, gt=0, description="seconds between each worker's purges"
     )

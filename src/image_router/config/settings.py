@@ -26,6 +26,7 @@ from image_router.config.serving import ObservabilitySettings, ServingSettings
 from image_router.config.source import FlatEnvironment, regroup
 from image_router.config.storage import StorageSettings
 from image_router.config.vendors import VendorSettings
+from image_router.config.webhooks import WebhookSettings
 
 
 class Settings(BaseSettings):
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Logging: level and format"
+    )
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings,
+        description="Webhooks: delivering generation events to the accounts' endpoints",
     )
     vendors: VendorSettings = Field(
         default_factory=VendorSettings, description="Vendors: keys, hosts, options"

@@ -361,6 +361,96 @@ class DataSubjectRequest(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` an account sent: the first request's claim, then its answer.
+
+    One row per (account, key): the primary key is the account and a SHA-256 of the
+    account id and the key, so the database refuses a second claim whichever worker or
+    machine makes it (`idempotency/store.py`). `state` moves in_progress → done; a claim
+    whose `locked_until` (the lease) passed may be taken over by a retry with a new `token`.
+    The answer's body is sealed under the account's data key (it may hold a new API key's
+    secret or a prompt); rows go at `expires_at` (RETENTION_IDEMPOTENCY_HOURS).
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of method, path, body
+    state: Mapped[str] = mapped_column(String(20))  # in_progress | done
+    token: Mapped[str] = mapped_column(String(36))  # the claim that may finish the row
+    locked_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    body_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# ------------------------------------------------------------- outgoing webhooks
+
+
+class WebhookEndpoint(Base):
+    """An account's webhook endpoint: every generation event of the account is sent to it,
+    signed with its own secret (Standard Webhooks), until it is deleted or disabled."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(200))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)  # sealed under the account's key
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Since when every delivery to it failed (None: the last one succeeded).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookSecret(Base):
+    """The secret that signs an account's per-request `webhook_url` deliveries."""
+
+    __tablename__ = "webhook_secrets"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one target (an endpoint, or a request's `webhook_url`): the delivery
+    log. `id` is the message id (`webhook-id`), the same on every attempt and resend.
+    `status` moves pending → delivered | failed; a resend makes it pending again."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_account_id_created_at", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    endpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    event_type: Mapped[str] = mapped_column(String(40))
+    generation_id: Mapped[str] = mapped_column(String(36))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, exactly as signed and sent
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 # Core views of the tables, for statements built once at import time (typed as Table).
 ACCOUNTS = cast(Table, Account.__table__)
 API_KEYS = cast(Table, ApiKey.__table__)

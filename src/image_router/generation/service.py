@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -30,9 +30,11 @@ from image_router.errors import (
     GatewayError,
     GenerationUnavailable,
     InsufficientCredits,
+    InternalError,
     InvalidRequest,
 )
 from image_router.generation.attempts import Attempts, Plan, call_routes, usable_plans
+from image_router.generation.events import NO_EVENTS, Finished, GenerationEvents
 from image_router.generation.failures import client_error, describe, outcome
 from image_router.generation.holds import Hold
 from image_router.generation.outputs import StoredOutput, store_outputs
@@ -45,6 +47,7 @@ from image_router.kit.money import usd_number, usd_to_credits
 from image_router.kit.shielding import shielded
 from image_router.observability import metrics
 from image_router.providers.contract import Job, Provider, Result
+from image_router.providers.errors import UpstreamError
 from image_router.providers.output_fetch import OutputFetcher
 from image_router.routing.health import HealthStore
 from image_router.storage.base import Store
@@ -92,6 +95,7 @@ class Generator:
     outputs: OutputFetcher  # downloads vendor output URLs (address-checked)
     vault: Vault  # seals the prompts that are stored
     policy: GenerationPolicy
+    events: GenerationEvents = NO_EVENTS  # told when a generation ends (the webhooks)
 
     async def generate(
         self,
@@ -110,6 +114,8 @@ class Generator:
         `store_prompt=False` (the X-Store-Prompt header) keeps this request's prompt out of
         the usage log; it can only narrow what the account's `store_prompts` allows.
         """
+        if request.webhook_url is not None:  # refused (400) before anything is held
+            await self.events.check_url(request.webhook_url)
         run = await self._plan(caller, request, generation_id or new_id())
         received = time.monotonic()
         hold = await self._hold(run, client_ip=client_ip, store_prompt=store_prompt)
@@ -122,6 +128,7 @@ class Generator:
         except BaseException as exc:
             # Whatever happened (vendor failure, deadline, client gone, a bug), the hold goes back.
             await self._give_back(run, hold, attempts, exc)
+            await self._tell_failed(run, exc)
             if isinstance(
                 exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit
             ):
@@ -133,6 +140,7 @@ class Generator:
         metrics.observe_gateway_overhead(
             max(0.0, time.monotonic() - received - served.latency_ms / 1000)
         )
+        await self._tell(self.events.completed, _finished(run, cost, served=served))
         return _answer(served, cost)
 
     async def _plan(self, caller: Caller, request: GenerationRequest, generation_id: str) -> _Run:
@@ -165,13 +173,16 @@ class Generator:
             and self.policy.retention_prompts_days > 0
             and bool(request.prompt)
         )
+        amount = usd_to_credits(run.first.quote_usd)
         taking = Hold.take(
             self.engine,
             caller.account_id,
             run.generation_id,
-            usd_to_credits(run.first.quote_usd),
+            amount,
             limited_key=caller.api_key_id if caller.spend_limit is not None else None,
             opening=partial(self._opening, run, client_ip=client_ip, keep_prompt=keep_prompt),
+            # The balance read at authentication: hold and open the row in one round trip.
+            likely_covered=caller.balance >= amount,
         )
         try:
             # A client that disconnects cancels this task: the transaction still runs to its
@@ -301,6 +312,7 @@ class Generator:
             return
         released = await self._release(run, hold, Attempts(), describe(asyncio.CancelledError()))
         _log_disconnect(run.generation_id, "while its hold was taken", released)
+        await self._tell_failed(run, asyncio.CancelledError())
 
     async def _release(self, run: _Run, hold: Hold, attempts: Attempts, error: str) -> int:
         """Give the hold back; returns the credits released (0 when nothing was held)."""
@@ -311,6 +323,54 @@ class Generator:
             error=attempts.scrub(error),
         )
         return await shielded(hold.release(finish))
+
+    async def _tell_failed(self, run: _Run, exc: BaseException) -> None:
+        if isinstance(exc, Exception | asyncio.CancelledError):
+            await self._tell(self.events.failed, _finished(run, 0, error=_error_object(exc)))
+
+    async def _tell(self, send: Callable[[Finished], Awaitable[None]], finished: Finished) -> None:
+        """Hand the ended generation to `events`, after its settle or release committed: a
+        failure here is logged and changes neither the answer nor what was charged; a
+        client hanging up meanwhile does not cut it short (`shielded`)."""
+        try:
+            await shielded(send(finished))
+        except Exception:
+            log.exception("recording the events of generation %s failed", finished.generation_id)
+
+
+def _finished(
+    run: _Run, cost: int, *, served: _Served | None = None, error: dict[str, Any] | None = None
+) -> Finished:
+    return Finished(
+        generation_id=run.generation_id,
+        account_id=run.caller.account_id,
+        modality=run.request.modality,
+        model=run.request.model,
+        cost=cost,
+        webhook_url=run.request.webhook_url,
+        latency_ms=served.latency_ms if served is not None else None,
+        urls=tuple(o.url for o in served.outputs) if served is not None else (),
+        error=error,
+    )
+
+
+def _error_object(exc: BaseException) -> dict[str, Any]:
+    """The error a failed generation's event carries: what its client was (or would have
+    been) answered, without logging the failure a second time."""
+    if isinstance(exc, asyncio.CancelledError):
+        return {
+            "message": "The client disconnected before the generation finished. "
+            "You were not charged.",
+            "type": "cancelled",
+            "code": "client_disconnected",
+        }
+    if isinstance(exc, GatewayError):
+        error = exc
+    elif isinstance(exc, UpstreamError | TimeoutError):
+        error = client_error(exc)
+    else:  # a bug: `client_error` logs it once, when the client's answer is made
+        error = InternalError("Failed to generate. You were not charged.")
+    return {"message": error.message, "type": error.error_type, "code": error.code}
 
 
 def _job(run: _Run) -> Job:

@@ -35,6 +35,11 @@ OUTPUT_FORMAT = "'output_format' must be one of: 'png', 'jpeg' (or 'jpg'), 'webp
 N_NOT_INTEGER = "'n' must be an integer"
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
 N_TOO_SMALL = "'n' must be at least 1"
+MAX_WEBHOOK_URL = 2000
+WEBHOOK_URL = re.compile(r"https?://[^\s/?#@]+(?:[/?#]\S*)?", re.IGNORECASE)
+WEBHOOK_URL_INVALID = (
+    f"'webhook_url' must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL} characters"
+)
 FREE_SIZE_CAP = (
     "Free models support maximum size of 1024x1024. Please use the paid models for higher quality."
 )
@@ -55,6 +60,7 @@ class GenerationRequest:
     mask: InputFile | None
     preferences: Preferences = NO_PREFERENCES  # the client's `provider` object
     n: int = 1  # images asked for, within the model's `max_n`
+    webhook_url: str | None = None  # where this generation's events also go (webhooks)
 
     @property
     def input_types(self) -> list[str]:
@@ -108,6 +114,7 @@ def validate_image(
         mask=mask,
         preferences=parse_preferences(fields, frozenset(PROVIDERS)),
         n=n,
+        webhook_url=_webhook_url(fields),
     )
 
 
@@ -152,7 +159,23 @@ def validate_video(
         mask=None,
         preferences=parse_preferences(fields, frozenset(PROVIDERS)),
         n=n,
+        webhook_url=_webhook_url(fields),
     )
+
+
+def _webhook_url(fields: Mapping[str, Any]) -> str | None:
+    """Our own field (not the reference's): an http(s) URL; its address is checked by the
+    generation before anything is held (`GenerationEvents.check_url`)."""
+    value = fields.get("webhook_url")
+    if value is None or value == "":
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_WEBHOOK_URL
+        or not WEBHOOK_URL.fullmatch(value.strip())
+    ):
+        raise InvalidRequest(WEBHOOK_URL_INVALID, param="webhook_url")
+    return value.strip()
 
 
 def _require_enabled(spec: ModelSpec, enabled: frozenset[str]) -> None:

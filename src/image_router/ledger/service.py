@@ -24,9 +24,10 @@ from image_router.db.tables import ACCOUNTS, LEDGER_ENTRIES, Account, LedgerEntr
 from image_router.kit.clock import utcnow
 
 #: Entry kinds that move money into or out of an account, as opposed to spending it: what
-#: `/v1/credits` calls deposits is their sum (grants and top-ups, net of refunds and of
-#: credits frozen or lost by payment disputes or forfeited at erasure), so
-#: `credit_usage = deposits - balance` stays the amount spent on generations.
+#: `/v1/credits` calls deposits is their sum (grants and top-ups, net of refunds, of
+#: credits frozen or lost by payment disputes or forfeited at erasure, and of operator
+#: deductions), so `credit_usage = deposits - balance` stays the amount spent on
+#: generations.
 DEPOSIT_KINDS = (
     "grant",
     "topup",
@@ -35,6 +36,7 @@ DEPOSIT_KINDS = (
     "dispute_won",
     "dispute_lost",
     "forfeit",
+    "deduction",
 )
 
 # The hot statements are built once, with bound parameters: building a SQLAlchemy
@@ -100,6 +102,23 @@ async def grant(
         raise ValueError("a grant must be a positive amount of credits")
     await _credit(conn, account_id, amount)
     await _append(conn, account_id, amount, kind, reason=reason, ref=ref)
+    return await balance(conn, account_id)
+
+
+async def deduct(conn: AsyncConnection, account_id: str, amount: int, *, reason: str) -> int | None:
+    """Take `amount` credits off the balance (an operator's correction); returns the new
+    balance, or None (nothing written) when the balance does not cover it.
+
+    Conditional like a hold: the check and the debit are one statement, so a deduction
+    racing a generation can never take the balance below zero.
+    """
+    if amount <= 0:
+        raise ValueError("a deduction must be a positive amount of credits")
+    result = await conn.execute(_HOLD, {"account": account_id, "amount": amount})
+    if result.rowcount != 1:
+        await balance(conn, account_id)  # UnknownAccount rather than "not enough"
+        return None
+    await _append(conn, account_id, -amount, "deduction", reason=reason)
     return await balance(conn, account_id)
 
 

@@ -51,6 +51,9 @@ from image_router.db.tables import (
     Generation,
     Job,
     PasswordReset,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
     WebSession,
 )
 from image_router.generation.recovery import release_expired_holds
@@ -371,7 +374,16 @@ async def erase_rows(
     )
     if status != PENDING:
         return
-    for table in (WebSession, PasswordReset, ApiKey, ExportArchive):
+    # Webhooks: deliveries (their payloads name outputs) before the endpoints they point at.
+    for table in (
+        WebSession,
+        PasswordReset,
+        ApiKey,
+        ExportArchive,
+        WebhookDelivery,
+        WebhookEndpoint,
+        WebhookSecret,
+    ):
         await conn.execute(delete(table).where(table.account_id == account_id))
     await _keep_terms_proof_only(conn, account_id)
     await content.clear_rows_of_account(conn, account_id)

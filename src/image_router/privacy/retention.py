@@ -64,6 +64,7 @@ COUNTS = (
     "web_sessions",
     "password_resets",
     "usage_rows",
+    "idempotency_keys",
     "stripe_events",
     "webhook_messages",
     "audit_entries",
@@ -87,6 +88,7 @@ class PurgeReport:
     web_sessions: int = 0
     password_resets: int = 0
     usage_rows: int = 0
+    idempotency_keys: int = 0
     stripe_events: int = 0
     webhook_messages: int = 0
     audit_entries: int = 0

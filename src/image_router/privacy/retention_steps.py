@@ -27,6 +27,7 @@ from image_router.db.tables import (
     Consent,
     ExportArchive,
     Generation,
+    IdempotencyKey,
     LedgerEntry,
     PasswordReset,
     StripeEvent,
@@ -108,6 +109,16 @@ def row_categories(
                 Generation.status.in_(("success", "error")),
                 Generation.outputs_expire_at.is_(None),  # its files are already gone
                 not_held(Generation.account_id),
+            ),
+        ),
+        Rows(
+            "idempotency_keys",
+            IdempotencyKey.key_hash,  # a hash of account and key: unique on its own
+            (
+                IdempotencyKey.expires_at <= now,
+                # Never a claim whose request may still be at work.
+                or_(IdempotencyKey.state == "done", IdempotencyKey.locked_until <= now),
+                not_held(IdempotencyKey.account_id),
             ),
         ),
         Rows("stripe_events", StripeEvent.event_id, (StripeEvent.received_at < webhook_ids,)),

@@ -19,6 +19,10 @@ for each redirect hop:
   aiohttp connector keeps the rule in one place that works over every transport the shared
   client may have (aiohttp in production, ASGI in tests).
 - redirects are followed here, one checked hop at a time, never by the client.
+
+`pinned_request` and `checked_address` are the same rules for any outgoing call to an
+address a user or a vendor chose: the webhooks (`webhooks/`) check an endpoint's URL with
+them when it is registered and again on every delivery (DNS may have changed since).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -77,7 +82,7 @@ class OutputFetcher:
 
     async def fetch(self, url: str, *, vendor_base_url: str | None) -> bytes:
         """The body of `url`, a 200 after at most MAX_REDIRECTS checked redirects."""
-        trusted = _host_of(vendor_base_url) if vendor_base_url else None
+        trusted = host_of(vendor_base_url) if vendor_base_url else None
         try:
             current = httpx.URL(url)
         except httpx.InvalidURL as exc:
@@ -108,43 +113,11 @@ class OutputFetcher:
         raise _refused(f"the output redirected more than {MAX_REDIRECTS} times")
 
     async def _request_for(self, url: httpx.URL, trusted: str | None) -> httpx.Request:
-        if url.scheme not in ("http", "https"):
-            raise _refused(f"the output URL's scheme '{url.scheme}' is not http(s)")
-        host = _host_of(str(url))
-        if not host:
-            raise _refused("the output URL has no host")
-        if host == trusted:
+        if trusted and host_of(str(url)) == trusted and url.scheme in ("http", "https"):
             return self.http.build_request("GET", url)
-        https = url.scheme == "https"
-        address = await self._checked_address(host, url.port or (443 if https else 80))
-        extensions = {"sni_hostname": host} if https else {}
-        return self.http.build_request(
-            "GET",
-            url.copy_with(host=str(address)),
-            headers={"Host": url.netloc.decode("ascii")},
-            extensions=extensions,
+        return await pinned_request(
+            self.http, "GET", url, resolve=self.resolve, allow_private=self.allow_private
         )
-
-    async def _checked_address(self, host: str, port: int) -> IpAddress:
-        try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                answer = await self.resolve(host, port)
-            except OSError as exc:
-                raise _refused(f"could not resolve the output host {host}") from exc
-            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answer]
-        if not addresses:
-            raise _refused(f"could not resolve the output host {host}")
-        if not self.allow_private:
-            # One private answer is enough to refuse: which one a connection would use is
-            # not ours to predict, and a name mixing both is not a CDN.
-            private = [a for a in addresses if not is_public(a)]
-            if private:
-                raise _refused(
-                    f"the output URL's host {host} is not a public address ({private[0]})"
-                )
-        return addresses[0]
 
     async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
@@ -163,7 +136,68 @@ class OutputFetcher:
         return b"".join(chunks)
 
 
-def _host_of(url: str) -> str:
+async def pinned_request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    *,
+    resolve: Resolver,
+    allow_private: bool,
+    what: str = "output",
+    **kwargs: Any,
+) -> httpx.Request:
+    """A request to `url` under the rules above, sent to the checked address itself (the
+    name kept in `Host` and for TLS). `what` names the URL in refusals ("output",
+    "webhook"); raises `UpstreamProtocolError`. Also used for outgoing webhooks."""
+    if url.scheme not in ("http", "https"):
+        raise _refused(f"the {what} URL's scheme '{url.scheme}' is not http(s)")
+    host = host_of(str(url))
+    if not host:
+        raise _refused(f"the {what} URL has no host")
+    https = url.scheme == "https"
+    address = await checked_address(
+        host,
+        url.port or (443 if https else 80),
+        resolve=resolve,
+        allow_private=allow_private,
+        what=what,
+    )
+    extensions = {"sni_hostname": host} if https else {}
+    headers = {**kwargs.pop("headers", {}), "Host": url.netloc.decode("ascii")}
+    return http.build_request(
+        method,
+        url.copy_with(host=str(address)),
+        headers=headers,
+        extensions=extensions,
+        **kwargs,
+    )
+
+
+async def checked_address(
+    host: str, port: int, *, resolve: Resolver, allow_private: bool, what: str = "output"
+) -> IpAddress:
+    """The address a connection to `host` goes to: refused (`UpstreamProtocolError`) when
+    it does not resolve, or when any answer is not public and `allow_private` is off."""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            answer = await resolve(host, port)
+        except OSError as exc:
+            raise _refused(f"could not resolve the {what} host {host}") from exc
+        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answer]
+    if not addresses:
+        raise _refused(f"could not resolve the {what} host {host}")
+    if not allow_private:
+        # One private answer is enough to refuse: which one a connection would use is
+        # not ours to predict, and a name mixing both is not a CDN.
+        private = [a for a in addresses if not is_public(a)]
+        if private:
+            raise _refused(f"the {what} URL's host {host} is not a public address ({private[0]})")
+    return addresses[0]
+
+
+def host_of(url: str) -> str:
     """The URL's host as the network sees it: lower-case ASCII (IDNA), no brackets."""
     try:
         return httpx.URL(url).raw_host.decode("ascii").lower().strip("[]")

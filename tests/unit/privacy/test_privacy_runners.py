@@ -13,6 +13,7 @@ import pytest
 from image_router.privacy import erasure, export, jobs, policy_mail
 from image_router.privacy.export_runner import ExportPolicy
 from image_router.resources import Resources, build_resources, policy_facts
+from image_router.webhooks import notices as webhook_notices
 from tests.conftest import gateway_settings
 
 SETTINGS = {
@@ -34,7 +35,13 @@ async def res(db_url: str, tmp_path: Path) -> AsyncIterator[Resources]:
 
 async def test_the_server_runs_every_kind_of_job_the_code_queues(res: Resources) -> None:
     assert res.jobs.engine is res.engine
-    assert set(res.jobs.handlers) == {erasure.JOB_KIND, export.JOB_KIND, policy_mail.JOB_KIND}
+    assert set(res.jobs.handlers) == {
+        erasure.JOB_KIND,
+        export.JOB_KIND,
+        policy_mail.JOB_KIND,
+        webhook_notices.JOB_KIND,
+    }
+    assert res.jobs.handlers[webhook_notices.JOB_KIND] == res.webhooks.notice.run
     assert res.jobs.handlers[erasure.JOB_KIND] == res.erasure.run
     assert res.jobs.handlers[export.JOB_KIND] == res.export.run
     notices = res.jobs.handlers[policy_mail.JOB_KIND].__self__  # type: ignore[attr-defined]

@@ -33,6 +33,12 @@ from image_router.errors import (
     Unauthenticated,
     UploadError,
 )
+from image_router.idempotency.keys import InvalidIdempotencyKey
+from image_router.idempotency.store import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotentAnswerLost,
+)
 from image_router.limits.free_tier import DepositRequired
 from image_router.limits.human_check import HumanCheckFailed, HumanCheckRequired
 from image_router.payment.topups import PaymentProviderError, PaymentsDisabled
@@ -191,6 +197,24 @@ GROUPS: tuple[tuple[str, tuple[ErrorRow, ...]], ...] = (
                 StaleDocumentVersion,
                 "Accepting a version of the terms that is not the current one.",
                 "Read [GET /v1/legal](/v1/legal) and accept that one.",
+            ),
+            ErrorRow(
+                InvalidIdempotencyKey,
+                "An `Idempotency-Key` that is empty, longer than 255 characters or not "
+                "printable ASCII.",
+                "Send a UUID (or another short printable key).",
+            ),
+            ErrorRow(
+                IdempotencyKeyReused,
+                "An `Idempotency-Key` already used for another request (method, path or "
+                "body) within 24 hours.",
+                "Use a new key for a new request.",
+            ),
+            ErrorRow(
+                IdempotencyKeyInProgress,
+                "The first request with this `Idempotency-Key` is still running after the "
+                "wait; `Retry-After` says when to ask again.",
+                "Retry with the same key and body: you get its answer, charged once.",
             ),
         ),
     ),
@@ -411,6 +435,12 @@ GROUPS: tuple[tuple[str, tuple[ErrorRow, ...]], ...] = (
                 InternalError,
                 "A bug on our side (the response's `X-Request-ID` finds it in the log).",
                 "Retry; report the request id if it persists. " + NOT_CHARGED,
+            ),
+            ErrorRow(
+                IdempotentAnswerLost,
+                "A retry with the `Idempotency-Key` of a generation that was charged, but "
+                "whose client hung up during the charge, before its answer existed.",
+                "Find its outputs in the usage log under the `X-Generation-Id`.",
             ),
         ),
     ),
