@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from image_router.account.service import Caller
 from image_router.api.gates import admit
@@ -50,11 +51,22 @@ async def generate_video(request: Request) -> Response:
     return await _generate(request, res, caller, validated, body)
 
 
+class _Route(Route):
+    """A plain route that, like FastAPI's, leaves itself in the scope: the request metrics
+    label a request by its route's template, and an unlabelled one counts as unmatched."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 # In the order FastAPI registered the decorated routes (the OpenAPI document keeps it).
 ROUTES = [
-    Route("/v1/openai/images/edits", generate_image, methods=["POST"]),
-    Route("/v1/openai/images/generations", generate_image, methods=["POST"]),
-    Route("/v1/openai/videos/generations", generate_video, methods=["POST"]),
+    _Route("/v1/openai/images/edits", generate_image, methods=["POST"]),
+    _Route("/v1/openai/images/generations", generate_image, methods=["POST"]),
+    _Route("/v1/openai/videos/generations", generate_video, methods=["POST"]),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Route
 
@@ -240,7 +241,9 @@ def document_generation_routes(app: FastAPI) -> None:
         }
         plain: dict[str, Any] = {}
         for route in app.routes:
-            if type(route) is Route and route.path in documented:
+            if not isinstance(route, Route) or isinstance(route, APIRoute):
+                continue  # FastAPI's routes document themselves
+            if route.path in documented:
                 path_item = plain.setdefault(route.path, {})
                 path_item.update(_plain_operation(route, *documented[route.path]))
         for path, (json_model, multipart_model) in documented.items():

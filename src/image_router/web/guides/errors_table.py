@@ -512,6 +512,47 @@ GROUPS: tuple[tuple[str, tuple[ErrorRow, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Your webhooks",
+        (
+            ErrorRow(
+                InvalidRequest,
+                "A webhook URL on a loopback, private or link-local address, or not http(s).",
+                "Use a public https address.",
+                "webhook_url_refused",
+            ),
+            ErrorRow(
+                InvalidRequest,
+                "The account already has the most webhook endpoints it may have.",
+                "Delete one you no longer use.",
+                "too_many_webhook_endpoints",
+            ),
+            ErrorRow(
+                NotFound,
+                "No webhook endpoint of yours has that id.",
+                "List them with GET /v1/webhooks.",
+                "webhook_endpoint_not_found",
+            ),
+            ErrorRow(
+                NotFound,
+                "No delivery of yours has that id.",
+                "List them with GET /v1/webhooks/deliveries.",
+                "webhook_delivery_not_found",
+            ),
+            ErrorRow(
+                Conflict,
+                "Resending to an endpoint that was disabled after failing for days.",
+                "Fix the receiver, enable the endpoint, then resend.",
+                "webhook_endpoint_disabled",
+            ),
+            ErrorRow(
+                NotFound,
+                "The account was erased while the request was being served.",
+                "Nothing: its data is gone.",
+                "account_erased",
+            ),
+        ),
+    ),
 )
 
 
