@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
 from image_router.providers import PROVIDERS
 from image_router.resources import Resources, build_resources
+from image_router.usage import service as usage
 from tests.fakes.contract import discover_cases
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stripe import FakeStripe
@@ -125,6 +127,38 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database of each kind: the test runs on SQLite and on PostgreSQL."""
     return _database(request.param, request, tmp_path)
+
+
+def processing_row(
+    generation_id: str,
+    account_id: str,
+    held: int,
+    deadline_at: datetime,
+    *,
+    model: str = "test/test",
+    provider: str = "test",
+    quality: str | None = None,
+    input_types: list[str] | None = None,
+) -> usage.NewGeneration:
+    """The usage row a request's hold opens, for tests that take or leave holds by hand."""
+    return usage.NewGeneration(
+        id=generation_id,
+        account_id=account_id,
+        api_key_id=None,
+        via_web_token=False,
+        modality="image",
+        model=model,
+        provider=provider,
+        prompt_enc=None,
+        content_expires_at=None,
+        size="auto",
+        quality=quality,
+        seconds=None,
+        input_types=input_types or [],
+        held=held,
+        ip=None,
+        deadline_at=deadline_at,
+    )
 
 
 # ----------------------------------------------------------------------------- gateway

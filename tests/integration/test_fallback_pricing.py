@@ -22,7 +22,7 @@ from image_router.kit.clock import utcnow
 from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
-from tests.conftest import Gateway
+from tests.conftest import Gateway, processing_row
 from tests.fakes.upstream import FakeVendor
 
 IMAGE = "/v1/openai/images/generations"
@@ -162,23 +162,13 @@ async def start_generation(gw: Gateway, account: str, held: int, *, expired: boo
         assert await ledger.hold(conn, account, held, generation_id=generation_id)
         await usage.start(
             conn,
-            usage.NewGeneration(
-                id=generation_id,
-                account_id=account,
-                api_key_id=None,
-                via_web_token=False,
-                modality="image",
+            processing_row(
+                generation_id,
+                account,
+                held,
+                deadline,
                 model="qwen/qwen-image",
                 provider="runware",
-                prompt_enc=None,
-                content_expires_at=None,
-                size="auto",
-                quality=None,
-                seconds=None,
-                input_types=[],
-                held=held,
-                ip=None,
-                deadline_at=deadline,
             ),
         )
     return generation_id

@@ -9,31 +9,14 @@ from datetime import timedelta
 from image_router.generation.holds import Hold
 from image_router.kit.clock import utcnow
 from image_router.usage import service as usage
-from tests.conftest import Gateway
+from tests.conftest import Gateway, processing_row
 
 GENERATION = "gen-lifecycle"
 
 
 def opening_for(account: str, held: int, opened: list[str]) -> usage.NewGeneration:
     opened.append(account)
-    return usage.NewGeneration(
-        id=GENERATION,
-        account_id=account,
-        api_key_id=None,
-        via_web_token=False,
-        modality="image",
-        model="test/test",
-        provider="test",
-        prompt_enc=None,
-        content_expires_at=None,
-        size="auto",
-        quality=None,
-        seconds=None,
-        input_types=[],
-        held=held,
-        ip=None,
-        deadline_at=utcnow() + timedelta(hours=1),
-    )
+    return processing_row(GENERATION, account, held, utcnow() + timedelta(hours=1))
 
 
 async def take(gw: Gateway, account: str, amount: int, opened: list[str]) -> Hold | None:

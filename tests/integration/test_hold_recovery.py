@@ -10,7 +10,7 @@ from image_router.generation.recovery import ABANDONED, release_expired_holds
 from image_router.kit.clock import utcnow
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
-from tests.conftest import Gateway
+from tests.conftest import Gateway, processing_row
 
 
 async def _orphan(gateway: Gateway, account: str, gid: str, held: int, age_s: float) -> None:
@@ -19,23 +19,15 @@ async def _orphan(gateway: Gateway, account: str, gid: str, held: int, age_s: fl
         assert await ledger.hold(conn, account, held, generation_id=gid)
         await usage.start(
             conn,
-            usage.NewGeneration(
-                id=gid,
-                account_id=account,
-                api_key_id=None,
-                via_web_token=False,
-                modality="image",
+            processing_row(
+                gid,
+                account,
+                held,
+                utcnow() - timedelta(seconds=age_s),
                 model="openai/dall-e-2",
                 provider="openai",
-                prompt_enc=None,
-                content_expires_at=None,
-                size="auto",
                 quality="auto",
-                seconds=None,
                 input_types=["PROMPT"],
-                held=held,
-                ip=None,
-                deadline_at=utcnow() - timedelta(seconds=age_s),
             ),
         )
 
