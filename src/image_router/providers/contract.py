@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, TypeVar
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from image_router.kit.sizes import parse_size
+from image_router.providers.direct import DirectLane
 from image_router.providers.errors import (
     UpstreamError,
     UpstreamMisconfiguredError,
@@ -86,6 +87,16 @@ class Job:
     user_ref: str = ""
     job_id: str = ""
     n: int = 1  # images to make in this one call (the model's `max_n` bounds it)
+    # Durable jobs (issue #14): a vendor job that outlives the process that submitted it.
+    #: Set when resuming: the vendor already accepted this job and this is what
+    #: `on_submitted` was given then. A resumable adapter waits on it and submits nothing.
+    vendor_ref: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: Called once by a resumable adapter right after the vendor accepted the job, before
+    #: waiting on it, with a JSON-serialisable reference (whatever that adapter needs to
+    #: wait on and cancel the job later, in another process). The gateway persists it.
+    on_submitted: Callable[[Mapping[str, Any]], Awaitable[None]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def dimensions(self) -> tuple[int, int] | None:
@@ -192,6 +203,9 @@ class Provider:
     image_inputs: ClassVar[frozenset[str]] = frozenset()
     #: Whether the vendor needs a credential at all (the offline test provider does not).
     needs_credential: ClassVar[bool] = True
+    #: Whether `generate` honours `Job.vendor_ref` / `Job.on_submitted` (a vendor job that
+    #: can be waited on again after a restart). False: an interrupted call is lost.
+    resumable: ClassVar[bool] = False
     #: The path the vendor's API lives under (e.g. "/v1"). A configured base URL works
     #: with or without it: see `normalise_base_url`.
     api_prefix: ClassVar[str] = ""
@@ -214,6 +228,8 @@ class Provider:
         extra: Mapping[str, str] | None = None,
     ) -> None:
         self.http = http
+        #: JSON calls skip httpx's layers when its transport is aiohttp's (`direct`).
+        self._direct = DirectLane.of(http)
         self.credential = credential
         self.base_url = normalise_base_url(
             base_url or self.default_base_url, self.default_base_url, self.api_prefix
@@ -268,9 +284,12 @@ class Provider:
         sent = {"Authorization": f"{auth} {key}"} if auth else {}
         sent.update(headers or {})
         async with translate_errors(self.id):
-            response = await self.http.request(
-                method, url, headers=sent, json=json, data=data, files=files
-            )
+            if self._direct is not None and data is None and files is None:
+                response = await self._direct.request(method, url, headers=sent, json=json)
+            else:
+                response = await self.http.request(
+                    method, url, headers=sent, json=json, data=data, files=files
+                )
             if response.is_error:
                 raise errors(response.status_code, error_body(response, key))
         return response
