@@ -79,6 +79,7 @@ class VideoJob:
     resolution: str
     pending_polls: int
     polls: int = 0
+    url: str | None = None  # once done: the same URL on every poll, as at xAI
 
 
 class FakeGrok(FakeVendor):
@@ -213,11 +214,12 @@ class FakeGrok(FakeVendor):
             )
         if "video-expires" in job.prompt:
             return JSONResponse({"status": "expired"})
-        url = self._store(request, FAKE_VIDEO, "video/mp4", "mp4")
+        if job.url is None:
+            job.url = self._store(request, FAKE_VIDEO, "video/mp4", "mp4")
         return JSONResponse(
             {
                 "status": "done",
-                "video": {"url": url, "duration": job.duration, "respect_moderation": True},
+                "video": {"url": job.url, "duration": job.duration, "respect_moderation": True},
                 "model": "grok-imagine-video",
                 "usage": usage,
                 "progress": 100,

@@ -3,6 +3,8 @@
 Submit `POST {queue}/{endpoint}` with `Authorization: Key <FAL_API_KEY>`; poll the
 `status_url` the submit answer names until it says COMPLETED; fetch `response_url`. A job
 we abandon (the task is cancelled mid-poll) is cancelled at fal with `PUT cancel_url`.
+Resumable (`providers.resume`): a queued job's reference is its request id and the three
+URLs fal gave; resuming polls `status_url` again, and `cancel` works from the reference.
 
 Input images go where the route's `image_input` token (in `target.options`) says:
 `fal_image_url` → `image_url` (one data URI), `fal_image_urls` → `image_urls`; with images
@@ -18,7 +20,8 @@ Deliberate differences from the reference, which returned billed "soft failures"
 - `output_format` is sent only as png or jpeg, which every fal image endpoint takes; webp
   is left to the gateway's conversion rather than risking a 422 from endpoints without it.
 
-`to_request`, `read_status`, `from_response` and `error_from_response` are pure.
+`to_request`, `read_status`, `from_response`, `job_ref`, `job_from_ref` and
+`error_from_response` are pure.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from image_router.providers.errors import (
 )
 from image_router.providers.inflight import InFlight, cancel_quietly
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.upstream_text import error_body, mentions
 
 PROVIDER_ID = "fal"
@@ -158,6 +162,30 @@ def queued_job(body: Any, base_url: str, endpoint: str) -> QueuedJob:
         response_url=url("response_url", root),
         cancel_url=url("cancel_url", f"{root}/cancel"),
         completed=body.get("status") == "COMPLETED",
+    )
+
+
+def job_ref(queued: QueuedJob) -> dict[str, Any] | None:
+    """The reference of a job still queued or running (None: it completed at submit)."""
+    if queued.completed:
+        return None
+    return make_ref(
+        PROVIDER_ID,
+        request_id=queued.request_id,
+        status_url=queued.status_url,
+        response_url=queued.response_url,
+        cancel_url=queued.cancel_url,
+    )
+
+
+def job_from_ref(ref: Mapping[str, Any]) -> QueuedJob:
+    """The queued job a `job_ref` names, to wait on it again."""
+    return QueuedJob(
+        request_id=ref_text(ref, "request_id", PROVIDER_ID),
+        status_url=ref_text(ref, "status_url", PROVIDER_ID),
+        response_url=ref_text(ref, "response_url", PROVIDER_ID),
+        cancel_url=ref_text(ref, "cancel_url", PROVIDER_ID),
+        completed=False,
     )
 
 
@@ -297,6 +325,7 @@ class FalProvider(Provider):
     default_base_url = "https://queue.fal.run"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"fal_image_url", "fal_image_urls"})
+    resumable = True
 
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
@@ -305,14 +334,13 @@ class FalProvider(Provider):
 
     async def generate(self, job: Job, target: Target) -> Result:
         key = self.require_credential("fal.ai API key")
-        request = to_request(job, target)
-        queued = await self.post_json(
-            f"{self.base_url}/{request.endpoint}",
-            request.body,
-            key=key,
-            auth="Key",
-            errors=error_from_response,
-            read=lambda body: queued_job(body, self.base_url, request.endpoint),
+        queued = await submit_or_resume(
+            job,
+            partial(self._submit, job, target, key),
+            vendor="fal",
+            to_ref=job_ref,
+            from_ref=job_from_ref,
+            stop=lambda queued: self._send_cancel(queued.cancel_url),
         )
         async with translate_errors(self.id):
             if not queued.completed:
@@ -321,6 +349,17 @@ class FalProvider(Provider):
                     status = await self._wait(queued, key)
                 read_status(status)
             return from_response(await self._get(queued.response_url, key), job.modality)
+
+    async def _submit(self, job: Job, target: Target, key: str) -> QueuedJob:
+        request = to_request(job, target)
+        return await self.post_json(
+            f"{self.base_url}/{request.endpoint}",
+            request.body,
+            key=key,
+            auth="Key",
+            errors=error_from_response,
+            read=lambda body: queued_job(body, self.base_url, request.endpoint),
+        )
 
     async def _wait(self, queued: QueuedJob, key: str) -> Any:
         """Poll the job's status until it is no longer pending; return that status."""
@@ -341,12 +380,19 @@ class FalProvider(Provider):
         return response_json(self.id, response)
 
     async def cancel(self, job: Job, target: Target) -> bool:
-        """Best effort `PUT cancel_url` (see `cancel_quietly`)."""
-        return await cancel_quietly(self._in_flight.cancel(job), vendor="fal")
+        """Best effort `PUT cancel_url` (see `cancel_quietly`), from `job.vendor_ref` when
+        no wait in this process knows the job."""
+        ref = job.vendor_ref
+        elsewhere = job_from_ref(ref).cancel_url if ref is not None else None
+        return await cancel_quietly(self._in_flight.cancel(job, elsewhere), vendor="fal")
 
-    async def _send_cancel(self, cancel_url: str) -> None:
+    async def _send_cancel(self, cancel_url: str) -> bool:
+        """`PUT cancel_url`; False when fal says nothing is left running to stop."""
         key = self.require_credential("fal.ai API key")
         response = await self.http.put(cancel_url, headers={"Authorization": f"Key {key}"})
         # 400 ALREADY_COMPLETED / 404 NOT_FOUND: nothing is left running to stop.
-        if response.is_error and response.status_code not in (400, 404):
+        if response.status_code in (400, 404):
+            return False
+        if response.is_error:
             raise _after_submit(response.status_code, error_body(response, key))
+        return True

@@ -167,6 +167,8 @@ class GeminiProvider(Provider):
     api_prefix = "/v1beta"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"inline_data", "base64_image"})
+    #: Veo videos (`gemini_veo`); images are one synchronous call, with nothing to resume.
+    resumable = True
 
     async def generate(self, job: Job, target: Target) -> Result:
         key = self.require_credential("Google AI Studio API key", first=True)

@@ -11,6 +11,9 @@ Deliberate differences from the reference:
 - The Gemini API cannot cancel a Veo operation (only tuning and batch jobs), so the Gemini
   adapter's `cancel` stays the base no-op: an abandoned job is simply no longer polled,
   and a failed status check is retried (`polling.poll_once`) rather than abandoning it.
+
+Resumable (`providers.resume`): an operation not done at submit is referenced by its name;
+resuming polls it again (there is still nothing to cancel it with).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from image_router.providers.google_ai import (
     text_or_none,
 )
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.upstream_text import expect_object
 
 #: Veo on AI Studio runs under the Gemini adapter's id.
@@ -116,6 +120,20 @@ def operation_name(body: Mapping[str, Any]) -> str:
     return name
 
 
+def operation_ref(operation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The reference of an operation still running (None: it was done at once)."""
+    if operation.get("done") is True:
+        return None
+    return make_ref(PROVIDER_ID, operation=operation_name(operation))
+
+
+def operation_from_ref(ref: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The running operation an `operation_ref` names (its name is checked again)."""
+    operation = {"name": ref_text(ref, "operation", PROVIDER_ID)}
+    operation_name(operation)
+    return operation
+
+
 def video_from_operation(operation: Mapping[str, Any]) -> Result:
     """A finished operation as a `Result` whose artifacts are file URIs (or bytes)."""
     error = operation.get("error")
@@ -178,10 +196,17 @@ async def generate_video(
     *,
     poll_interval: float,
 ) -> Result:
-    """Submit, poll until done, and download every sample as bytes."""
+    """Submit (or resume, see `providers.resume`), poll until done, and download every
+    sample as bytes."""
     root = f"{base_url}/{API_VERSION}"
     url = f"{root}/models/{target.upstream}:predictLongRunning"
-    operation = await post_json(http, url, video_request(job, target), key, PROVIDER_ID)
+    operation = await submit_or_resume(
+        job,
+        lambda: post_json(http, url, video_request(job, target), key, PROVIDER_ID),
+        vendor="Gemini",
+        to_ref=operation_ref,
+        from_ref=operation_from_ref,
+    )
     name = operation_name(operation)
     while operation.get("done") is not True:
         # Also yields to the loop when poll_interval is 0, so a cancel gets through.

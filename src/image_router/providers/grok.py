@@ -12,6 +12,7 @@ xAI errors are `{"code": <gRPC status text>, "error": <message>}`. A wrong key i
 xAI reports costs in ticks of 1e-10 USD (`usage.cost_in_usd_ticks`): kept as
 `reported_cost`. There is no cancel endpoint for video jobs, so an abandoned job is left
 to finish; a failed status check is retried (`polling.poll_once`) rather than abandoning it.
+Videos are resumable (`providers.resume`): the reference is the `request_id`.
 
 `to_request`, `from_image_response`, `read_video_status` and `error_from_response` are pure.
 """
@@ -42,6 +43,7 @@ from image_router.providers.errors import (
     translate_errors,
 )
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.upstream_text import mentions, scrub
 
 PROVIDER_ID = "grok"
@@ -266,25 +268,23 @@ class GrokProvider(Provider):
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"single_data_uri"})
+    #: Videos; images are one synchronous call, with nothing to resume.
+    resumable = True
 
     async def generate(self, job: Job, target: Target) -> Result:
         key = self.require_credential("xAI API key")
-        request = to_request(job, target)
-        answer: Any = await self.post_json(
-            self.base_url + request.path,
-            request.body,
-            key=key,
-            errors=error_from_response,
-            headers=_ACCEPT_JSON,
+        if job.modality != "video":
+            answer = await self._submit(job, target, key)
+            async with translate_errors(self.id):
+                return self._scrubbed(from_image_response(answer))
+        request_id = await submit_or_resume(
+            job,
+            partial(self._submit_video, job, target, key),
+            vendor="xAI",
+            to_ref=lambda request_id: make_ref(PROVIDER_ID, request_id=request_id),
+            from_ref=lambda ref: ref_text(ref, "request_id", PROVIDER_ID),
         )
         async with translate_errors(self.id):
-            if job.modality != "video":
-                return self._scrubbed(from_image_response(answer))
-            request_id = answer.get("request_id") if isinstance(answer, Mapping) else None
-            if not isinstance(request_id, str) or not request_id:
-                raise UpstreamProtocolError(
-                    "No request_id returned from xAI API", provider=self.id, body=answer
-                )
             while True:
                 # poll_interval may be 0 in tests: sleep(0) still yields to the loop.
                 await asyncio.sleep(self.poll_interval)
@@ -296,6 +296,26 @@ class GrokProvider(Provider):
                 finished = read_video_status(answer)
                 if finished is not None:
                     return self._scrubbed(finished)
+
+    async def _submit(self, job: Job, target: Target, key: str) -> Any:
+        request = to_request(job, target)
+        return await self.post_json(
+            self.base_url + request.path,
+            request.body,
+            key=key,
+            errors=error_from_response,
+            headers=_ACCEPT_JSON,
+        )
+
+    async def _submit_video(self, job: Job, target: Target, key: str) -> str:
+        """Submit a video job; return the `request_id` it is polled by."""
+        answer = await self._submit(job, target, key)
+        request_id = answer.get("request_id") if isinstance(answer, Mapping) else None
+        if not isinstance(request_id, str) or not request_id:
+            raise UpstreamProtocolError(
+                "No request_id returned from xAI API", provider=self.id, body=answer
+            )
+        return request_id
 
     async def _poll(self, url: str, key: str) -> Any:
         poll = await self.send(

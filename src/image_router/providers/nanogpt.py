@@ -5,6 +5,9 @@ Midjourney answers `{"task_id", "status": "submitted", "cost"}`; the result is t
 at `POST /api/check-midjourney-status` (key in `x-api-key`) until SUCCESS or FAILED. See
 spec §9.12. Unlike the reference, a failure is never a billed "soft failure" (§2.9): it is
 raised as the `UpstreamError` that fits its reason.
+
+Midjourney tasks are resumable (`providers.resume`): the reference is the task id and the
+cost the submission reported (the status answers do not repeat it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from image_router.providers.errors import (
     translate_errors,
 )
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     OUR_KEY_PHRASES,
@@ -112,6 +116,24 @@ def submitted_task(body: Any) -> str | None:
     raise UpstreamProtocolError(
         "NanoGPT queued a task without a task_id", provider=PROVIDER_ID, body=body
     )
+
+
+def task_ref(answer: Any) -> dict[str, Any] | None:
+    """The reference of a queued Midjourney task (None: the answer holds the images)."""
+    task_id = submitted_task(answer)
+    if task_id is None:
+        return None
+    cost = answer.get("cost")
+    kept = cost if isinstance(cost, int | float | str) and not isinstance(cost, bool) else None
+    return make_ref(PROVIDER_ID, task_id=task_id, cost=kept)
+
+
+def submission_from_ref(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The queued submission a `task_ref` stands for, as `NanoGPTProvider` reads it."""
+    answer = {"status": "submitted", "task_id": ref_text(ref, "task_id", PROVIDER_ID)}
+    if ref.get("cost") is not None:
+        answer["cost"] = ref["cost"]
+    return answer
 
 
 def reported_cost(body: Any) -> Decimal | None:
@@ -248,14 +270,17 @@ class NanoGPTProvider(Provider):
     api_prefix = "/v1"
     modalities = frozenset({"image"})
     image_inputs = frozenset({"nanogpt_data_urls", "single_data_uri"})
+    #: Midjourney tasks; the other models answer at once, with nothing to resume.
+    resumable = True
 
     async def generate(self, job: Job, target: Target) -> Result:
         key = self.require_credential("NanoGPT API key")
-        answer: Any = await self.post_json(
-            self.base_url + GENERATIONS_PATH,
-            to_request(job, target),
-            key=key,
-            errors=error_from_response,
+        answer: Any = await submit_or_resume(
+            job,
+            partial(self._submit, job, target, key),
+            vendor="NanoGPT",
+            to_ref=task_ref,
+            from_ref=submission_from_ref,
         )
         async with translate_errors(self.id):
             task_id = submitted_task(answer)
@@ -265,6 +290,14 @@ class NanoGPTProvider(Provider):
         # The submission holds the cost and task id; keep both answers for the usage log.
         return _clean(
             replace(result, raw={"submission": redact(answer), "status": result.raw}), key
+        )
+
+    async def _submit(self, job: Job, target: Target, key: str) -> Any:
+        return await self.post_json(
+            self.base_url + GENERATIONS_PATH,
+            to_request(job, target),
+            key=key,
+            errors=error_from_response,
         )
 
     async def _await_task(self, task_id: str, cost: Decimal | None, key: str) -> Result:

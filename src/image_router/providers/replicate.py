@@ -3,8 +3,11 @@
 A job becomes one prediction: `POST /models/{owner}/{name}/predictions` (or
 `POST /predictions` with `version` for `owner/name:hash` upstreams) with `Prefer: wait`,
 then `GET` on the prediction until it succeeds, fails or is canceled. Outputs are URLs the
-gateway downloads. `to_request`, `from_prediction`, `prediction_error` and
-`error_from_response` are pure; `ReplicateProvider` only moves them over HTTP.
+gateway downloads. Resumable (`providers.resume`): a prediction still running when the
+`Prefer: wait` window closes is referenced by its id and `urls.get`/`urls.cancel`; resuming
+polls it again, and `cancel` works from the reference. `to_request`, `from_prediction`,
+`prediction_error` and `error_from_response` are pure; `ReplicateProvider` only moves them
+over HTTP.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from image_router.providers.errors import (
 )
 from image_router.providers.inflight import InFlight
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, optional_text, ref_text, submit_or_resume
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     loggable,
@@ -216,6 +220,16 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
     return error_for_status(PROVIDER_ID, status, message, body)
 
 
+def _prediction_from_ref(ref: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A running prediction as `_until_done` takes it, rebuilt from its reference (its
+    URLs are checked against our host again, like the vendor's own)."""
+    return {
+        "id": ref_text(ref, "id", PROVIDER_ID),
+        "status": "processing",
+        "urls": {"get": optional_text(ref, "get_url"), "cancel": optional_text(ref, "cancel_url")},
+    }
+
+
 # ---------------------------------------------------------------------------- provider
 
 
@@ -227,6 +241,7 @@ class ReplicateProvider(Provider):
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"reve", "start_image"})
+    resumable = True
 
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
@@ -234,10 +249,14 @@ class ReplicateProvider(Provider):
 
     async def generate(self, job: Job, target: Target) -> Result:
         self.require_credential("Replicate API key")
-        request = to_request(job, target)
         async with translate_errors(self.id):
-            prediction = await self._call(
-                "POST", self.base_url + request.path, json=request.body, wait=True
+            prediction = await submit_or_resume(
+                job,
+                partial(self._submit, job, target),
+                vendor="Replicate",
+                to_ref=self._ref,
+                from_ref=_prediction_from_ref,
+                stop=lambda running: self._call("POST", self._prediction_url(running, "/cancel")),
             )
             prediction = await self._until_done(job, prediction)
             result = from_prediction(prediction)
@@ -245,7 +264,33 @@ class ReplicateProvider(Provider):
 
     async def cancel(self, job: Job, target: Target) -> bool:
         async with translate_errors(self.id):
-            return await self._in_flight.cancel(job)
+            elsewhere = None
+            if job.vendor_ref is not None:
+                running = _prediction_from_ref(job.vendor_ref)
+                elsewhere = self._prediction_url(running, "/cancel")
+            return await self._in_flight.cancel(job, elsewhere)
+
+    async def _submit(self, job: Job, target: Target) -> Mapping[str, Any]:
+        request = to_request(job, target)
+        return await self._call("POST", self.base_url + request.path, json=request.body, wait=True)
+
+    def _ref(self, prediction: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The reference of a prediction still running (None: it ended within the wait)."""
+        if prediction.get("status") not in _RUNNING:
+            return None
+        prediction_id = prediction.get("id")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            raise UpstreamProtocolError(
+                "Replicate answered a running prediction without an id",
+                provider=self.id,
+                body=loggable(prediction),
+            )
+        return make_ref(
+            PROVIDER_ID,
+            id=prediction_id,
+            get_url=self._prediction_url(prediction),
+            cancel_url=self._prediction_url(prediction, "/cancel"),
+        )
 
     async def _until_done(self, job: Job, prediction: Mapping[str, Any]) -> Mapping[str, Any]:
         abandoned = False

@@ -9,7 +9,8 @@ is, is `runware_errors`'s to say.
 How the route takes input images is its `image_input` token (in `target.options`); the
 other route options are listed in docs/catalog.md. Runware has no call that stops a task,
 so an abandoned video simply stops being polled; a failed status check is retried
-(`polling.poll_once`) rather than abandoning it.
+(`polling.poll_once`) rather than abandoning it. Videos are resumable
+(`providers.resume`): the reference is the taskUUID, which `getResponse` polls.
 
 Deliberate differences from the reference: every failure raises (it never bills a "soft
 failure", §2.9); `jpeg` is sent as Runware's `JPG`; background removal and upscaling get
@@ -38,6 +39,7 @@ from image_router.providers.errors import (
     translate_errors,
 )
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.runware_dimensions import image_task_size, video_task_size
 from image_router.providers.runware_errors import (
     MISSING_IMAGE_MESSAGE,
@@ -277,15 +279,24 @@ class RunwareProvider(Provider):
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset(IMAGE_PLACES) | VIDEO_TOKENS
+    #: Videos; images are one synchronous call, with nothing to resume.
+    resumable = True
 
     async def generate(self, job: Job, target: Target) -> Result:
         self.require_credential("Runware API key")
-        task_uuid = task_uuid_for(job)
         async with translate_errors(self.id):
-            tasks = to_request(job, target, task_uuid)
-            body = await self._send(tasks, task_uuid)
             if job.modality == "image":
+                task_uuid = task_uuid_for(job)
+                tasks = to_request(job, target, task_uuid)
+                body = await self._send(tasks, task_uuid)
                 return image_result(body, task_uuid, tasks[0]["outputFormat"])
+            task_uuid = await submit_or_resume(
+                job,
+                partial(self._submit_video, job, target),
+                vendor="Runware",
+                to_ref=lambda task_uuid: make_ref(PROVIDER_ID, task_uuid=task_uuid),
+                from_ref=lambda ref: ref_text(ref, "task_uuid", PROVIDER_ID),
+            )
             while True:
                 # Also yields to the loop when the interval is 0, so a cancel can land.
                 await asyncio.sleep(self.poll_interval)
@@ -297,6 +308,12 @@ class RunwareProvider(Provider):
                 outcome = video_outcome(answer, task_uuid)
                 if outcome is not None:
                     return outcome
+
+    async def _submit_video(self, job: Job, target: Target) -> str:
+        """Submit the video task (delivered asynchronously); return its taskUUID."""
+        task_uuid = task_uuid_for(job)
+        await self._send(to_request(job, target, task_uuid), task_uuid)
+        return task_uuid
 
     async def _send(self, tasks: list[dict[str, Any]], task_uuid: str) -> Mapping[str, Any]:
         assert self.credential is not None

@@ -3,8 +3,8 @@
 Every call goes to `{host}/v1/projects/{project}/locations/{location}/publishers/google/
 models/{model}:{method}` with a service-account access token (`vertex_auth`). Veo jobs
 (`vertex_veo`) are submitted with `:predictLongRunning` and polled with
-`:fetchPredictOperation`. The mapping functions are pure; `VertexProvider` only moves them
-over HTTP. See spec §9.15.
+`:fetchPredictOperation`; they are resumable (`providers.resume`, `vertex_veo.veo_ref`).
+The mapping functions are pure; `VertexProvider` only moves them over HTTP. See spec §9.15.
 
 Deliberate differences from the reference: input images precede the prompt in upload
 order (the reference reversed them); Imagen gets an aspect ratio, 2K size and output
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from image_router.providers.contract import Artifact, Job, Provider, Result, Target
@@ -28,6 +29,7 @@ from image_router.providers.errors import (
     translate_errors,
 )
 from image_router.providers.inflight import InFlight
+from image_router.providers.resume import submit_or_resume
 from image_router.providers.upstream_text import error_body, expect_object
 from image_router.providers.vertex_auth import (
     DEFAULT_TOKEN_URL,
@@ -37,6 +39,7 @@ from image_router.providers.vertex_auth import (
 )
 from image_router.providers.vertex_veo import (
     PROVIDER_ID,
+    VeoJob,
     decode_media,
     from_operation,
     operation_name,
@@ -44,6 +47,8 @@ from image_router.providers.vertex_veo import (
     rejected,
     required_field,
     veo_body,
+    veo_from_ref,
+    veo_ref,
     wait_for_operation,
 )
 
@@ -248,6 +253,8 @@ class VertexProvider(Provider):
     api_prefix = "/v1"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"inline_data", "base64_image"})
+    #: Veo videos; images are one synchronous call, with nothing to resume.
+    resumable = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -259,14 +266,20 @@ class VertexProvider(Provider):
         async with translate_errors(self.id):
             request = to_request(job, target)
             url = self._model_url(request.model, request.method)
-            body = await self._post(url, request.body)
             if request.method == "predict":
-                return from_imagen(body)
+                return from_imagen(await self._post(url, request.body))
             if request.method == "generateContent":
-                return from_gemini(body)
-            name = operation_name(body)
-            async with self._in_flight.running(job, f"{self._host()}/v1/{name}:cancel"):
-                operation = await self._wait(request.model, name, job)
+                return from_gemini(await self._post(url, request.body))
+            veo = await submit_or_resume(
+                job,
+                partial(self._submit_veo, url, request),
+                vendor="Vertex AI",
+                to_ref=veo_ref,
+                from_ref=veo_from_ref,
+                stop=lambda veo: self._cancel_operation(self._cancel_url(veo)),
+            )
+            async with self._in_flight.running(job, self._cancel_url(veo)):
+                operation = await self._wait(veo.model, veo.name, job)
             # Read outside the wait: a job Google reports as failed needs no cancel.
             result = from_operation(operation)
         if result is None:
@@ -275,7 +288,15 @@ class VertexProvider(Provider):
 
     async def cancel(self, job: Job, target: Target) -> bool:
         async with translate_errors(self.id):
-            return await self._in_flight.cancel(job)
+            ref = job.vendor_ref
+            elsewhere = self._cancel_url(veo_from_ref(ref)) if ref is not None else None
+            return await self._in_flight.cancel(job, elsewhere)
+
+    async def _submit_veo(self, url: str, request: VertexRequest) -> VeoJob:
+        return VeoJob(request.model, operation_name(await self._post(url, request.body)))
+
+    def _cancel_url(self, veo: VeoJob) -> str:
+        return f"{self._host()}/v1/{veo.name}:cancel"
 
     # ------------------------------------------------------------------ polling
 

@@ -2,7 +2,8 @@
 
 A job is submitted with `:predictLongRunning` (`veo_body`) and its operation polled with
 `:fetchPredictOperation` (`wait_for_operation`) until it is done; the videos come back
-inline as base64. `VertexProvider` owns the HTTP calls and the cancellation.
+inline as base64. `VertexProvider` owns the HTTP calls and the cancellation. Resumable
+(`providers.resume`): an operation is referenced by its model and name (`veo_ref`).
 
 This module also holds the adapter's id and the small answer-reading helpers the image
 half of the adapter uses, so that `vertex` imports this module and never the reverse.
@@ -14,6 +15,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from image_router.providers.contract import Artifact, Job, Result
@@ -24,6 +26,7 @@ from image_router.providers.errors import (
     redact,
 )
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text
 from image_router.providers.upstream_text import expect_object
 from image_router.providers.vertex_auth import operation_error
 
@@ -69,6 +72,23 @@ def operation_name(body: Any) -> str:
     if not isinstance(name, str) or not name:
         raise protocol_error("no operation name returned from video generation request.", body)
     return name
+
+
+@dataclass(frozen=True)
+class VeoJob:
+    """A submitted Veo operation: the publisher model it runs on (which its status URL
+    names) and the operation's name."""
+
+    model: str
+    name: str
+
+
+def veo_ref(veo: VeoJob) -> dict[str, Any]:
+    return make_ref(PROVIDER_ID, model=veo.model, operation=veo.name)
+
+
+def veo_from_ref(ref: Mapping[str, Any]) -> VeoJob:
+    return VeoJob(ref_text(ref, "model", PROVIDER_ID), ref_text(ref, "operation", PROVIDER_ID))
 
 
 def from_operation(body: Any) -> Result | None:

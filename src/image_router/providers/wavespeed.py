@@ -4,7 +4,9 @@ A job is one task: `POST /{model}` answers `{"code", "message", "data": predicti
 Images ask for sync mode, so the answer is usually already `completed`; videos (and images
 whose sync answer is still running) are polled at `data.urls.get` until `completed` or
 `failed`. Outputs are URLs the gateway downloads. An abandoned task is deleted
-(`DELETE /predictions/{id}`), which is how WaveSpeed cancels.
+(`DELETE /predictions/{id}`), which is how WaveSpeed cancels. Resumable
+(`providers.resume`): a task still running after the submit is referenced by its id and
+its result and delete URLs; resuming polls it again, and `cancel` works from the reference.
 
 `to_request`, `from_prediction`, `task_error` and `error_from_response` are pure;
 `WavespeedProvider` only moves them over HTTP.
@@ -37,6 +39,7 @@ from image_router.providers.errors import (
 )
 from image_router.providers.inflight import InFlight
 from image_router.providers.polling import poll_once
+from image_router.providers.resume import make_ref, ref_text, submit_or_resume
 from image_router.providers.upstream_text import (
     ACCOUNT_LIMIT_PHRASES,
     loggable,
@@ -181,6 +184,17 @@ def error_from_response(status: int, body: Any, *, polling: bool = False) -> Ups
     return error_for_status(PROVIDER_ID, status, message, args["body"])
 
 
+def _envelope_from_ref(ref: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A running task's envelope as `_until_done` takes it, rebuilt from its reference (the
+    result URL is checked against our host again, like the vendor's own `urls.get`)."""
+    task = {
+        "id": ref_text(ref, "id", PROVIDER_ID),
+        "status": "processing",
+        "urls": {"get": ref_text(ref, "result_url", PROVIDER_ID)},
+    }
+    return {"code": 200, "message": "resumed", "data": task}
+
+
 # ---------------------------------------------------------------------------- provider
 
 
@@ -192,6 +206,7 @@ class WavespeedProvider(Provider):
     api_prefix = "/api/v3"
     modalities = frozenset({"image", "video"})
     image_inputs = frozenset({"single_data_uri"})
+    resumable = True
 
     def __init__(self, http: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
@@ -199,16 +214,41 @@ class WavespeedProvider(Provider):
 
     async def generate(self, job: Job, target: Target) -> Result:
         self.require_credential("WaveSpeed API key")
-        request = to_request(job, target)
         async with translate_errors(self.id):
-            body = await self._call("POST", f"{self.base_url}/{request.model}", json=request.body)
+            body = await submit_or_resume(
+                job,
+                partial(self._submit, job, target),
+                vendor="WaveSpeed",
+                to_ref=self._ref,
+                from_ref=_envelope_from_ref,
+                stop=lambda running: self._call("DELETE", self._task_url(prediction_of(running))),
+            )
             body = await self._until_done(job, body)
             result = from_prediction(prediction_of(body), body)
         return result
 
     async def cancel(self, job: Job, target: Target) -> bool:
         async with translate_errors(self.id):
-            return await self._in_flight.cancel(job)
+            elsewhere = None
+            if job.vendor_ref is not None:
+                elsewhere = self._task_url(prediction_of(_envelope_from_ref(job.vendor_ref)))
+            return await self._in_flight.cancel(job, elsewhere)
+
+    async def _submit(self, job: Job, target: Target) -> Any:
+        request = to_request(job, target)
+        return await self._call("POST", f"{self.base_url}/{request.model}", json=request.body)
+
+    def _ref(self, body: Any) -> dict[str, Any] | None:
+        """The reference of a task still running (None: it is done, or failed, already)."""
+        prediction = prediction_of(body)
+        if prediction.get("status") not in _RUNNING:
+            return None
+        self._task_url(prediction)  # raises when the task has no id
+        return make_ref(
+            PROVIDER_ID,
+            id=str(prediction.get("id") or prediction.get("task_id")),
+            result_url=self._task_url(prediction, "/result"),
+        )
 
     async def _until_done(self, job: Job, body: Any) -> Any:
         prediction = prediction_of(body)
