@@ -43,6 +43,7 @@ from tests.fakes.upstream import FakeVendor
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
+    "generation_jobs",
     "generations",
     "ledger_entries",
     "api_keys",

@@ -27,16 +27,19 @@ from image_router.api.error_statuses import document_errors
 from image_router.api.export import router as export_router
 from image_router.api.files import router as files_router
 from image_router.api.generation import ROUTES as GENERATION_ROUTES
+from image_router.api.jobs import router as jobs_router
 from image_router.api.keys import router as api_keys_router
 from image_router.api.models import router as discovery_router
 from image_router.api.openapi import document_generation_routes
 from image_router.api.payments import router as payment_router
 from image_router.api.privacy import router as privacy_account_router
 from image_router.api.quotes import router as quotes_router
+from image_router.api.readiness import router as readiness_router
 from image_router.api.responses import json_response
 from image_router.api.webhooks import router as webhooks_router
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
+from image_router.db.outage import OUTAGE_ERRORS, is_outage
 from image_router.errors import (
     GatewayError,
     InternalError,
@@ -44,7 +47,9 @@ from image_router.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from image_router.generation.failures import database_unavailable
 from image_router.generation.recovery import run_periodically
+from image_router.kit.drain import Drain, on_sigterm
 from image_router.limits.asgi import RateLimitMiddleware
 from image_router.observability import metrics
 from image_router.observability.logging import ensure_logging
@@ -75,6 +80,9 @@ from image_router.web.usage import router as web_usage_router
 from image_router.web.webhooks import router as web_webhooks_router
 
 log = logging.getLogger(__name__)
+
+# How long the shutdown waits for cut-off generations to give their holds back.
+_RELEASE_WAIT_S = 10.0
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -163,17 +171,36 @@ def create_app(
         )
         # Other machines' key changes clear this worker's key cache (Redis; no-op without).
         key_listener = asyncio.create_task(res.key_changes.listen(stop))
+        # Durable jobs: renew this worker's leases, resume jobs whose worker died (jobs/).
+        jobs = res.generation_jobs
+        resumer = [asyncio.create_task(jobs.run_periodically(stop))] if jobs else []
+        # SIGTERM: /ready turns 503, `res.drain.on_drain` hooks run, generations still
+        # running after SHUTDOWN_DRAIN_S are cut off (holds released, answered 503).
+        undo_sigterm = on_sigterm(res.drain, settings.serving.shutdown_drain_s)
         try:
             yield
         finally:
+            await _finish_drain(res.drain)
+            undo_sigterm()
             stop.set()
-            for task in (reconciler, purger, job_runner, key_listener, *webhook_senders):
+            for task in (
+                reconciler,
+                purger,
+                job_runner,
+                key_listener,
+                *webhook_senders,
+                *resumer,
+            ):
                 try:
                     await asyncio.wait_for(asyncio.shield(task), timeout=30)
                 except TimeoutError:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if jobs is not None:
+                # Vendor jobs on record are left running for another worker, never
+                # cancelled; the rest are released (docs/jobs.md).
+                await jobs.stop()
             await app.state.web.close()
             await res.close()
             metrics.worker_stopped()
@@ -201,9 +228,11 @@ def create_app(
     app.router.routes.extend(GENERATION_ROUTES)  # plain Starlette endpoints, first
     app.include_router(quotes_router)  # before /v1/models/{id}, which takes any path
     app.include_router(discovery_router)
+    app.include_router(readiness_router)
     app.include_router(account_router)
     app.include_router(api_keys_router)
     app.include_router(webhooks_router)
+    app.include_router(jobs_router)
     app.include_router(privacy_account_router)
     app.include_router(erasure_router)
     app.include_router(export_router)
@@ -251,8 +280,26 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnect, _client_gone)  # type: ignore[arg-type]
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _database_outage)
     app.add_exception_handler(Exception, _render_unexpected)
     return app
+
+
+async def _finish_drain(drain: Drain) -> None:
+    """The server has stopped serving: whatever generation still runs (the drain's timer
+    did not fire, or one started late) is cut off, and each gives its hold back before the
+    resources close under it."""
+    if drain.in_flight:
+        drain.cut_off()
+    if not await drain.wait_for_cut(_RELEASE_WAIT_S):
+        log.error(
+            "drain: some cut-off generations did not finish releasing their holds in %.0f s; "
+            "the hold reconciler releases what they left",
+            _RELEASE_WAIT_S,
+        )
+    if drain.draining:
+        log.info(drain.summary())
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -293,6 +340,14 @@ async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
     # Nobody is left to read an answer; nothing was charged (the body was never complete).
     log.debug("client disconnected during %s %s", request.method, request.url.path)
     return Response(status_code=499)
+
+
+async def _database_outage(request: Request, exc: Exception) -> Response:
+    """A database error: 503 `database_unavailable` when the database is away (nothing
+    was charged; a hold left behind is released by the reconciler), else a bug (500)."""
+    if is_outage(exc):
+        return _error_response(database_unavailable(exc))
+    return await _render_unexpected(request, exc)
 
 
 async def _render_unexpected(request: Request, exc: Exception) -> Response:

@@ -138,6 +138,28 @@ class GenerationTimeout(GatewayError):
     code = "upstream_timeout"
 
 
+class ServiceUnavailable(GatewayError):
+    """A part of the gateway itself is away (its database, its storage), or it is stopping:
+    nothing was charged, and the same request may be sent again after `Retry-After`."""
+
+    status = 503
+    error_type = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+
+
+class ShuttingDown(ServiceUnavailable):
+    """The server stopped before the request finished (its drain time was up)."""
+
+    code = "server_shutting_down"
+
+
 class InternalError(GatewayError):
     status = 500
     error_type = "internal_error"

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.account.clerk import (
@@ -35,11 +38,15 @@ from image_router.catalog.spec import Catalog
 from image_router.config import Settings
 from image_router.db.key_store import KeyStore
 from image_router.db.session import make_engine
+from image_router.generation.durability import NO_DURABILITY, Durability
 from image_router.generation.events import NO_EVENTS, GenerationEvents
 from image_router.generation.policy import GenerationPolicy
 from image_router.generation.service import Generator
 from image_router.idempotency.store import Idempotency, IdempotencyPolicy
+from image_router.jobs.service import Jobs, JobsPolicy
 from image_router.kit.crypto import decode_key, load_or_create_key
+from image_router.kit.drain import Drain
+from image_router.kit.link import Link
 from image_router.kit.money import usd_to_credits
 from image_router.kit.networks import parse_network
 from image_router.legal.consent_cookie import CONSENT_MAX_AGE
@@ -51,6 +58,7 @@ from image_router.limits.free_tier import FreeTier
 from image_router.limits.guard import Limits, RatePolicy
 from image_router.limits.human_check import HumanCheck, derive_key
 from image_router.limits.rates import AccountScale, Rate, memory_counter, redis_counter
+from image_router.observability import metrics
 from image_router.payment.stripe_api import StripeGateway
 from image_router.payment.topups import Payments, TopupPolicy
 from image_router.privacy import erasure, export, policy_mail
@@ -61,6 +69,7 @@ from image_router.privacy.retention import Retention, RetentionPolicy
 from image_router.providers import PROVIDERS
 from image_router.providers.contract import Provider
 from image_router.providers.output_fetch import OutputFetcher
+from image_router.routing.fallback_health import FallbackHealthStore
 from image_router.routing.health import HealthPolicy, HealthStore, MemoryHealthStore
 from image_router.routing.redis_health import RedisHealthStore
 from image_router.storage.base import Store
@@ -104,6 +113,15 @@ class Resources:
     # Authenticated API keys for AUTH_CACHE_TTL_S (0: off), and how changes reach the
     # other processes (`account/key_changes.py`); `KeyChanges.listen` runs in the lifespan.
     key_changes: KeyChanges = field(default_factory=lambda: KeyChanges(KeyCache(0)))
+    # The graceful stop (SIGTERM): `/ready` turns 503, hooks in `drain.on_drain` run, and
+    # the generations still running after SHUTDOWN_DRAIN_S are cut off (`kit/drain.py`).
+    drain: Drain = field(default_factory=Drain)
+    # Async and durable generations (`Prefer: respond-async`, vendor jobs resumed after a
+    # restart): the generator's durability and the job API's use case (jobs/).
+    generation_jobs: Jobs | None = None
+    # REDIS_URL: a client for `/ready`'s probe, and whether Redis answers (`kit/link.py`).
+    redis: Redis | None = None
+    redis_link: Link | None = None
 
     @property
     def enabled(self) -> frozenset[str]:
@@ -116,6 +134,8 @@ class Resources:
         await self.http.aclose()
         await self.store.close()
         await self.vault.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()
 
 
@@ -243,19 +263,49 @@ def build_store(settings: Settings, url_prefix: str) -> Store:
     return LocalStore(root, f"{url_prefix}/files")
 
 
-def build_health(settings: Settings) -> HealthStore:
-    """Route health in Redis when configured (shared by all workers), else in process."""
+def build_health(settings: Settings, link: Link | None = None) -> HealthStore:
+    """Route health in Redis when configured (shared by all workers), else in process;
+    with a `link`, in process too while Redis is down."""
     policy = HealthPolicy(
         failure_threshold=settings.routing.circuit_failure_threshold,
         cooldown_s=settings.routing.circuit_cooldown_s,
     )
     if settings.storage.redis_url:
-        return RedisHealthStore(
-            Redis.from_url(settings.storage.redis_url),
+        shared = RedisHealthStore(
+            redis_client(settings),
             policy,
             namespace=settings.storage.redis_namespace,
         )
+        if link is None:
+            return shared
+        return FallbackHealthStore(shared, MemoryHealthStore(policy), link)
     return MemoryHealthStore(policy)
+
+
+def redis_client(settings: Settings, *, blocking_s: float = 0.0) -> Redis:
+    """A Redis client whose every call gives up after REDIS_TIMEOUT_S (plus `blocking_s`,
+    the longest wait of a blocking command it sends): a dead Redis never hangs a request."""
+    assert settings.storage.redis_url is not None
+    timeout = settings.storage.redis_timeout_s
+    return Redis.from_url(
+        settings.storage.redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout + blocking_s,
+        health_check_interval=30,
+        # One immediate retry on a fresh connection (a pooled one may have died with a
+        # Redis restart), not redis-py's three with back-off (seconds per call while down).
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
+def redis_link() -> Link:
+    """The shared state of this process's Redis clients: one WARNING when Redis goes, one
+    INFO when it is back, and the `image_router_redis_up` gauge."""
+    link = Link("Redis")
+    metrics.set_redis_up(True)
+    link.on_change.append(metrics.set_redis_up)
+    return link
 
 
 def build_web_token_secret(settings: Settings) -> str:
@@ -280,7 +330,7 @@ def build_human_check(settings: Settings, secret: str, limits: Limits) -> HumanC
     )
 
 
-def build_limits(settings: Settings, engine: AsyncEngine) -> Limits:
+def build_limits(settings: Settings, engine: AsyncEngine, link: Link | None = None) -> Limits:
     """Rate limits in Redis when configured (shared by all workers), else in process."""
     rates = RatePolicy(
         general=Rate.parse(settings.limits.rate_limit_general),
@@ -299,7 +349,12 @@ def build_limits(settings: Settings, engine: AsyncEngine) -> Limits:
     return Limits(
         rates=rates if settings.limits.rate_limits_enabled else None,
         counter=(
-            redis_counter(settings.storage.redis_url, settings.storage.redis_namespace)
+            redis_counter(
+                settings.storage.redis_url,
+                settings.storage.redis_namespace,
+                link=link,
+                timeout_s=settings.storage.redis_timeout_s,
+            )
             if settings.storage.redis_url and settings.limits.rate_limits_enabled
             else memory_counter()
         ),
@@ -332,6 +387,8 @@ def build_generator(
     outputs: OutputFetcher,
     vault: Vault,
     events: GenerationEvents = NO_EVENTS,
+    drain: Drain | None = None,
+    durability: Durability = NO_DURABILITY,
 ) -> Generator:
     """The generation use case with its collaborators and its own settings only."""
     policy = GenerationPolicy(
@@ -343,7 +400,35 @@ def build_generator(
         retention_outputs_hours=settings.retention.retention_outputs_hours,
         pricing_url=own_link(settings.generation.pricing_url, settings, "/pricing"),
     )
-    return Generator(engine, catalog, providers, health, store, outputs, vault, policy, events)
+    return Generator(
+        engine,
+        catalog,
+        providers,
+        health,
+        store,
+        outputs,
+        vault,
+        policy,
+        events,
+        drain=drain if drain is not None else Drain(),
+        durability=durability,
+    )
+
+
+def build_generation_jobs(settings: Settings, engine: AsyncEngine, vault: Vault) -> Jobs:
+    """Async and durable generations; `attach` the generator built with it."""
+    policy = JobsPolicy(
+        lease_s=settings.generation.job_lease_s,
+        resume_interval_s=settings.generation.job_resume_interval_s,
+        shutdown_wait_s=_JOBS_SHUTDOWN_WAIT_S,
+        outputs_hours=settings.retention.retention_outputs_hours,
+    )
+    return Jobs(engine, vault, policy)
+
+
+# How long a stopping process waits for its async jobs that cannot be resumed (their vendor
+# answers in one call) once the drain is over, before they are released as interrupted.
+_JOBS_SHUTDOWN_WAIT_S = 10.0
 
 
 def build_webhooks(
@@ -556,7 +641,7 @@ def build_key_changes(settings: Settings, *, cache: bool = True) -> KeyChanges:
         # However short this process's TTL, the servers' is the default at least.
         wait_s = max(settings.auth.auth_cache_ttl_s, 5.0)
         redis = RedisChannel(
-            Redis.from_url(settings.storage.redis_url), settings.storage.redis_namespace, wait_s
+            redis_client(settings, blocking_s=wait_s), settings.storage.redis_namespace, wait_s
         )
     return KeyChanges(KeyCache(ttl, signal=file.version), file, redis)
 
@@ -577,17 +662,21 @@ def build_resources(
     engine = make_engine(settings.storage.resolved_database_url())
     vault = build_vault(settings)
     store = build_store(settings, url_prefix or public_url(settings))
-    health = build_health(settings)
+    link = redis_link() if settings.storage.redis_url else None
+    health = build_health(settings, link)
     outputs = OutputFetcher(http, allow_private=settings.routing.allow_private_upstreams)
     payments = build_payments(settings, http)
     clerk = build_clerk(settings, http, vault)
     mailer = build_mailer(settings.mail.smtp_url, settings.mail.smtp_from)
     erasures = build_erasure(settings, engine, store, vault, payments, clerk)
     exports = build_export(settings, engine, store, vault, mailer)
-    limits = build_limits(settings, engine)
+    limits = build_limits(settings, engine, link)
     web_token_secret = build_web_token_secret(settings)
     webhooks = build_webhooks(settings, engine, http, vault, mailer)
-    return Resources(
+    drain = Drain()
+    generation_jobs = build_generation_jobs(settings, engine, vault)
+    drain.on_drain.append(generation_jobs.begin_stop)
+    resources = Resources(
         settings=settings,
         engine=engine,
         http=http,
@@ -610,6 +699,8 @@ def build_resources(
             outputs=outputs,
             vault=vault,
             events=webhooks.events,
+            drain=drain,
+            durability=generation_jobs,
         ),
         clerk=clerk,
         erasure=erasures,
@@ -621,4 +712,10 @@ def build_resources(
         web_token_secret=web_token_secret,
         human_check=build_human_check(settings, web_token_secret, limits),
         key_changes=build_key_changes(settings).attach(engine),
+        drain=drain,
+        redis=redis_client(settings) if settings.storage.redis_url else None,
+        redis_link=link,
+        generation_jobs=generation_jobs,
     )
+    generation_jobs.attach(resources.generator)
+    return resources

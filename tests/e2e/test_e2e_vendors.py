@@ -235,21 +235,31 @@ def test_vendor_generates_through_the_public_api(deployment: Deployment, target:
     assert 0 < cost <= usd_to_credits(quote(spec.routes[0].price, facts))
 
 
-def test_a_client_that_hangs_up_gets_the_vendor_job_cancelled(deployment: Deployment) -> None:
-    """fal keeps the job queued; the client gives up; the gateway cancels it at fal and
-    releases the hold."""
+def test_a_client_that_hangs_up_and_cancels_the_job_gets_the_vendor_job_cancelled(
+    deployment: Deployment,
+) -> None:
+    """fal keeps the job queued; the client gives up: the job runs on (docs/jobs.md) until
+    the client cancels it, which cancels it at fal and releases the hold."""
     _grant(deployment, "1")
     before = _balance(deployment)
     fal = deployment.fakes["fal"]
     fal.polls_before_done = 1_000_000  # type: ignore[attr-defined]
+    auth = {"Authorization": f"Bearer {deployment.key}"}
     try:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(
                 deployment.url + "/v1/openai/images/generations",
-                headers={"Authorization": f"Bearer {deployment.key}"},
+                headers=auth,
                 json={"model": "recraft-ai/recraft-v3", "prompt": "never finishes"},
                 timeout=1.0,
             )
+        time.sleep(0.5)
+        assert not fal.cancelled  # type: ignore[attr-defined]  # a hang-up cancels nothing
+        running = {"status": "running"}
+        [job] = httpx.get(deployment.url + "/v1/jobs", params=running, headers=auth).json()["data"]
+        assert job["model"] == "recraft-ai/recraft-v3"
+        cancelled = httpx.post(f"{deployment.url}/v1/jobs/{job['id']}/cancel", headers=auth)
+        assert cancelled.json()["status"] == "cancelled"
         deadline = time.monotonic() + 5
         while not fal.cancelled:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "fal never saw a cancel request"

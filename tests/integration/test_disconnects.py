@@ -1,6 +1,8 @@
 """A client hanging up is normal: at each stage of a generation (taking the hold, the
-vendor call, the settle) it logs one INFO line with the request id and what was released
-or charged, never an ERROR or a traceback, and it leaves no hold behind.
+vendor call, the settle) it logs one INFO line with the request id, never an ERROR or a
+traceback, and it leaves no hold behind. Before the credit is held the request is
+abandoned (released, not charged); once it is held, the generation runs on as a job that
+completes, is charged and can be fetched at /v1/jobs/{id} (docs/jobs.md).
 
 The requests are driven as a server drives the application (raw ASGI), so a hang-up is a
 real `http.disconnect` message at a chosen moment and an exception escaping the
@@ -163,9 +165,19 @@ async def test_a_hang_up_while_the_hold_is_taken(
     assert row["status"] == "error"
 
 
+async def finished(gw: Gateway) -> dict[str, Any]:
+    """The one generation, once it left `processing` (it runs on after the hang-up)."""
+    for _ in range(1000):
+        [row] = await gw.rows("SELECT id, status, cost FROM generations")
+        if row["status"] != "processing":
+            return row
+        await asyncio.sleep(0.01)
+    raise AssertionError("the generation never finished")
+
+
 async def test_a_hang_up_during_the_vendor_call(gateway: Gateway, records: Records) -> None:
     account, key = await gateway.account("1.00")
-    gateway.openai.hang_next(30)
+    gateway.openai.hang_next(0.5)
 
     async def vendor_called() -> None:
         # The fake records the request before it stalls; there is no event to wait on.
@@ -177,11 +189,21 @@ async def test_a_hang_up_during_the_vendor_call(gateway: Gateway, records: Recor
 
     await hang_up(gateway, key, "rid-vendor", vendor_called, None)
 
+    # The vendor call goes on: the image is made, charged once, and kept as a job.
+    row = await finished(gateway)
+    assert row["status"] == "success" and row["cost"] == DALLE2_PRICE
     assert [r for r in records.records if r.levelno >= logging.ERROR] == []
     [line] = disconnect_lines(records, "rid-vendor")
     assert line.levelno == logging.INFO and line.exc_info is None
-    assert f"during the vendor call; released {DALLE2_PRICE} held credits" in line.getMessage()
-    await assert_no_hold_left(gateway, account, 10_000)
+    assert "client disconnected; it runs on as a job" in line.getMessage()
+    await assert_no_hold_left(gateway, account, 10_000 - DALLE2_PRICE)
+    job = await gateway.client.get(
+        f"/v1/jobs/{row['id']}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert job.json()["status"] == "succeeded" and job.json()["cost"] == 0.016
+    assert len(job.json()["data"]) == 1
+    listed = await gateway.client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert [j["id"] for j in listed.json()["data"]] == [row["id"]]
 
 
 async def test_a_hang_up_during_the_settle(
@@ -200,11 +222,11 @@ async def test_a_hang_up_during_the_settle(
 
     await hang_up(gateway, key, "rid-settle", gate.reached.wait, gate)
 
+    # The image was made: it is charged once, and nothing stays held.
+    row = await finished(gateway)
+    assert row["status"] == "success" and row["cost"] == DALLE2_PRICE
     assert [r for r in records.records if r.levelno >= logging.ERROR] == []
     [line] = disconnect_lines(records, "rid-settle")
     assert line.levelno == logging.INFO and line.exc_info is None
-    assert f"during the settle; charged {DALLE2_PRICE} credits" in line.getMessage()
-    # The image was made: it is charged once, and nothing stays held.
+    assert "client disconnected; it runs on as a job" in line.getMessage()
     await assert_no_hold_left(gateway, account, 10_000 - DALLE2_PRICE)
-    [row] = await gateway.rows("SELECT status, cost FROM generations")
-    assert row == {"status": "success", "cost": DALLE2_PRICE}

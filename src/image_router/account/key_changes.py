@@ -102,11 +102,15 @@ class RedisChannel:
     async def listen(self, cache: KeyCache, stop: asyncio.Event) -> None:
         """Clear `cache` on every published change and acknowledge it; the cache is
         suspended while the subscription is down."""
+        lost = False  # one warning per outage, not one per reconnection attempt
         while not stop.is_set():
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 cache.resume()
+                if lost:
+                    log.info("key-change subscription is back; cached keys on again")
+                    lost = False
                 while not stop.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None or message.get("type") != "message":
@@ -120,7 +124,9 @@ class RedisChannel:
                         await pipe.execute()
             except (RedisError, OSError):
                 cache.suspend()
-                log.warning("key-change subscription lost; cached keys off until it is back")
+                if not lost:
+                    log.warning("key-change subscription lost; cached keys off until it is back")
+                lost = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
             finally:

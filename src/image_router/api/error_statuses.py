@@ -35,6 +35,8 @@ _PUBLIC = frozenset(
 _CONFIGURED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/billing/checkout"): {404: "Payments are not enabled"},
     ("post", "/v1/consent/cookies"): {404: "Analytics are not enabled"},
+    ("get", "/v1/jobs"): {404: "`after` names no job of this account"},
+    ("post", "/v1/jobs/{job_id}/cancel"): {409: "The job has already finished"},
 }
 
 # The operations that take an `Idempotency-Key` (api/idempotency.py): a key reused for

@@ -130,6 +130,45 @@ class GenerationResponse(BaseModel):
     cost: float = Field(description="USD charged.")
 
 
+class JobError(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+
+
+class JobObject(BaseModel):
+    """A generation run as a job (docs/jobs.md): `Prefer: respond-async`, or any
+    generation read by its id (`X-Generation-Id`)."""
+
+    id: str = Field(description="The generation's id (also its usage row).")
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str
+    modality: Literal["image", "video"]
+    created: int = Field(description="Unix time in seconds.")
+    finished: int | None = Field(description="Unix time in seconds, once it has finished.")
+    progress: float | None = Field(
+        description="0 to 1 while running, when the vendor reports it; else null."
+    )
+    data: list[GeneratedItem] | None = Field(
+        description="Once succeeded: exactly the synchronous answer's `data`; null once the "
+        "outputs expired (`error.code` says `job_outputs_expired`)."
+    )
+    latency: int | None = Field(description="Milliseconds spent in the upstream call.")
+    cost: float | None = Field(description="USD charged, once succeeded.")
+    error: JobError | None = Field(
+        description="Why it failed or was cancelled (or why succeeded data is gone)."
+    )
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject] = Field(description="Newest first.")
+    first_id: str | None
+    last_id: str | None = Field(description="Pass as `after` for the next page.")
+    has_more: bool
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -148,9 +187,22 @@ _MODELS: tuple[type[BaseModel], ...] = (
     VideoGenerationRequest,
     GeneratedItem,
     GenerationResponse,
+    JobError,
+    JobObject,
+    JobList,
     ErrorDetail,
     ErrorResponse,
 )
+
+
+PREFER_PARAMETER: dict[str, Any] = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "`respond-async` (RFC 7240): answer 202 with a job once the credit is "
+    "held, and run the generation in the background (docs/jobs.md).",
+    "schema": {"type": "string"},
+}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -175,6 +227,7 @@ def _operation(json_model: type[BaseModel], multipart_model: type[BaseModel]) ->
         )
     }
     return {
+        "parameters": [PREFER_PARAMETER],
         "requestBody": {
             "required": True,
             "content": {
@@ -188,6 +241,11 @@ def _operation(json_model: type[BaseModel], multipart_model: type[BaseModel]) ->
                     "Generated outputs. After HEARTBEAT_AFTER_S, spaces precede the JSON."
                 ),
                 "content": {"application/json": {"schema": _ref(GenerationResponse)}},
+            },
+            "202": {
+                "description": "`Prefer: respond-async`: the job (queued), with `Location: "
+                "/v1/jobs/{id}` and `Preference-Applied: respond-async`; its credit is held.",
+                "content": {"application/json": {"schema": _ref(JobObject)}},
             },
             **errors,
         },

@@ -24,7 +24,7 @@ from image_router.admin.credits import Operator
 from image_router.cli import admin as admin_commands
 from image_router.cli import erasure as erasure_commands
 from image_router.cli import export as export_command
-from image_router.cli import privacy_admin, startup
+from image_router.cli import privacy_admin, serving, startup
 from image_router.cli.common import fail, run_db, vault
 from image_router.cli.retention import retention_app
 from image_router.cli.vault import vault_app
@@ -38,6 +38,7 @@ from image_router.kit.money import (
 from image_router.ledger import service as ledger
 from image_router.limits import bans
 from image_router.observability.logging import configure_logging
+from image_router.observability.metrics import MULTIPROC_ENV
 from image_router.providers import PROVIDERS
 from image_router.resources import provider_problem
 
@@ -121,8 +122,12 @@ def serve(
                 "minutes; later: image-router users signin-link EMAIL or users set-password):"
             )
             typer.echo(os.environ["PUBLIC_URL"].rstrip("/") + link)
+    if count > 1:
+        # Before the workers start (they read it when they import prometheus_client).
+        metrics_dir = serving.prepare_metrics_dir(os.environ.get(MULTIPROC_ENV))
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     typer.echo(f"Serving Image Router on {os.environ['PUBLIC_URL']} ({count} worker(s))")
-    uvicorn.run(
+    config = uvicorn.Config(
         "image_router.app:create_app_from_env",
         factory=True,
         host=host,
@@ -135,7 +140,15 @@ def serve(
         log_level=settings.observability.log_level.lower(),
         timeout_keep_alive=30,
         backlog=4096,
+        # A spawned worker answers the supervisor's ping only once it has re-imported
+        # this CLI; uvicorn's 5 s default kills it before that on a busy machine, and
+        # respawns it forever: a restarted host never served again (bench/soak.py).
+        timeout_worker_healthcheck=60,
+        # The app cuts off what still runs after SHUTDOWN_DRAIN_S and answers it 503
+        # (kit/drain.py); uvicorn's own cancellation, which answers 500, only backs it up.
+        timeout_graceful_shutdown=serving.uvicorn_grace_s(settings.serving.shutdown_drain_s),
     )
+    serving.run(config)
 
 
 def worker_count(asked: str, *, sqlite: bool, cores: int) -> int:

@@ -41,6 +41,19 @@ class GenerationSettings(Group):
         description="seconds past its deadline a hold is left to its own request before "
         "it is released",
     )
+    job_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a durable job's lease, seconds: the process waiting on it renews it; "
+        "once it lapses (the process died) another process resumes the job "
+        "([docs/jobs.md](docs/jobs.md))",
+    )
+    job_resume_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds between each worker's job resumer passes (lease renewals, "
+        "claims of jobs whose lease lapsed); keep it well under `JOB_LEASE_S`",
+    )
     catalog_paths: list[Path] = Field(
         default_factory=list,
         description="extra catalog TOML files, comma-separated; later files override models "

@@ -22,6 +22,19 @@ class ServingSettings(Group):
         default=None,
         description="base of the URLs of locally stored outputs; unset: `http://HOST:PORT`",
     )
+    shutdown_drain_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM: seconds the requests in flight may take to finish (no new "
+        "connections are accepted, `/ready` answers 503); generations still running then "
+        "are cut off, their holds released, and answered 503 `server_shutting_down`",
+    )
+    ready_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="`/ready`: how long each check (database, Redis, storage) may take "
+        "before it counts as failed",
+    )
 
 
 class ObservabilitySettings(Group):

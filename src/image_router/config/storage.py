@@ -53,6 +53,12 @@ class StorageSettings(Group):
     redis_namespace: str = Field(
         default="ir", description="prefix of every Redis key, so deployments can share one Redis"
     )
+    redis_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="connect and read timeout of every Redis call: past it Redis counts as "
+        "down, and rate limits and route health fall back to each process's own state",
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -27,6 +27,8 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from image_router.db import outage
+
 T = TypeVar("T")
 
 
@@ -55,7 +57,16 @@ async def pg_connection(engine: AsyncEngine) -> AsyncIterator[PgConnection]:
     statement commits by itself unless run in `connection.transaction()`."""
     async with engine.connect() as conn:
         connection: PgConnection = await _driver_connection(conn)
-        yield connection
+        try:
+            yield connection
+        except Exception as exc:
+            # SQLAlchemy never saw this statement fail: tell its pool when the connection
+            # died (so it is not handed out again) and call it what it is, an outage.
+            if getattr(connection, "is_closed", lambda: False)() or outage.is_outage(exc):
+                await conn.invalidate(exc)
+                lost = f"the database connection was lost: {exc}"
+                raise outage.DatabaseUnreachable(lost) from exc
+            raise
 
 
 async def in_sqlite_thread(engine: AsyncEngine, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from image_router.db import changes
+from image_router.db import changes, outage
 
 
 def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -30,18 +31,46 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        # No pre-ping: it costs a round trip per checkout; recycling bounds stale
-        # connections and a dropped connection fails one unit of work, which callers
-        # already handle.
+        # No pre-ping: it costs a round trip per checkout. Its equivalent for free: a
+        # connection whose socket the server closed (a restart, a cut network) is replaced
+        # at checkout (`_replace_closed`), and a connection that dies under a statement
+        # makes SQLAlchemy recycle every older connection of the pool. So the pool
+        # recovers by itself once the database is back; meanwhile `db/outage.py` turns
+        # the errors into 503s.
         engine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=600,
             pool_recycle=1800,
+            connect_args={"timeout": outage.CONNECT_TIMEOUT_S},
         )
+        if engine.dialect.driver == "asyncpg":
+            event.listen(engine.sync_engine, "do_connect", _connect_or_unreachable)
+            event.listen(engine.sync_engine, "checkout", _replace_closed)
     changes.watch(engine)  # writes that invalidate cached API keys (db/changes.py)
     return engine
+
+
+def _connect_or_unreachable(
+    dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    """Connect as SQLAlchemy would; a refused, unreachable or slow server is an outage."""
+    try:
+        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        raise outage.DatabaseUnreachable(f"cannot connect to the database: {exc}") from exc
+    except Exception as exc:
+        if outage.is_outage(exc):
+            raise outage.DatabaseUnreachable(f"the database refused to connect: {exc}") from exc
+        raise
+
+
+def _replace_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection whose socket is already closed is thrown away at checkout
+    (SQLAlchemy then connects afresh): a local check, no round trip."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -248,6 +249,48 @@ class Generation(Base):
     attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class GenerationJob(Base):
+    """A generation that outlives its HTTP request (issue #14 §2–3): an async request
+    (`Prefer: respond-async`), a synchronous one whose vendor accepted a resumable job, or
+    one whose client hung up. Its id is the generation's (`generations.id`).
+
+    The usage row stays the authority on money and outcome (`processing → success |
+    error`, settled or released exactly once); this row adds what the job API and a
+    resumer need: the vendor's own job reference once the vendor accepted it
+    (`vendor_ref`, `vendor_accepted_at`), the lease of the process waiting on it (`owner`,
+    `lease_until`), what is needed to rebuild the request without its inputs (`spec`), the
+    answer sealed under the account's data key (`result_enc`), and a cancelled job's mark.
+    """
+
+    __tablename__ = "generation_jobs"
+    __table_args__ = (
+        Index("ix_generation_jobs_account_id_created_at", "account_id", "created_at", "id"),
+        Index("ix_generation_jobs_state_lease_until", "state", "lease_until"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(36))
+    origin: Mapped[str] = mapped_column(String(10))  # async | sync
+    modality: Mapped[str] = mapped_column(String(10))
+    model: Mapped[str] = mapped_column(String(200))
+    # queued | running while the usage row is processing; then succeeded | failed |
+    # cancelled (the usage row decides, see `jobs/views.py`).
+    state: Mapped[str] = mapped_column(String(20))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider: Mapped[str | None] = mapped_column(String(50))
+    vendor_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    vendor_accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    progress: Mapped[float | None] = mapped_column(Float)
+    result_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -18,8 +18,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from image_router.catalog.spec import Route
@@ -153,6 +154,21 @@ Cover = Callable[[int], Awaitable[str | None]]
 MIN_RETRY_BUDGET_S = 1.0
 
 
+#: Persists the reference a resumable vendor gave for its accepted job (`jobs/`).
+Submitted = Callable[[Plan, Mapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Durable:
+    """How the attempts keep a vendor job alive beyond this process (generation/durability):
+    `submitted` persists a resumable vendor's reference; `suspended()` True when a
+    cancellation means "this process stops, the job is resumed elsewhere", so the vendor
+    job must be left running rather than cancelled."""
+
+    submitted: Submitted
+    suspended: Callable[[], bool]
+
+
 async def call_routes(
     providers: Mapping[str, Provider],
     plans: list[Plan],
@@ -164,6 +180,7 @@ async def call_routes(
     policy: RoutingPolicy,
     learn: bool,
     deadline: float,
+    durable: Durable | None = None,
 ) -> tuple[Plan, Result]:
     """Try the plans in order until one succeeds; raise the last error otherwise.
 
@@ -190,7 +207,9 @@ async def call_routes(
             # The vendor asked us to slow down and the next route is the same vendor.
             await _back_off(tried, policy, deadline)
         tried += 1
-        result = await _try(providers, plan, job, attempts, health, policy, learn, deadline)
+        result = await _try(
+            providers, plan, job, attempts, health, policy, learn, deadline, durable
+        )
         if result is not None:
             return plan, result
         last_plan = plan
@@ -201,7 +220,7 @@ async def call_routes(
         if delay is not None:
             await asyncio.sleep(delay)
             result = await _try(
-                providers, last_plan, job, attempts, health, policy, learn, deadline
+                providers, last_plan, job, attempts, health, policy, learn, deadline, durable
             )
             if result is not None:
                 return last_plan, result
@@ -219,13 +238,21 @@ async def _try(
     policy: RoutingPolicy,
     learn: bool,
     deadline: float,
+    durable: Durable | None = None,
 ) -> Result | None:
     """One attempt: its result, or None (recorded) when another attempt may succeed; an
     error another route would not fix is raised."""
     provider: Provider = providers[plan.route.provider]
     started = time.monotonic()
+    suspended = None
+    if durable is not None and provider.resumable:
+        # The adapter reports the vendor's job reference once accepted; it is persisted
+        # (with this route) before the adapter waits on it.
+        if job.vendor_ref is None:
+            job = replace(job, on_submitted=partial(durable.submitted, plan))
+        suspended = durable.suspended
     try:
-        result = await _attempt(provider, job, plan.target, policy, deadline)
+        result = await _attempt(provider, job, plan.target, policy, deadline, suspended)
     except UpstreamError as exc:
         attempts.add(plan, exc)
         await _learn(health, plan, exc.kind, time.monotonic() - started, learn)
@@ -259,7 +286,12 @@ def _busy_delay(
 
 
 async def _attempt(
-    provider: Provider, job: Job, target: Target, policy: RoutingPolicy, deadline: float
+    provider: Provider,
+    job: Job,
+    target: Target,
+    policy: RoutingPolicy,
+    deadline: float,
+    suspended: Callable[[], bool] | None = None,
 ) -> Result:
     budget = min(policy.attempt_timeout_s, deadline - time.monotonic())
     if budget <= 0:
@@ -275,6 +307,11 @@ async def _attempt(
         error.vendor_job_cancelled = cancelled
         raise error from None
     except asyncio.CancelledError:
+        if suspended is not None and suspended():
+            # This process is stopping and the vendor job is persisted: another process
+            # resumes it, so it keeps running at the vendor.
+            task.cancel()
+            raise
         await _abandon(provider, job, target, task, "cancelled")
         raise
     except UpstreamError as exc:

@@ -10,13 +10,17 @@ import asyncio
 import logging
 import math
 
+from image_router.db.outage import RETRY_AFTER_S as DB_RETRY_AFTER_S
+from image_router.db.outage import is_outage
 from image_router.errors import (
+    DatabaseUnavailable,
     GatewayError,
     GenerationFailed,
     GenerationRejected,
     GenerationTimeout,
     GenerationUnavailable,
     InternalError,
+    StorageUnavailable,
 )
 from image_router.providers.errors import (
     UpstreamError,
@@ -24,11 +28,14 @@ from image_router.providers.errors import (
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
+from image_router.storage.base import StorageError
 
 log = logging.getLogger(__name__)
 
 #: The `Retry-After` (seconds) of a 503 for a busy vendor that did not say when to return.
 BUSY_RETRY_AFTER_S = 5
+#: The `Retry-After` of a 503 for outputs that could not be stored.
+STORAGE_RETRY_AFTER_S = 10
 
 
 def describe(exc: BaseException) -> str:
@@ -38,6 +45,10 @@ def describe(exc: BaseException) -> str:
         return "the generation did not finish before its deadline"
     if isinstance(exc, asyncio.CancelledError):
         return "the request was cancelled (client disconnected)"
+    if isinstance(exc, StorageError):
+        return "the output could not be stored (storage unavailable)"
+    if is_outage(exc):
+        return "the database was unavailable"
     return f"internal error: {type(exc).__name__}"
 
 
@@ -68,14 +79,39 @@ def client_error(exc: BaseException) -> GatewayError:
             f"The upstream provider failed: {exc.message.rstrip('.')}. You were not charged.",
             code=f"upstream_{exc.kind}",
         )
+    if isinstance(exc, StorageError):
+        # The output was made but could not be kept: the hold goes back like any failure.
+        log.error("storing a generation's output failed: %s", exc)
+        return StorageUnavailable(
+            f"The output could not be stored (the storage is unavailable); try again in "
+            f"{STORAGE_RETRY_AFTER_S} seconds. You were not charged.",
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        )
+    if is_outage(exc):
+        return database_unavailable(exc)
     log.error("generation failed unexpectedly", exc_info=exc)
     return InternalError("Failed to generate. You were not charged.")
+
+
+def database_unavailable(exc: BaseException) -> DatabaseUnavailable:
+    """The 503 of a request cut short by a database outage. Whatever hold it took and could
+    not give back is left `processing`, and the hold reconciler releases it."""
+    log.error("the database is unavailable: %s", exc)
+    return DatabaseUnavailable(
+        f"The service's database is unavailable; try again in {DB_RETRY_AFTER_S} seconds. "
+        "You were not charged.",
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
 
 
 def outcome(exc: BaseException) -> str:
     """The status label of a failed generation for the metrics."""
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
+    if isinstance(exc, StorageError):
+        return "storage_unavailable"
+    if is_outage(exc):
+        return "database_unavailable"
     if isinstance(exc, UpstreamRejectedError):
         return "rejected"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError | UpstreamTimeoutError):

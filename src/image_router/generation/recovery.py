@@ -5,7 +5,8 @@ A worker that dies mid-request (kill -9, OOM, power loss) leaves its generation 
 then periodically: rows past their deadline (plus a grace period for the request that is
 still finishing) are moved to `error` and their hold released. The `status =
 'processing'` guard of `usage.finish` makes each release happen exactly once, however
-many workers race for the same row.
+many workers race for the same row. A generation whose job is alive or on record at its
+vendor (`generation_jobs`) is the job resumer's to finish or give up (jobs/service.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.db.session import unit_of_work
-from image_router.db.tables import Generation
+from image_router.db.tables import Generation, GenerationJob
 from image_router.kit.clock import utcnow
 from image_router.ledger import service as ledger
 from image_router.usage import service as usage
@@ -43,6 +45,7 @@ async def release_expired_holds(
                     .where(
                         Generation.status == "processing",
                         Generation.deadline_at < utcnow() - grace,
+                        ~_resumable(utcnow()),
                     )
                     .limit(batch)
                 )
@@ -62,6 +65,17 @@ async def release_expired_holds(
     if released:
         log.warning("released %d expired holds", released)
     return released
+
+
+def _resumable(now: datetime) -> Any:
+    """A generation whose job a process is waiting on (its lease is alive), or whose vendor
+    job is on record: the job resumer finishes it or gives it up itself (cancelling the
+    vendor job past its deadline), so the reconciler leaves it alone."""
+    return exists().where(
+        GenerationJob.id == Generation.id,
+        GenerationJob.state.in_(("queued", "running")),
+        or_(GenerationJob.lease_until > now, GenerationJob.vendor_accepted_at.is_not(None)),
+    )
 
 
 async def run_periodically(

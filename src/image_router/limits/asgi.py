@@ -27,6 +27,9 @@ _POLICY = b"ratelimit-policy"
 # Signed deliveries from Stripe and Clerk (Svix) come from a few shared addresses in bursts
 # (a backlog being replayed); the signature, not the address, decides whether they count.
 WEBHOOK_PREFIX = "/webhooks/"
+# A load balancer polls readiness every few seconds from one address; refusing it 429
+# would take a healthy server out of rotation.
+UNLIMITED_PATHS = frozenset({"/ready"})
 
 
 def wants_html(scope: Scope) -> bool:
@@ -52,7 +55,8 @@ class RateLimitMiddleware:
         self.html_page = html_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(WEBHOOK_PREFIX):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(WEBHOOK_PREFIX) or path in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
         decision = await self.limits_of().general(scope)

@@ -18,6 +18,11 @@ import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from image_router.kit.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +99,58 @@ class WindowCounter:
     """Counts requests per (limiter, identity) in fixed windows that start at the first
     request, like express-rate-limit's memory store.
 
-    When the shared storage is unreachable the request is let through and a warning
-    logged: refusing every request because the limiter's store is down would turn a
-    Redis outage into a full outage.
+    When the shared storage (Redis) is unreachable, the counts fall back to this process's
+    memory (`fallback`, while `link` says Redis is down): refusing every request because
+    the limiter's store is down would turn a Redis outage into a full outage, and letting
+    every request through would leave none limited. Each process then limits on its own,
+    so a client spread over N processes gets up to N times its rate until Redis is back.
     """
 
-    def __init__(self, storage: Storage, *, shared: bool, pool: ConnectionPool | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        shared: bool,
+        pool: ConnectionPool | None = None,
+        fallback: Storage | None = None,
+        link: Link | None = None,
+    ):
         self.storage = storage
         self.shared = shared
         self._pool = pool
+        self._fallback = fallback
+        self._link = link
+
+    def _current(self) -> Storage:
+        if self._fallback is not None and self._link is not None and not self._link.should_try():
+            return self._fallback
+        return self.storage
+
+    async def _incr(self, key: str, expiry_s: int) -> tuple[int, float]:
+        """The count of `key` after this hit and when its window ends, from the shared
+        storage when it answers, else from the fallback; StorageError without one."""
+        storage = self._current()
+        try:
+            count = await storage.incr(key, expiry_s)
+            reset_at = await storage.get_expiry(key)
+        except StorageError as exc:
+            if self._fallback is None or self._link is None or storage is self._fallback:
+                raise
+            self._link.failed(exc)
+            storage = self._fallback
+            count = await storage.incr(key, expiry_s)
+            reset_at = await storage.get_expiry(key)
+        else:
+            if self._link is not None and storage is self.storage:
+                self._link.worked()
+        return count, reset_at
 
     async def hit(self, name: str, identity: str, rate: Rate) -> Decision | None:
         # No amount in the key: an account whose rate changes with its balance keeps
         # its count for the rest of the window.
         key = f"{name}/{rate.window_s}/{identity}"
         try:
-            count = await self.storage.incr(key, rate.window_s)
-            reset_at = await self.storage.get_expiry(key)
+            count, reset_at = await self._incr(key, rate.window_s)
         except StorageError as exc:
             log.warning("rate limiter storage unavailable, request not limited: %s", exc)
             return None
@@ -125,7 +165,8 @@ class WindowCounter:
         storage is unreachable the use counts as the first (and a warning is logged), as
         the rate limits let requests through then."""
         try:
-            return bool(await self.storage.incr(f"once/{key}", max(1, ttl_s)) == 1)
+            count, _ = await self._incr(f"once/{key}", max(1, ttl_s))
+            return count == 1
         except StorageError as exc:
             log.warning("limiter storage unavailable, single use not enforced: %s", exc)
             return True
@@ -140,9 +181,23 @@ def memory_counter() -> WindowCounter:
     return WindowCounter(MemoryStorage(), shared=False)
 
 
-def redis_counter(url: str, namespace: str) -> WindowCounter:
-    """Shared by every worker on every machine; keys under `<namespace>:limits:`."""
-    pool = ConnectionPool.from_url(url)
+def redis_counter(
+    url: str, namespace: str, *, link: Link | None = None, timeout_s: float = 2.0
+) -> WindowCounter:
+    """Shared by every worker on every machine; keys under `<namespace>:limits:`. With a
+    `link`, counted in this process's memory while Redis is down. Every connection has
+    connect and read timeouts, so a dead Redis never holds a request longer."""
+    pool = ConnectionPool.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=30,
+        # One immediate retry on a fresh connection (a pooled one may have died with a
+        # Redis restart); not redis-py's default of three with back-off, which would hold
+        # a request for seconds while Redis is down.
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
     scheme, _, rest = url.partition("://")
     options: dict[str, Any] = {"connection_pool": pool}
     storage = RedisStorage(
@@ -155,4 +210,5 @@ def redis_counter(url: str, namespace: str) -> WindowCounter:
         # Passed through to redis.asyncio.Redis, which `limits` types too narrowly.
         **options,
     )
-    return WindowCounter(storage, shared=True, pool=pool)
+    fallback = MemoryStorage() if link is not None else None
+    return WindowCounter(storage, shared=True, pool=pool, fallback=fallback, link=link)

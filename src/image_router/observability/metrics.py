@@ -4,16 +4,18 @@ Metric objects are module globals of the default registry, so recording is a dic
 and a lock. Label values are bounded: HTTP routes are route templates, providers and
 outcomes come from code, models from the catalog.
 
-Several worker processes (`image-router serve --workers N`): set the environment variable
-`PROMETHEUS_MULTIPROC_DIR` to an empty directory writable by every worker, the same for all
-of them, and wipe it before each start (stale files from an earlier run would be added in).
+Several worker processes (`image-router serve --workers N`): `serve` sets the environment
+variable `PROMETHEUS_MULTIPROC_DIR` to a private directory, emptied at each start (stale
+files from an earlier run would be added in), unless the operator set it (then it must be
+an empty directory writable by every worker, wiped before each start; `prepare_multiproc`).
 prometheus_client then keeps each value in a memory-mapped file per process, and
 `render()` merges the files of all workers, so any worker answers the scrape with totals.
 Counters and histograms add up over processes, including workers that have exited. The
 outstanding-holds gauge is summed over live workers (`livesum`); a route's circuit state is
 the worst among live workers (`livemax`), since each worker keeps its own breakers unless
-route health is shared in Redis. A worker removes its gauge files when it shuts down
-cleanly (`worker_stopped`, called by the app's lifespan); a killed worker's live gauges
+route health is shared in Redis; whether Redis answers is the lowest among live workers
+(`livemin`: 0 when any worker has fallen back). A worker removes its gauge files when it
+shuts down cleanly (`worker_stopped`, called by the app's lifespan); a killed worker's live gauges
 linger until the directory is wiped. Process metrics (memory, CPU, open files) are not
 available in this mode.
 """
@@ -88,6 +90,12 @@ CIRCUIT_STATE = Gauge(
     ["route"],
     multiprocess_mode="livemax",
 )
+REDIS_UP = Gauge(
+    "image_router_redis_up",
+    "1 while Redis (REDIS_URL) answers, 0 while this worker falls back to its own rate "
+    "limits and route health; the lowest over live workers.",
+    multiprocess_mode="livemin",
+)
 GATEWAY_OVERHEAD = Histogram(
     "image_router_gateway_overhead_seconds",
     "Time a generation spends outside the vendor call.",
@@ -151,6 +159,10 @@ def set_circuit(route: str, state: str) -> None:
     except KeyError:
         raise ValueError(f"unknown circuit state {state!r}") from None
     CIRCUIT_STATE.labels(route).set(value)
+
+
+def set_redis_up(up: bool) -> None:
+    REDIS_UP.set(1 if up else 0)
 
 
 def observe_gateway_overhead(seconds: float) -> None:

@@ -31,6 +31,10 @@ class Store(Protocol):
         """The public URL of `name` (whether or not it exists)."""
         ...
 
+    async def check(self) -> None:
+        """A cheap probe for `/ready`: raise StorageError when outputs cannot be stored."""
+        ...
+
     async def close(self) -> None:
         """Release clients and connections."""
         ...

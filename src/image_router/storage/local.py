@@ -105,5 +105,10 @@ class LocalStore:
         except OSError as exc:
             raise StorageError(f"Cannot delete {name} from {self.root}: {exc}") from exc
 
+    async def check(self) -> None:
+        # Writable by this process: what a put needs (a full disk shows up on the put).
+        if not await asyncio.to_thread(os.access, self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"storage directory {self.root} is missing or not writable")
+
     async def close(self) -> None:
         return None

@@ -62,6 +62,8 @@ class S3Store:
         )
         # A private session: boto3's default one is module state, not thread-safe.
         session = boto3.session.Session()
+        # The readiness probe's own client: short timeouts and no retries.
+        probe = config.merge(Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 1}))
         try:
             self._client: S3Client = session.client(
                 "s3",
@@ -70,6 +72,14 @@ class S3Store:
                 aws_access_key_id=access_key_id,
                 aws_secret_access_key=secret_access_key,
                 config=config,
+            )
+            self._probe: S3Client = session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                config=probe,
             )
         except (BotoCoreError, ValueError) as exc:
             raise StorageError(f"Invalid S3 settings for bucket {bucket}: {exc}") from exc
@@ -145,5 +155,14 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._failure("delete", key, exc) from exc
 
+    async def check(self) -> None:
+        # HEAD on the bucket: one request, proves the endpoint answers and the credentials
+        # reach the bucket. No retries: a probe must answer fast and say what it saw.
+        try:
+            await asyncio.to_thread(self._probe.head_bucket, Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("check", "", exc) from exc
+
     async def close(self) -> None:
         self._client.close()
+        self._probe.close()

@@ -16,6 +16,7 @@ from image_router.api.clerk import AuthUnavailable
 from image_router.api.export import ExportExpired, ExportNotReady
 from image_router.errors import (
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     GatewayError,
     GenerationFailed,
@@ -30,15 +31,19 @@ from image_router.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    ShuttingDown,
+    StorageUnavailable,
     Unauthenticated,
     UploadError,
 )
+from image_router.generation.durability import JobCancelled, JobContinues
 from image_router.idempotency.keys import InvalidIdempotencyKey
 from image_router.idempotency.store import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     IdempotentAnswerLost,
 )
+from image_router.jobs.service import JobFinished
 from image_router.limits.free_tier import DepositRequired
 from image_router.limits.human_check import HumanCheckFailed, HumanCheckRequired
 from image_router.payment.topups import PaymentProviderError, PaymentsDisabled
@@ -445,6 +450,29 @@ GROUPS: tuple[tuple[str, tuple[ErrorRow, ...]], ...] = (
         ),
     ),
     (
+        "The gateway itself",
+        (
+            ErrorRow(
+                DatabaseUnavailable,
+                "The gateway's database could not be reached (restarting, or the "
+                "network to it is down). `Retry-After` says when to try again.",
+                "Wait `Retry-After` seconds and send the request again. " + NOT_CHARGED,
+            ),
+            ErrorRow(
+                StorageUnavailable,
+                "The output was made but could not be stored (the object storage is "
+                "unreachable); the hold went back. `Retry-After` says when to try again.",
+                "Wait `Retry-After` seconds and send the request again. " + NOT_CHARGED,
+            ),
+            ErrorRow(
+                ShuttingDown,
+                "The server was stopped (a deploy) before the generation finished; its hold "
+                "went back. Other servers behind the same address take the retry.",
+                "Send the request again (an `Idempotency-Key` makes that safe). " + NOT_CHARGED,
+            ),
+        ),
+    ),
+    (
         "Website, account and payments",
         (
             ErrorRow(
@@ -550,6 +578,49 @@ GROUPS: tuple[tuple[str, tuple[ErrorRow, ...]], ...] = (
                 "The account was erased while the request was being served.",
                 "Nothing: its data is gone.",
                 "account_erased",
+            ),
+        ),
+    ),
+    (
+        "Jobs",
+        (
+            ErrorRow(
+                NotFound,
+                "No generation of your account has that id (`GET`/`cancel`), or the `after` "
+                "cursor of `GET /v1/jobs` names none.",
+                "Use the `id` of the 202 answer or of `X-Generation-Id`.",
+                "job_not_found",
+            ),
+            ErrorRow(
+                JobFinished,
+                "Cancelling a job that has already succeeded, failed or been cancelled.",
+                "Nothing: read the job; a finished job cannot be undone.",
+            ),
+            ErrorRow(
+                JobCancelled,
+                "A synchronous request whose generation was cancelled through "
+                "`POST /v1/jobs/{id}/cancel` while it waited.",
+                f"Nothing: it was cancelled as asked. {NOT_CHARGED}",
+            ),
+            ErrorRow(
+                JobContinues,
+                "The server restarted while a synchronous generation waited on a vendor job "
+                "that is on record; another process finishes it.",
+                "Fetch it at GET /v1/jobs/{id} (the id is in the message); do not resend it, "
+                "that would pay twice. It is charged only if it succeeds.",
+            ),
+            ErrorRow(
+                InvalidRequest,
+                "`Prefer: respond-async` or a job route from the website's guest session.",
+                "Sign in, or use an API key.",
+                "jobs_need_account",
+            ),
+            ErrorRow(
+                InvalidRequest,
+                "`Prefer: respond-async` with `response_format: b64_ephemeral`, which is "
+                "never stored and so cannot be fetched later.",
+                "Use `url` or `b64_json` for async requests.",
+                "async_ephemeral_output",
             ),
         ),
     ),

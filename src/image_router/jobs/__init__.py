@@ -1,0 +1,1 @@
+"""Generations that outlive their HTTP request: async jobs, durable vendor jobs."""
