@@ -172,7 +172,7 @@ def create_app(
         # Other machines' key changes clear this worker's key cache (Redis; no-op without).
         key_listener = asyncio.create_task(res.key_changes.listen(stop))
         # Durable jobs: renew this worker's leases, resume jobs whose worker died (jobs/).
-        jobs = res.generation_jobs
+        jobs = res.job_resumer
         resumer = [asyncio.create_task(jobs.run_periodically(stop))] if jobs else []
         # SIGTERM: /ready turns 503, `res.drain.on_drain` hooks run, generations still
         # running after SHUTDOWN_DRAIN_S are cut off (holds released, answered 503).

@@ -43,6 +43,7 @@ from image_router.generation.events import NO_EVENTS, GenerationEvents
 from image_router.generation.policy import GenerationPolicy
 from image_router.generation.service import Generator
 from image_router.idempotency.store import Idempotency, IdempotencyPolicy
+from image_router.jobs.resumer import JobResumer
 from image_router.jobs.service import Jobs, JobsPolicy
 from image_router.kit.crypto import decode_key, load_or_create_key
 from image_router.kit.drain import Drain
@@ -119,6 +120,8 @@ class Resources:
     # Async and durable generations (`Prefer: respond-async`, vendor jobs resumed after a
     # restart): the generator's durability and the job API's use case (jobs/).
     generation_jobs: Jobs | None = None
+    # Their leases, the jobs of processes that died, and the hand-over on a stop.
+    job_resumer: JobResumer | None = None
     # REDIS_URL: a client for `/ready`'s probe, and whether Redis answers (`kit/link.py`).
     redis: Redis | None = None
     redis_link: Link | None = None
@@ -675,7 +678,8 @@ def build_resources(
     webhooks = build_webhooks(settings, engine, http, vault, mailer)
     drain = Drain()
     generation_jobs = build_generation_jobs(settings, engine, vault)
-    drain.on_drain.append(generation_jobs.begin_stop)
+    job_resumer = JobResumer(generation_jobs)
+    drain.on_drain.append(job_resumer.begin_stop)
     resources = Resources(
         settings=settings,
         engine=engine,
@@ -716,6 +720,7 @@ def build_resources(
         redis=redis_client(settings) if settings.storage.redis_url else None,
         redis_link=link,
         generation_jobs=generation_jobs,
+        job_resumer=job_resumer,
     )
     generation_jobs.attach(resources.generator)
     return resources

@@ -24,6 +24,7 @@ from image_router.providers import PROVIDERS
 from tests.conftest import PG_ADMIN, _recreate_pg
 from tests.e2e.conftest import BIN, Server, base_env, free_port, running_server
 from tests.fakes.fal import DEFAULT_API_KEY, FakeFal
+from tests.fakes.fal_video import FAL_VIDEO, FAL_VIDEO_PRICE, fal_video_catalog
 from tests.fakes.upstream import serve_in_thread
 
 pytestmark = pytest.mark.e2e
@@ -153,22 +154,6 @@ def test_a_client_that_hangs_up_leaves_a_job_that_completes(server: Server) -> N
 # ------------------------------------------------------------------ kill -9, PostgreSQL
 
 JOBS = 20
-FAL_VIDEO_PRICE = 500  # credits: $0.05
-FAL_VIDEO_CATALOG = """
-modality = "video"
-
-[[model]]
-id = "e2e/fal-video"
-release_date = "2026-01-01"
-sizes = ["1280x720"]
-seconds = [5]
-default_seconds = 5
-
-  [[model.routes]]
-  provider = "fal"
-  upstream = "fal-ai/fake-video/text-to-video"
-  price = { rule = "fixed", usd = "0.05" }
-"""
 PG_DB = "ir_jobs_e2e_kill"
 
 
@@ -216,8 +201,7 @@ def test_kill_9_with_20_video_jobs_at_the_vendor(tmp_path: Path) -> None:
     asyncio.run(_recreate_pg(PG_DB))
     fal = FakeFal()
     fal.polls_before_done = 10**9  # slow: nothing finishes before the kill
-    catalog = tmp_path / "fal-video.toml"
-    catalog.write_text(FAL_VIDEO_CATALOG)
+    catalog = fal_video_catalog(tmp_path)
     with serve_in_thread(fal.app) as fal_url:
         env = base_env(tmp_path, "http://unused")
         env.update(
@@ -242,7 +226,7 @@ def test_kill_9_with_20_video_jobs_at_the_vendor(tmp_path: Path) -> None:
                 accepted = httpx.post(
                     f"{url}/v1/openai/videos/generations",
                     headers=auth(key) | ASYNC,
-                    json={"model": "e2e/fal-video", "prompt": f"slow wave {index}"},
+                    json={"model": FAL_VIDEO, "prompt": f"slow wave {index}"},
                     timeout=30,
                 )
                 assert accepted.status_code == 202, accepted.text

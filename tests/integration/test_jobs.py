@@ -20,6 +20,7 @@ import pytest
 from image_router.db.session import unit_of_work
 from image_router.db.tables import GenerationJob
 from image_router.generation.recovery import release_expired_holds
+from image_router.jobs.resumer import JobResumer
 from image_router.jobs.service import Jobs
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import new_id
@@ -27,6 +28,7 @@ from image_router.ledger import service as ledger
 from image_router.usage import service as usage
 from tests.conftest import Gateway, _vendors_gateway, processing_row
 from tests.fakes.fal import FakeFal
+from tests.fakes.fal_video import FAL_VIDEO, FAL_VIDEO_PRICE, fal_video_catalog
 from tests.integration.webhook_helpers import HOOK, Hooks, hooks_gateway
 
 IMAGE = "/v1/openai/images/generations"
@@ -53,6 +55,17 @@ async def poll(gw: Gateway, key: str, job_id: str, *, until: str, within_s: floa
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def until_rows(
+    gw: Gateway, sql: str, *, present: bool = True, failing: str, **params: Any
+) -> None:
+    """Wait (10 s at most) until `sql` finds rows, or (`present=False`) none."""
+    for _ in range(500):
+        if bool(await gw.rows(sql, **params)) == present:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(failing)
 
 
 async def test_an_async_image_is_a_job_with_the_synchronous_answers_data(
@@ -296,14 +309,14 @@ async def test_a_job_the_vendor_never_accepted_fails_honestly(any_gateway: Gatew
     gid = await _orphan(gw, account, vendor_ref=None)
     assert await gw.balance(account) == 10_000 - DALLE2_PRICE
 
-    jobs = gw.res.generation_jobs
-    assert jobs is not None
-    assert await jobs.pass_once() == 1
+    resumer = gw.res.job_resumer
+    assert resumer is not None
+    assert await resumer.pass_once() == 1
 
     job = await poll(gw, key, gid, until="failed")
     assert job["error"]["code"] == "job_interrupted"
     assert await gw.balance(account) == 10_000 == await gw.ledger_sum(account)
-    assert await jobs.pass_once() == 0  # finished: never claimed again
+    assert await resumer.pass_once() == 0  # finished: never claimed again
 
 
 async def test_the_reconciler_leaves_a_job_on_record_to_the_resumer(
@@ -329,31 +342,15 @@ async def test_the_reconciler_leaves_a_job_on_record_to_the_resumer(
 
 # ----------------------------------------------------------------- durable vendor jobs
 
-FAL_VIDEO = "e2e/fal-video"
-FAL_VIDEO_PRICE = 500  # credits: $0.05
-FAL_VIDEO_CATALOG = """
-modality = "video"
-
-[[model]]
-id = "e2e/fal-video"
-release_date = "2026-01-01"
-sizes = ["1280x720"]
-seconds = [5]
-default_seconds = 5
-
-  [[model.routes]]
-  provider = "fal"
-  upstream = "fal-ai/fake-video/text-to-video"
-  price = { rule = "fixed", usd = "0.05" }
-"""
-
 
 @pytest.fixture
 async def fal_gateway(any_db_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
     """Every vendor at its fake, and a video model served by fal's queue (resumable)."""
-    catalog = tmp_path / "fal-video.toml"
-    catalog.write_text(FAL_VIDEO_CATALOG)
-    overrides = {"catalog_paths": [catalog], "poll_interval_s": 0.02, "job_lease_s": 1.0}
+    overrides = {
+        "catalog_paths": [fal_video_catalog(tmp_path)],
+        "poll_interval_s": 0.02,
+        "job_lease_s": 1.0,
+    }
     async for gw in _vendors_gateway(any_db_url, tmp_path, overrides):
         yield gw
 
@@ -368,42 +365,46 @@ async def _accepted_by_fal(gw: Gateway, key: str) -> tuple[str, FakeFal]:
     )
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
-    for _ in range(500):
-        [row] = await gw.rows("SELECT vendor_ref FROM generation_jobs WHERE id = :id", id=job_id)
-        if row["vendor_ref"] is not None:
-            return job_id, fal
-        await asyncio.sleep(0.02)
-    raise AssertionError("the vendor's reference was never recorded")
+    await until_rows(
+        gw,
+        "SELECT id FROM generation_jobs WHERE id = :id AND vendor_ref IS NOT NULL",
+        failing="the vendor's reference was never recorded",
+        id=job_id,
+    )
+    return job_id, fal
 
 
-def _second_process(gw: Gateway) -> Jobs:
+def _second_process(gw: Gateway) -> JobResumer:
     """Another worker's job resumer, sharing the database and the vendors."""
     first = gw.res.generation_jobs
     assert first is not None
     other = Jobs(gw.res.engine, gw.res.vault, first.policy, owner="another-process")
     other.attach(gw.res.generator)
-    return other
+    return JobResumer(other)
 
 
-async def _hand_over(gw: Gateway) -> None:
-    """This worker stops: its jobs on record are handed over, never cancelled."""
-    jobs = gw.res.generation_jobs
-    assert jobs is not None
-    jobs.begin_stop()
-    for _ in range(500):
-        if not await gw.rows("SELECT id FROM generation_jobs WHERE owner IS NOT NULL"):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the leases were never dropped")
+async def _handed_over(gw: Gateway) -> tuple[str, str, str, FakeFal]:
+    """(account, key, job id, fal) of a job fal accepted, whose worker then stopped: its
+    job on record handed over, never cancelled."""
+    account, key = await gw.account("1.00")
+    job_id, fal = await _accepted_by_fal(gw, key)
+    resumer = gw.res.job_resumer
+    assert resumer is not None
+    resumer.begin_stop()
+    await until_rows(
+        gw,
+        "SELECT id FROM generation_jobs WHERE owner IS NOT NULL",
+        present=False,
+        failing="the leases were never dropped",
+    )
+    return account, key, job_id, fal
 
 
 async def test_a_vendor_job_on_record_is_resumed_not_resubmitted(
     fal_gateway: Gateway,
 ) -> None:
     gw = fal_gateway
-    account, key = await gw.account("1.00")
-    job_id, fal = await _accepted_by_fal(gw, key)
-    await _hand_over(gw)
+    account, key, job_id, fal = await _handed_over(gw)
 
     # Handed over, not abandoned: the vendor job runs on and the credit stays held.
     assert fal.cancelled == []
@@ -431,9 +432,7 @@ async def test_cancelling_a_job_no_task_here_waits_on_stops_it_at_the_vendor(
     fal_gateway: Gateway,
 ) -> None:
     gw = fal_gateway
-    account, key = await gw.account("1.00")
-    job_id, fal = await _accepted_by_fal(gw, key)
-    await _hand_over(gw)
+    account, key, job_id, fal = await _handed_over(gw)
 
     cancelled = await gw.client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(key))
 
@@ -447,9 +446,7 @@ async def test_a_resumed_job_past_its_deadline_is_cancelled_and_released(
     fal_gateway: Gateway,
 ) -> None:
     gw = fal_gateway
-    account, key = await gw.account("1.00")
-    job_id, fal = await _accepted_by_fal(gw, key)
-    await _hand_over(gw)
+    account, key, job_id, fal = await _handed_over(gw)
     past = utcnow() - timedelta(seconds=1)
     await gw.execute(
         "UPDATE generation_jobs SET deadline_at = :past WHERE id = :id", past=past, id=job_id
@@ -505,12 +502,11 @@ async def test_a_synchronous_request_cut_by_a_restart_is_told_where_its_job_is(
     waiting = asyncio.ensure_future(
         gw.post(VIDEO, key, json={"model": FAL_VIDEO, "prompt": "a synchronous wave"})
     )
-    for _ in range(500):
-        if await gw.rows("SELECT id FROM generation_jobs WHERE vendor_ref IS NOT NULL"):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the synchronous request's vendor job was never recorded")
+    await until_rows(
+        gw,
+        "SELECT id FROM generation_jobs WHERE vendor_ref IS NOT NULL",
+        failing="the synchronous request's vendor job was never recorded",
+    )
 
     gw.res.drain.cut_off()  # the drain time of a SIGTERM is up
     answer = await waiting
@@ -524,10 +520,12 @@ async def test_a_synchronous_request_cut_by_a_restart_is_told_where_its_job_is(
     assert await gw.balance(account) == 10_000 - FAL_VIDEO_PRICE  # still held
     for queued in fal.jobs.values():
         queued.pending_polls = queued.polls + 2
-    for _ in range(500):  # the stopping worker drops the lease once the task has ended
-        if not await gw.rows("SELECT id FROM generation_jobs WHERE owner IS NOT NULL"):
-            break
-        await asyncio.sleep(0.02)
+    await until_rows(  # the stopping worker drops the lease once the task has ended
+        gw,
+        "SELECT id FROM generation_jobs WHERE owner IS NOT NULL",
+        present=False,
+        failing="the leases were never dropped",
+    )
     assert await _second_process(gw).pass_once() == 1
     done = await poll(gw, key, job_id, until="succeeded")
     assert done["cost"] == 0.05 and len(fal.jobs) == 1
@@ -552,7 +550,7 @@ async def test_the_purge_drops_expired_answers_and_rows_whose_generation_is_gone
     jobs = gw.res.generation_jobs
     assert jobs is not None
 
-    await jobs._purge_answers()
+    await jobs.store.purge_answers()
 
     rows = await gw.rows("SELECT id, result_enc FROM generation_jobs")
     assert rows == [{"id": kept, "result_enc": None}]

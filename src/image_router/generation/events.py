@@ -8,13 +8,19 @@ a failing model) is answered and is not an event.
 
 The events are recorded after the money moved, never before and never inside its
 transaction: a failure here is logged and changes neither the answer nor the charge (see
-`Generator._tell`). `check_url` refuses a request's `webhook_url` before anything is held.
+`tell`). `check_url` refuses a request's `webhook_url` before anything is held.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from image_router.kit.shielding import shielded
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,13 @@ class NoEvents:
 
 
 NO_EVENTS = NoEvents()
+
+
+async def tell(send: Callable[[Finished], Awaitable[None]], finished: Finished) -> None:
+    """Hand the ended generation to `send` (`events.completed` or `.failed`), after its
+    settle or release committed: a failure here is logged and changes neither the answer
+    nor what was charged; a client hanging up meanwhile does not cut it short (`shielded`)."""
+    try:
+        await shielded(send(finished))
+    except Exception:
+        log.exception("recording the events of generation %s failed", finished.generation_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from typing import Any
 
 from image_router.db.outage import RETRY_AFTER_S as DB_RETRY_AFTER_S
 from image_router.db.outage import is_outage
@@ -20,6 +21,7 @@ from image_router.errors import (
     GenerationTimeout,
     GenerationUnavailable,
     InternalError,
+    ShuttingDown,
     StorageUnavailable,
 )
 from image_router.providers.errors import (
@@ -91,6 +93,32 @@ def client_error(exc: BaseException) -> GatewayError:
         return database_unavailable(exc)
     log.error("generation failed unexpectedly", exc_info=exc)
     return InternalError("Failed to generate. You were not charged.")
+
+
+def event_error(exc: BaseException, *, cut: bool = False) -> dict[str, Any]:
+    """The error object a failed generation's event (and its job) carries: what its client
+    was (or would have been) answered, without logging the failure a second time. `cut`:
+    the drain, not the client, cancelled it."""
+    if isinstance(exc, asyncio.CancelledError) and cut:
+        return {
+            "message": "The server stopped before the generation finished. You were not charged.",
+            "type": ShuttingDown.error_type,
+            "code": ShuttingDown.code,
+        }
+    if isinstance(exc, asyncio.CancelledError):
+        return {
+            "message": "The client disconnected before the generation finished. "
+            "You were not charged.",
+            "type": "cancelled",
+            "code": "client_disconnected",
+        }
+    if isinstance(exc, GatewayError):
+        error = exc
+    elif isinstance(exc, UpstreamError | TimeoutError):
+        error = client_error(exc)
+    else:  # a bug: `client_error` logs it once, when the client's answer is made
+        error = InternalError("Failed to generate. You were not charged.")
+    return {"message": error.message, "type": error.error_type, "code": error.code}
 
 
 def database_unavailable(exc: BaseException) -> DatabaseUnavailable:

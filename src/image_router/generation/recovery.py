@@ -6,7 +6,7 @@ then periodically: rows past their deadline (plus a grace period for the request
 still finishing) are moved to `error` and their hold released. The `status =
 'processing'` guard of `usage.finish` makes each release happen exactly once, however
 many workers race for the same row. A generation whose job is alive or on record at its
-vendor (`generation_jobs`) is the job resumer's to finish or give up (jobs/service.py).
+vendor (`generation_jobs`) is the job resumer's to finish or give up (jobs/resumer.py).
 """
 
 from __future__ import annotations

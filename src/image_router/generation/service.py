@@ -10,24 +10,22 @@ the API no longer cancels on a hang-up (docs/jobs.md): the generation finishes a
 `accept` (plan and hold) and `complete` (vendor, store, settle, events) are the two
 halves of `generate`, so an async request (`jobs/`) is answered 202 between them.
 `durability` (`generation/durability.py`) keeps a resumable vendor job on record, and
-`resume` waits again on one that a process which died had submitted.
+`generation/resumption.py` waits again on one that a process which died had submitted,
+through `finish`: the steps from the vendor call on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from dataclasses import replace as replaced
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.account.personal_data import Vault
@@ -40,18 +38,10 @@ from image_router.errors import (
     GatewayError,
     GenerationUnavailable,
     InsufficientCredits,
-    InternalError,
     InvalidRequest,
     ShuttingDown,
 )
-from image_router.generation.attempts import (
-    CANCEL_TIMEOUT_S,
-    Attempts,
-    Durable,
-    Plan,
-    call_routes,
-    usable_plans,
-)
+from image_router.generation.attempts import Attempts, Durable, Plan, call_routes, usable_plans
 from image_router.generation.durability import (
     NO_DURABILITY,
     Durability,
@@ -59,17 +49,19 @@ from image_router.generation.durability import (
     JobContinues,
     Tracker,
 )
-from image_router.generation.events import NO_EVENTS, Finished, GenerationEvents
+from image_router.generation.events import NO_EVENTS, Finished, GenerationEvents, tell
 from image_router.generation.failures import (
     client_error,
     database_unavailable,
     describe,
+    event_error,
     outcome,
 )
 from image_router.generation.holds import Hold
 from image_router.generation.outputs import StoredOutput, store_outputs
 from image_router.generation.planning import plan_routes, price_facts, routing_note
 from image_router.generation.policy import GenerationPolicy
+from image_router.generation.runs import Run, job_of, spec_of
 from image_router.generation.validation import GenerationRequest
 from image_router.kit.clock import utcnow
 from image_router.kit.drain import Drain
@@ -77,8 +69,7 @@ from image_router.kit.ids import new_id
 from image_router.kit.money import usd_number, usd_to_credits
 from image_router.kit.shielding import shielded
 from image_router.observability import metrics
-from image_router.providers.contract import Job, Provider, Result, Target
-from image_router.providers.errors import UpstreamError
+from image_router.providers.contract import Job, Provider, Result
 from image_router.providers.output_fetch import OutputFetcher
 from image_router.routing.health import HealthStore
 from image_router.storage.base import Store
@@ -88,26 +79,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Run:
-    """One request on its way through the steps."""
-
-    caller: Caller
-    request: GenerationRequest
-    facts: PriceFacts
-    plans: list[Plan]  # best first; never empty
-    generation_id: str
-    deadline_s: float
-
-    @property
-    def first(self) -> Plan:
-        return self.plans[0]
-
-
-@dataclass(frozen=True)
 class Accepted:
     """A generation whose credit is held and whose usage row is open: `complete` runs it."""
 
-    run: _Run
+    run: Run
     hold: Hold
     received: float  # time.monotonic() when it was planned
 
@@ -120,29 +95,8 @@ class Accepted:
         return self.run.deadline_s
 
     def spec(self) -> dict[str, Any]:
-        """What a resumer needs to finish it (its first route; see `_spec`)."""
-        return _spec(self.run, self.run.first)
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """A generation found unfinished, its process gone: what was kept of it."""
-
-    generation_id: str
-    account_id: str
-    held: int  # the usage row's `held`
-    deadline_at: datetime
-    spec: Mapping[str, Any]  # `_spec` of the route the vendor job runs on
-    vendor_ref: Mapping[str, Any] | None  # None: the vendor never accepted it
-
-
-#: The error of a job whose process stopped before the vendor accepted it (docs/jobs.md).
-INTERRUPTED = {
-    "message": "The gateway process running this job stopped before the vendor accepted "
-    "it, and its inputs are not kept, so it cannot be resumed. You were not charged.",
-    "type": "upstream_error",
-    "code": "job_interrupted",
-}
+        """What a resumer needs to finish it (its first route; see `runs.spec_of`)."""
+        return spec_of(self.run, self.run.first)
 
 
 @dataclass(frozen=True)
@@ -183,16 +137,24 @@ class Generator:
         store_prompt: bool = True,
         generation_id: str | None = None,
     ) -> dict[str, Any]:
-        """Run one generation and return the response body (see `_generate`)."""
+        """Run one generation and return the response body. Raises `GatewayError`s only.
+
+        `generation_id` names its usage row (the API sends it as `X-Generation-Id`); by
+        default a new id.
+
+        `store_prompt=False` (the X-Store-Prompt header) keeps this request's prompt out of
+        the usage log; it can only narrow what the account's `store_prompts` allows.
+        """
         with self.drain.track():
             try:
-                return await self._generate(
+                accepted = await self.accept(
                     caller,
                     request,
                     client_ip=client_ip,
                     store_prompt=store_prompt,
                     generation_id=generation_id,
                 )
+                return await self.complete(accepted)
             except asyncio.CancelledError:
                 if not self.drain.was_cut():
                     raise
@@ -215,32 +177,6 @@ class Generator:
                     raise database_unavailable(exc) from exc
                 raise
 
-    async def _generate(
-        self,
-        caller: Caller,
-        request: GenerationRequest,
-        *,
-        client_ip: str | None,
-        store_prompt: bool = True,
-        generation_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Run one generation and return the response body. Raises `GatewayError`s only.
-
-        `generation_id` names its usage row (the API sends it as `X-Generation-Id`); by
-        default a new id.
-
-        `store_prompt=False` (the X-Store-Prompt header) keeps this request's prompt out of
-        the usage log; it can only narrow what the account's `store_prompts` allows.
-        """
-        accepted = await self.accept(
-            caller,
-            request,
-            client_ip=client_ip,
-            store_prompt=store_prompt,
-            generation_id=generation_id,
-        )
-        return await self.complete(accepted)
-
     async def accept(
         self,
         caller: Caller,
@@ -259,226 +195,7 @@ class Generator:
         hold = await self._hold(run, client_ip=client_ip, store_prompt=store_prompt)
         return Accepted(run, hold, received)
 
-    async def complete(self, accepted: Accepted, tracker: Tracker | None = None) -> dict[str, Any]:
-        """Call the vendor, store, settle, tell; the answer, or the `GatewayError`.
-
-        `tracker` (default: `durability`'s, an in-memory registration) is told what a job
-        needs to know (generation/durability.py)."""
-        run = accepted.run
-        if tracker is None:
-            tracker = self.durability.track(
-                run.generation_id,
-                run.caller.account_id,
-                modality=run.request.modality,
-                model=run.request.model,
-                deadline_s=run.deadline_s,
-            )
-        attempts = Attempts(prompt=run.request.prompt or "")
-        note = routing_note(run.request, run.plans)
-        if note is not None:
-            attempts.steered(note)
-        return await self._complete(run, accepted.hold, attempts, tracker, accepted.received)
-
-    async def release_accepted(self, accepted: Accepted, exc: BaseException) -> None:
-        """Give back the hold of an accepted generation that will not run (an async job
-        whose record could not be written): released, and nobody is told."""
-        await self._give_back(accepted.run, accepted.hold, Attempts(), exc)
-
-    async def _complete(
-        self,
-        run: _Run,
-        hold: Hold,
-        attempts: Attempts,
-        tracker: Tracker,
-        received: float,
-        job: Job | None = None,
-    ) -> dict[str, Any]:
-        request = run.request
-        try:
-            try:
-                served = await self._serve(run, hold, attempts, tracker, job)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError) and tracker.suspended():
-                    # This process is stopping and the vendor job is on record: the hold
-                    # stays, and the process that resumes the job settles it.
-                    log.info("generation %s left to be resumed elsewhere", run.generation_id)
-                    metrics.hold_finished()
-                    if self.drain.was_cut():
-                        # Its client (if any) is told where the result will be, not
-                        # "send it again", which would pay for it twice.
-                        task = asyncio.current_task()
-                        if task is not None:
-                            task.uncancel()
-                        raise JobContinues(
-                            f"The server is restarting. This generation was accepted by the "
-                            f"vendor and continues as job {run.generation_id}: fetch it at "
-                            f"GET /v1/jobs/{run.generation_id} (charged only if it "
-                            f"succeeds). Do not send the request again.",
-                            headers={
-                                "x-should-retry": "false",
-                                "X-Generation-Id": run.generation_id,
-                            },
-                        ) from None
-                    raise
-                # Whatever happened (vendor failure, deadline, cancel, a bug), the hold
-                # goes back; a job records why first, so it never reads failed without it.
-                error = await self._job_failed(run, exc, tracker)
-                await self._give_back(run, hold, attempts, exc)
-                if error is not None:
-                    await self._tell(self.events.failed, _finished(run, 0, error=error))
-                if isinstance(exc, asyncio.CancelledError) and tracker.cancelled():
-                    # Cancelled through the job API, not by a client gone: say so (409).
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()
-                    raise JobCancelled(
-                        "This generation was cancelled (POST /v1/jobs/{id}/cancel). "
-                        "You were not charged."
-                    ) from None
-                if isinstance(
-                    exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit
-                ):
-                    raise
-                raise client_error(exc) from exc
-            answer = _answer(served, served.cost)
-            try:
-                # Before the settle: once the usage row says success, the job's answer is
-                # there. Not kept, the job still lists the stored outputs' URLs.
-                await shielded(tracker.keep(answer, _outputs_expire_at(self.policy, served)))
-            except Exception:
-                log.exception("keeping the answer of job %s failed", run.generation_id)
-            cost = await self._settle(run, hold, attempts, served)
-        finally:
-            tracker.done()
-        metrics.hold_finished()
-        metrics.count_generation(request.model, request.modality, "success")
-        metrics.observe_gateway_overhead(
-            max(0.0, time.monotonic() - received - served.latency_ms / 1000)
-        )
-        await self._tell(self.events.completed, _finished(run, cost, served=served))
-        return _answer(served, cost)
-
-    async def resume(self, resumed: Resumed, tracker: Tracker) -> None:
-        """Finish a generation whose process died: wait again on its vendor job (no second
-        submission), store, settle once, tell. One the vendor never accepted, or whose
-        route is gone, is released with `job_interrupted`; one past its deadline is
-        cancelled at the vendor and released. Failures end in the usage row and the
-        tracker and are not raised (a cancellation is)."""
-        metrics.hold_taken()  # this process closes it: keep the gauge balanced
-        hold = Hold(
-            self.engine, resumed.account_id, resumed.generation_id, resumed.held, limited_key=None
-        )
-        run = self._rebuilt(resumed) if resumed.vendor_ref is not None else None
-        if run is None:
-            try:
-                await self._fail_resumed(resumed, hold, INTERRUPTED, tracker)
-            finally:
-                tracker.done()
-            return
-        plan = run.first
-        job = replaced(_job(run), vendor_ref=resumed.vendor_ref)
-        if run.deadline_s <= 0:
-            try:
-                await _cancel_at_vendor(self.providers[plan.route.provider], job, plan.target)
-                await self._fail_resumed(resumed, hold, DEADLINE_PASSED, tracker)
-            finally:
-                tracker.done()
-            return
-        log.info("resuming generation %s at %s", run.generation_id, plan.route.provider)
-        # A failure is released, recorded and told by `_complete`.
-        with contextlib.suppress(GatewayError):
-            await self._complete(run, hold, Attempts(), tracker, time.monotonic(), job)
-
-    def _rebuilt(self, resumed: Resumed) -> _Run | None:
-        """The run of a resumed generation, from its spec; None when its route is gone."""
-        spec = resumed.spec
-        try:
-            req, facts, caller = spec["request"], spec["facts"], spec["caller"]
-            model = self.catalog.get(req["model"])
-            provider = spec["provider"]
-            routes = model.routes if model is not None else ()
-            route = next(
-                (r for r in routes if r.provider == provider and r.upstream == spec["route"]),
-                None,
-            )
-            if route is None or provider not in self.providers:
-                log.warning(
-                    "cannot resume generation %s: its route %s %s is gone",
-                    resumed.generation_id,
-                    provider,
-                    spec["route"],
-                )
-                return None
-            target = Target(spec["target"]["upstream"], dict(spec["target"]["options"]))
-            plan = Plan(route, target, Decimal(spec["quote_usd"]))
-            request = GenerationRequest(
-                modality=req["modality"],
-                model=req["model"],
-                requested_model=req["requested_model"],
-                prompt=None,  # never kept: a vendor job waited on again does not need it
-                response_format=req["response_format"],
-                quality=req["quality"],
-                size=req["size"],
-                output_format=req["output_format"],
-                seconds=req["seconds"],
-                images=(),
-                mask=None,
-                n=req["n"],
-                webhook_url=req["webhook_url"],
-            )
-            who = Caller(
-                account_id=resumed.account_id,
-                balance=0,
-                api_key_id=caller["api_key_id"],
-                allow_routing_improvement=caller["learn"],
-            )
-            price = PriceFacts(**facts)
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            log.error(
-                "cannot resume generation %s: its spec is unreadable (%r)",
-                resumed.generation_id,
-                exc,
-            )
-            return None
-        left = (resumed.deadline_at - utcnow()).total_seconds()
-        return _Run(who, request, price, [plan], resumed.generation_id, left)
-
-    async def _fail_resumed(
-        self, resumed: Resumed, hold: Hold, error: dict[str, Any], tracker: Tracker
-    ) -> None:
-        """Release a resumed generation that cannot finish, and tell its job and webhooks."""
-        provider = str(resumed.spec.get("provider") or "") or None
-        try:  # recorded first: the job never reads failed without its reason
-            await shielded(tracker.failed(error))
-        except Exception:
-            log.exception("recording the failure of job %s failed", resumed.generation_id)
-        released = await shielded(
-            hold.release(usage.Finish(provider=provider, error=error["message"]))
-        )
-        metrics.hold_finished()
-        log.warning(
-            "generation %s given up (%s); released %d held credits",
-            resumed.generation_id,
-            error["code"],
-            released,
-        )
-        request = resumed.spec.get("request") or {}
-        if not released:
-            return  # closed meanwhile (cancelled, or the reconciler): told there
-        await self._tell(
-            self.events.failed,
-            Finished(
-                generation_id=resumed.generation_id,
-                account_id=resumed.account_id,
-                modality=str(request.get("modality") or "image"),
-                model=str(request.get("model") or ""),
-                cost=0,
-                webhook_url=request.get("webhook_url"),
-                error=error,
-            ),
-        )
-
-    async def _plan(self, caller: Caller, request: GenerationRequest, generation_id: str) -> _Run:
+    async def _plan(self, caller: Caller, request: GenerationRequest, generation_id: str) -> Run:
         """The routes worth trying, best first; 503 when every one is failing right now."""
         spec = self.catalog.get(request.model)
         if spec is None:  # validation guarantees a model; keep the type checker honest
@@ -496,9 +213,9 @@ class Generator:
                 headers={"Retry-After": str(int(cooldown_s))},
             )
         deadline_s = self.policy.deadline_s(request.modality)
-        return _Run(caller, request, facts, plans, generation_id, deadline_s)
+        return Run(caller, request, facts, plans, generation_id, deadline_s)
 
-    async def _hold(self, run: _Run, *, client_ip: str | None, store_prompt: bool) -> Hold:
+    async def _hold(self, run: Run, *, client_ip: str | None, store_prompt: bool) -> Hold:
         """Hold the first route's quote and open the usage row; 402 when the balance cannot
         cover it, the key's refusal when its spend limit leaves no room."""
         caller, request = run.caller, run.request
@@ -537,7 +254,7 @@ class Generator:
         return hold
 
     async def _opening(
-        self, run: _Run, *, client_ip: str | None, keep_prompt: bool
+        self, run: Run, *, client_ip: str | None, keep_prompt: bool
     ) -> usage.NewGeneration:
         """The usage row of a request whose credit is held (its prompt sealed if kept)."""
         caller, request = run.caller, run.request
@@ -565,8 +282,105 @@ class Generator:
             deadline_at=now + timedelta(seconds=run.deadline_s),
         )
 
+    async def complete(self, accepted: Accepted, tracker: Tracker | None = None) -> dict[str, Any]:
+        """Call the vendor, store, settle, tell; the answer, or the `GatewayError`.
+
+        `tracker` (default: `durability`'s, an in-memory registration) is told what a job
+        needs to know (generation/durability.py)."""
+        run = accepted.run
+        if tracker is None:
+            tracker = self.durability.track(
+                run.generation_id,
+                run.caller.account_id,
+                modality=run.request.modality,
+                model=run.request.model,
+                deadline_s=run.deadline_s,
+            )
+        attempts = Attempts(prompt=run.request.prompt or "")
+        note = routing_note(run.request, run.plans)
+        if note is not None:
+            attempts.steered(note)
+        return await self.finish(run, accepted.hold, attempts, tracker, accepted.received)
+
+    async def finish(
+        self,
+        run: Run,
+        hold: Hold,
+        attempts: Attempts,
+        tracker: Tracker,
+        received: float,
+        job: Job | None = None,
+    ) -> dict[str, Any]:
+        """From the vendor call on, for a run whose credit is held: serve, keep the job's
+        answer, settle, tell; or give the hold back and raise. `job`: the vendor job to
+        wait on again (a resumed generation, generation/resumption.py)."""
+        request = run.request
+        try:
+            try:
+                served = await self._serve(run, hold, attempts, tracker, job)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and tracker.suspended():
+                    # This process is stopping and the vendor job is on record: the hold
+                    # stays, and the process that resumes the job settles it.
+                    log.info("generation %s left to be resumed elsewhere", run.generation_id)
+                    metrics.hold_finished()
+                    if self.drain.was_cut():
+                        # Its client (if any) is told where the result will be, not
+                        # "send it again", which would pay for it twice.
+                        task = asyncio.current_task()
+                        if task is not None:
+                            task.uncancel()
+                        raise JobContinues(
+                            f"The server is restarting. This generation was accepted by the "
+                            f"vendor and continues as job {run.generation_id}: fetch it at "
+                            f"GET /v1/jobs/{run.generation_id} (charged only if it "
+                            f"succeeds). Do not send the request again.",
+                            headers={
+                                "x-should-retry": "false",
+                                "X-Generation-Id": run.generation_id,
+                            },
+                        ) from None
+                    raise
+                # Whatever happened (vendor failure, deadline, cancel, a bug), the hold
+                # goes back; a job records why first, so it never reads failed without it.
+                error = await self._job_failed(run, exc, tracker)
+                await self._give_back(run, hold, attempts, exc)
+                if error is not None:
+                    await tell(self.events.failed, _finished(run, 0, error=error))
+                if isinstance(exc, asyncio.CancelledError) and tracker.cancelled():
+                    # Cancelled through the job API, not by a client gone: say so (409).
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    raise JobCancelled(
+                        "This generation was cancelled (POST /v1/jobs/{id}/cancel). "
+                        "You were not charged."
+                    ) from None
+                if isinstance(
+                    exc, asyncio.CancelledError | GatewayError | KeyboardInterrupt | SystemExit
+                ):
+                    raise
+                raise client_error(exc) from exc
+            answer = _answer(served, served.cost)
+            try:
+                # Before the settle: once the usage row says success, the job's answer is
+                # there. Not kept, the job still lists the stored outputs' URLs.
+                await shielded(tracker.keep(answer, _outputs_expire_at(self.policy, served)))
+            except Exception:
+                log.exception("keeping the answer of job %s failed", run.generation_id)
+            cost = await self._settle(run, hold, attempts, served)
+        finally:
+            tracker.done()
+        metrics.hold_finished()
+        metrics.count_generation(request.model, request.modality, "success")
+        metrics.observe_gateway_overhead(
+            max(0.0, time.monotonic() - received - served.latency_ms / 1000)
+        )
+        await tell(self.events.completed, _finished(run, cost, served=served))
+        return _answer(served, cost)
+
     async def _serve(
-        self, run: _Run, hold: Hold, attempts: Attempts, tracker: Tracker, job: Job | None
+        self, run: Run, hold: Hold, attempts: Attempts, tracker: Tracker, job: Job | None
     ) -> _Served:
         """Call the routes until one serves the request within its deadline, store what it
         made and price it. `job`: the vendor job to wait on again (a resumed generation)."""
@@ -581,7 +395,7 @@ class Generator:
             call_routes(
                 self.providers,
                 run.plans,
-                _job(run) if job is None else job,
+                job_of(run) if job is None else job,
                 hold.cover,
                 attempts,
                 health=self.health,
@@ -606,7 +420,7 @@ class Generator:
         )
         return _Served(plan, result, latency_ms, outputs, _charge(plan, run.facts, result))
 
-    async def _settle(self, run: _Run, hold: Hold, attempts: Attempts, served: _Served) -> int:
+    async def _settle(self, run: Run, hold: Hold, attempts: Attempts, served: _Served) -> int:
         """Charge what the served route cost and give the rest back; returns the charge."""
         outputs = served.outputs
         finish = usage.Finish(
@@ -624,8 +438,13 @@ class Generator:
             after_cancel=partial(_settled_after_cancel, run.generation_id),
         )
 
+    async def release_accepted(self, accepted: Accepted, exc: BaseException) -> None:
+        """Give back the hold of an accepted generation that will not run (an async job
+        whose record could not be written): released, and nobody is told."""
+        await self._give_back(accepted.run, accepted.hold, Attempts(), exc)
+
     async def _give_back(
-        self, run: _Run, hold: Hold, attempts: Attempts, exc: BaseException
+        self, run: Run, hold: Hold, attempts: Attempts, exc: BaseException
     ) -> None:
         """Release the hold of a generation that failed (or was abandoned), and count it."""
         cut = isinstance(exc, asyncio.CancelledError) and self.drain.was_cut()
@@ -636,7 +455,7 @@ class Generator:
         metrics.hold_finished()
         metrics.count_generation(run.request.model, run.request.modality, outcome(exc))
 
-    async def _give_back_taken(self, run: _Run, taking: asyncio.Future[Hold | None]) -> None:
+    async def _give_back_taken(self, run: Run, taking: asyncio.Future[Hold | None]) -> None:
         """The client hung up while the hold was being taken: give back whatever it took."""
         request = run.request
         try:
@@ -657,7 +476,7 @@ class Generator:
         self._log_cancelled(run.generation_id, "while its hold was taken", released)
         await self._tell_failed(run, asyncio.CancelledError())
 
-    async def _release(self, run: _Run, hold: Hold, attempts: Attempts, error: str) -> int:
+    async def _release(self, run: Run, hold: Hold, attempts: Attempts, error: str) -> int:
         """Give the hold back; returns the credits released (0 when nothing was held)."""
         last = attempts.last_error
         finish = usage.Finish(
@@ -681,37 +500,28 @@ class Generator:
             released,
         )
 
-    async def _tell_failed(self, run: _Run, exc: BaseException) -> None:
+    async def _tell_failed(self, run: Run, exc: BaseException) -> None:
         if isinstance(exc, Exception | asyncio.CancelledError):
-            error = _error_object(exc, cut=self.drain.was_cut())
-            await self._tell(self.events.failed, _finished(run, 0, error=error))
+            error = event_error(exc, cut=self.drain.was_cut())
+            await tell(self.events.failed, _finished(run, 0, error=error))
 
     async def _job_failed(
-        self, run: _Run, exc: BaseException, tracker: Tracker
+        self, run: Run, exc: BaseException, tracker: Tracker
     ) -> dict[str, Any] | None:
         """The error object of a failed generation (None: nobody is told), as its job
         records it (in its own words: cancelled, interrupted)."""
         if not isinstance(exc, Exception | asyncio.CancelledError):
             return None
-        error = _error_object(exc, cut=self.drain.was_cut())
+        error = event_error(exc, cut=self.drain.was_cut())
         try:
             return dict(await shielded(tracker.failed(error)))
         except Exception:
             log.exception("recording the failure of job %s failed", run.generation_id)
             return error
 
-    async def _tell(self, send: Callable[[Finished], Awaitable[None]], finished: Finished) -> None:
-        """Hand the ended generation to `events`, after its settle or release committed: a
-        failure here is logged and changes neither the answer nor what was charged; a
-        client hanging up meanwhile does not cut it short (`shielded`)."""
-        try:
-            await shielded(send(finished))
-        except Exception:
-            log.exception("recording the events of generation %s failed", finished.generation_id)
-
 
 def _finished(
-    run: _Run, cost: int, *, served: _Served | None = None, error: dict[str, Any] | None = None
+    run: Run, cost: int, *, served: _Served | None = None, error: dict[str, Any] | None = None
 ) -> Finished:
     return Finished(
         generation_id=run.generation_id,
@@ -726,112 +536,15 @@ def _finished(
     )
 
 
-def _error_object(exc: BaseException, *, cut: bool = False) -> dict[str, Any]:
-    """The error a failed generation's event carries: what its client was (or would have
-    been) answered, without logging the failure a second time."""
-    if isinstance(exc, asyncio.CancelledError) and cut:
-        return {
-            "message": "The server stopped before the generation finished. You were not charged.",
-            "type": ShuttingDown.error_type,
-            "code": ShuttingDown.code,
-        }
-    if isinstance(exc, asyncio.CancelledError):
-        return {
-            "message": "The client disconnected before the generation finished. "
-            "You were not charged.",
-            "type": "cancelled",
-            "code": "client_disconnected",
-        }
-    if isinstance(exc, GatewayError):
-        error = exc
-    elif isinstance(exc, UpstreamError | TimeoutError):
-        error = client_error(exc)
-    else:  # a bug: `client_error` logs it once, when the client's answer is made
-        error = InternalError("Failed to generate. You were not charged.")
-    return {"message": error.message, "type": error.error_type, "code": error.code}
-
-
-DEADLINE_PASSED = {
-    "message": "The generation did not finish in time. You were not charged.",
-    "type": "upstream_error",
-    "code": "upstream_timeout",
-}
-
-
-async def _submitted(run: _Run, tracker: Tracker, plan: Plan, ref: Mapping[str, Any]) -> None:
+async def _submitted(run: Run, tracker: Tracker, plan: Plan, ref: Mapping[str, Any]) -> None:
     """A resumable vendor accepted the job on `plan`: put its reference on record."""
-    await shielded(tracker.submitted(_spec(run, plan), ref))
-
-
-def _spec(run: _Run, plan: Plan) -> dict[str, Any]:
-    """What a process needs to finish `run` on `plan` without its inputs (JSON)."""
-    request, facts = run.request, run.facts
-    spec = {
-        "provider": plan.route.provider,
-        "route": plan.route.upstream,
-        "target": {"upstream": plan.target.upstream, "options": dict(plan.target.options)},
-        "quote_usd": str(plan.quote_usd),
-        "facts": {
-            "size": facts.size,
-            "quality": facts.quality,
-            "image_count": facts.image_count,
-            "prompt_chars": facts.prompt_chars,
-            "seconds": facts.seconds,
-            "outputs": facts.outputs,
-        },
-        "request": {
-            "modality": request.modality,
-            "model": request.model,
-            "requested_model": request.requested_model,
-            "response_format": request.response_format,
-            "quality": request.quality,
-            "size": request.size,
-            "output_format": request.output_format,
-            "seconds": request.seconds,
-            "n": request.n,
-            "webhook_url": request.webhook_url,
-        },
-        "caller": {
-            "api_key_id": run.caller.api_key_id,
-            "learn": run.caller.allow_routing_improvement,
-        },
-    }
-    # Route options come from TOML (numbers, strings, lists); anything else as text.
-    loaded: dict[str, Any] = orjson.loads(orjson.dumps(spec, default=str))
-    return loaded
-
-
-async def _cancel_at_vendor(provider: Provider, job: Job, target: Target) -> None:
-    """Best effort, bounded: stop a vendor job nobody will wait for any longer."""
-    try:
-        async with asyncio.timeout(CANCEL_TIMEOUT_S):
-            await provider.cancel(job, target)
-    except Exception as exc:  # the job is given up either way; the log keeps it
-        log.warning("could not cancel the %s job of %s: %s", provider.id, job.job_id, exc)
+    await shielded(tracker.submitted(spec_of(run, plan), ref))
 
 
 def _outputs_expire_at(policy: GenerationPolicy, served: _Served) -> datetime | None:
     if not any(o.name for o in served.outputs):
         return None
     return utcnow() + timedelta(hours=policy.retention_outputs_hours)
-
-
-def _job(run: _Run) -> Job:
-    request = run.request
-    return Job(
-        modality=request.modality,
-        model=request.model,
-        prompt=request.prompt or "",
-        quality=request.quality,
-        size=request.size,
-        output_format=request.output_format,
-        seconds=request.seconds,
-        images=request.images,
-        mask=request.mask,
-        user_ref=run.caller.account_id,
-        job_id=run.generation_id,
-        n=request.n,
-    )
 
 
 def _charge(plan: Plan, facts: PriceFacts, result: Result) -> int:
