@@ -4,7 +4,8 @@
   gets a website token, and sees the image, the cost and the free count going down;
 - a signed-in user with credit generates with a paid model and sees the price before and
   the cost after, which is what the ledger charged;
-- Cancel really cancels: the request is aborted, and the gateway gives the hold back.
+- Cancel really cancels: a signed-in account's generation is a job, Cancel is
+  `POST /v1/jobs/{id}/cancel`, and the gateway gives the hold back.
 """
 
 from __future__ import annotations
@@ -177,7 +178,10 @@ def test_cancel_gives_the_hold_back(server: Server, browser: Any, user: dict[str
             "document.querySelector('#pg-elapsed').innerText.endsWith(' s')", timeout=5000
         )
 
-        page.click("#pg-cancel")
+        with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
+            page.click("#pg-cancel")
+        assert cancelled.value.status == 200
+        assert cancelled.value.json()["status"] == "cancelled"
         page.wait_for_function(
             "document.getElementById('pg-status').textContent.startsWith('Cancelled')"
         )

@@ -1,6 +1,6 @@
 """`/usage`: filters with their totals, pagination, CSV export of the filtered rows, the
-daily-spend chart, one request by `?id=`, thumbnails of stored outputs, and the former
-address `/account/logs`. On SQLite and PostgreSQL (the per-day sums are SQL)."""
+daily-spend chart, one request by `?id=`, thumbnails of stored outputs, job states, and the
+former address `/account/logs`. On SQLite and PostgreSQL (the per-day sums are SQL)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy import insert
 
 from image_router.account import service as accounts
 from image_router.db.session import unit_of_work
-from image_router.db.tables import Generation
+from image_router.db.tables import Generation, GenerationJob
 from image_router.kit.clock import utcnow
 from image_router.kit.money import usd_to_credits
 from image_router.ledger import service as ledger
@@ -246,3 +246,90 @@ async def test_the_former_address_redirects(gateway: Gateway) -> None:
     old = await gateway.client.get("/account/logs?status=error")
     assert old.status_code == 308 and old.headers["location"] == "/usage?status=error"
     assert (await gateway.client.get("/usage.csv")).text.startswith("id,created_at,model")
+
+
+async def _job(gw: Gateway, gid: str, account_id: str, state: str, **values: Any) -> None:
+    now = utcnow()
+    async with unit_of_work(gw.res.engine) as conn:
+        await conn.execute(
+            insert(GenerationJob).values(
+                id=gid,
+                account_id=account_id,
+                origin="async",
+                modality="video",
+                model="ir/test-video",
+                state=state,
+                spec={},
+                deadline_at=now + timedelta(minutes=20),
+                created_at=now,
+                **values,
+            )
+        )
+
+
+def _status_cell(page: str, gid: str) -> str:
+    found = re.search(
+        rf'<tr id="log-{gid}"[^>]*>.*?<td data-label="Status" class="log-status">(.*?)</td>',
+        page,
+        re.DOTALL,
+    )
+    assert found is not None, gid
+    return found.group(1)
+
+
+async def test_job_states_and_running_rows(any_gateway: Gateway) -> None:
+    """The status is the job's (jobs/views.status_of); a row still queued or running links
+    to the playground that follows it, asks for the refresh script, and says to refresh."""
+    gw = any_gateway
+    assert (await sign_up(gw.client, "jobs-usage@example.com")).status_code == 303
+    account_id = (await gw.client.get("/v1/account")).json()["id"]
+    now = utcnow()
+    video = {"modality": "video", "model": "ir/test-video", "finished_at": None}
+    queued = await _row(gw, account_id, created_at=now, status="processing", **video)
+    await _job(gw, queued, account_id, "queued")
+    running = await _row(gw, account_id, created_at=now, status="processing", **video)
+    await _job(gw, running, account_id, "running", progress=0.4)
+    cancelled = await _row(
+        gw, account_id, created_at=now, status="error", error="cancelled by the client", **video
+    )
+    await _job(gw, cancelled, account_id, "cancelled")
+    done = await _row(
+        gw,
+        account_id,
+        created_at=now,
+        output_urls=["/files/done.mp4"],
+        outputs_expire_at=now + timedelta(days=1),
+        **{**video, "finished_at": now},
+    )
+    await _job(gw, done, account_id, "succeeded")
+    plain = await _row(gw, account_id, created_at=now, status="processing")  # no job row
+
+    page = await usage(gw)
+    assert '<script src="/static/usage.js" defer></script>' in page
+    assert 'id="usage-live"' in page and "refresh the page" in page
+
+    cell = _status_cell(page, queued)
+    assert '<span class="badge warn">queued</span>' in cell
+    assert f'href="/playground?job={queued}"' in cell and "Still queued." in cell
+    assert f'href="/usage?id={queued}">refresh</a>' in cell
+    assert re.search(rf'<tr id="log-{queued}"[^>]*data-job-status="queued" data-active>', page)
+
+    cell = _status_cell(page, running)
+    assert '<span class="badge warn">running</span>' in cell and "40 %" in cell
+
+    cell = _status_cell(page, cancelled)
+    assert '<span class="badge ">cancelled</span>' in cell
+    assert '<span class="job-note muted">cancelled by the client</span>' in cell
+    assert "Still" not in cell
+    assert re.search(rf'<tr id="log-{cancelled}"[^>]*data-job-status="cancelled">', page)
+
+    cell = _status_cell(page, done)
+    assert '<span class="badge ok">succeeded</span>' in cell
+    assert f'<a class="job-note" href="/playground?job={done}">Open the result</a>' in cell
+
+    cell = _status_cell(page, plain)  # a synchronous request still running
+    assert '<span class="badge warn">running</span>' in cell and "Still running." in cell
+
+    # Once nothing runs, the page neither loads the script nor speaks of refreshing.
+    quiet = await usage(gw, f"?id={done}")
+    assert "usage.js" not in quiet and 'id="usage-live"' not in quiet

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.db.calendar import utc_day
-from image_router.db.tables import ApiKey, Generation
+from image_router.db.tables import ApiKey, Generation, GenerationJob
 
 PLAYGROUND = "playground"  # the `key` filter for requests made with website tokens
 STATUSES = ("success", "error", "processing")
@@ -54,6 +54,10 @@ class HistoryRow:
     prompt_enc: bytes | None
     output_urls: tuple[str, ...]  # empty once the outputs are past their retention or deleted
     content_deleted_at: datetime | None
+    # The job row's state when the generation is (or became) a job (docs/jobs.md): queued,
+    # running, succeeded, failed or cancelled; None for a plain synchronous request.
+    job_state: str | None = None
+    job_progress: float | None = None  # 0..1 while running, when the vendor reports it
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ _ROW_COLUMNS: tuple[Any, ...] = (
     Generation.outputs_expire_at,
     Generation.content_deleted_at,
     ApiKey.name.label("key_name"),
+    GenerationJob.state.label("job_state"),
+    GenerationJob.progress.label("job_progress"),
 )
 
 
@@ -124,6 +130,7 @@ def _rows_query(account_id: str, f: UsageFilter) -> Select[Any]:
     return (
         select(*_ROW_COLUMNS)
         .outerjoin(ApiKey, and_(ApiKey.id == g.api_key_id, ApiKey.account_id == g.account_id))
+        .outerjoin(GenerationJob, GenerationJob.id == g.id)
         .where(*_where(account_id, f))
         .order_by(g.created_at.desc(), g.id.desc())
     )
@@ -153,6 +160,8 @@ def _row(r: Any, now: datetime) -> HistoryRow:
         # A link to an output already purged would only lead to a 404.
         output_urls=() if gone else tuple(str(u) for u in r.output_urls or ()),
         content_deleted_at=r.content_deleted_at,
+        job_state=r.job_state,
+        job_progress=r.job_progress,
     )
 
 

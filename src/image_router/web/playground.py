@@ -151,10 +151,10 @@ def money(credits: int) -> str:
     return usd(credits_to_usd(credits))
 
 
-def _usage_url(request: Request) -> str:
-    """Where a result's usage row is shown: `/usage?id=` when that page exists here."""
-    paths = {getattr(route, "path", None) for route in request.app.routes}
-    return "/usage?id=" if "/usage" in paths else "/account/logs?id="
+#: Where a result's usage row is shown (web/usage.py). The page was once looked up among
+#: the app's routes, which FastAPI now folds into included routers: the lookup missed it
+#: and every link went through the old address's redirect.
+USAGE_URL = "/usage?id="
 
 
 @router.get("/playground")
@@ -176,7 +176,7 @@ async def playground(request: Request, res: ResourcesDep, session: SessionDep) -
         "free_tier": _allowance_json(allowance, caller.balance > 0),
         "output_formats": OUTPUT_FORMATS,
         "base_url": (res.settings.serving.public_url or str(request.base_url)).rstrip("/"),
-        "usage_url": _usage_url(request),
+        "usage_url": USAGE_URL,
     }
     return render(
         request,

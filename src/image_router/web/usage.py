@@ -10,6 +10,12 @@ outputs are shown as thumbnails while they are stored.
 The chart is the last 30 days of spend, drawn on the server (`charts.py`) with the same
 numbers as a table. `/account/logs` (the page's former address) redirects here; its
 deletion forms keep working.
+
+Jobs (docs/jobs.md): a row's status is the job's — queued, running, succeeded, failed or
+cancelled — read as the job API reads it (`jobs/views.status_of`). A row still queued or
+running says so and links to the playground (`/playground?job=<id>`), which follows it and
+shows its result; `static/usage.js` reloads those rows every few seconds until they finish
+(without JavaScript, the row says to refresh the page).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from image_router.account.sessions import SessionView
 from image_router.api.deps import ResourcesDep
 from image_router.db.session import autocommit
+from image_router.jobs.views import ACTIVE_STATES, status_of
 from image_router.kit.clock import utcnow
 from image_router.kit.money import format_usd
 from image_router.privacy import content
@@ -45,7 +52,14 @@ PAGE_SIZE = 50
 CHART_DAYS = 30
 EXPORT_CAP = 100_000  # rows in one CSV; narrow the dates for more
 STATUS_WORDS = {"success": "succeeded", "error": "failed", "processing": "running"}
-STATUS_BADGE = {"success": "ok", "error": "bad", "processing": "warn"}
+#: The badge of each job status (`jobs/views.STATUSES`).
+STATUS_BADGE = {
+    "succeeded": "ok",
+    "failed": "bad",
+    "cancelled": "",
+    "queued": "warn",
+    "running": "warn",
+}
 DONE = {
     "row_deleted": "The prompt and images of that request have been deleted.",
     "history_deleted": "Your prompt history and stored images have been deleted.",
@@ -164,20 +178,31 @@ class Shown:
     badge: str
     prompt: str | None
     is_video: bool
+    job_status: str  # queued | running | succeeded | failed | cancelled
+    active: bool  # still queued or running: the page reloads the row until it finishes
+    progress: str  # "40 %" while running when the vendor reports it, else ""
 
 
 async def _shown(res: Resources, account_id: str, row: HistoryRow) -> Shown:
     latency = "" if row.latency_ms is None else f"{row.latency_ms / 1000:.1f} s"
+    job_status = status_of(row.status, row.job_state)
+    active = job_status in ACTIVE_STATES
+    progress = ""
+    if job_status == "running" and row.job_progress is not None:
+        progress = f"{round(row.job_progress * 100)} %"
     return Shown(
         row=row,
         created=when(row.created_at),
         cost=f"${format_usd(row.cost)}",
         latency=latency,
         key=key_words(row),
-        status_words=STATUS_WORDS.get(row.status, row.status),
-        badge=STATUS_BADGE.get(row.status, ""),
+        status_words=job_status,
+        badge=STATUS_BADGE.get(job_status, ""),
         prompt=await res.vault.open(account_id, row.prompt_enc),
         is_video=row.modality == "video",
+        job_status=job_status,
+        active=active,
+        progress=progress,
     )
 
 
@@ -216,6 +241,7 @@ async def _usage_page(
         models, keys = await history.choices(conn, account)
         days = await history.daily_spend(conn, account, last_day=now.date(), days=CHART_DAYS)
     pages = max(1, -(-totals.requests // PAGE_SIZE))
+    shown = [await _shown(res, account, row) for row in rows]
     notice = DONE.get(request.query_params.get("done", ""))
     if filters.ignored:
         notice = f"Could not read {', '.join(filters.ignored)}; left out of the filter."
@@ -226,7 +252,8 @@ async def _usage_page(
         status=status,
         error=error,
         notice=notice,
-        rows=[await _shown(res, account, row) for row in rows],
+        rows=shown,
+        any_active=any(s.active for s in shown),
         totals_requests=totals.requests,
         totals_spend=f"${format_usd(totals.spend)}",
         filters=filters,

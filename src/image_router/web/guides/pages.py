@@ -123,6 +123,8 @@ def facts(res: Resources) -> dict[str, Any]:
         "error_table": error_table(),
         "sides": {"min": MIN_SIDE, "max": MAX_SIDE},
         "outputs_hours": settings.retention.retention_outputs_hours,
+        "idempotency_hours": settings.retention.retention_idempotency_hours,
+        "webhook_retry_hours": f"{settings.webhooks.webhook_retry_hours:g}",
         "prompts_days": settings.retention.retention_prompts_days,
         "vendors": ", ".join(f"`{name}`" for name in sorted(PROVIDERS) if name != "test"),
         "configured_vendors": ", ".join(

@@ -1,6 +1,15 @@
 // The playground: builds a generation request from the form, shows its price (the server's
 // quote), gets a website token and calls the normal API with it. Prices are never computed
 // here: they come from GET /v1/models/{id}/quote, the pricing code the API charges with.
+//
+// A signed-in account runs every generation as a job (`Prefer: respond-async`, docs/jobs.md):
+// the 202 names the job, its id goes into the address (`?job=`) and localStorage, and the
+// page polls GET /v1/jobs/{id}, so a reload or a visit later picks the job up again and
+// shows its result; Cancel is POST /v1/jobs/{id}/cancel. Images take this path too, not
+// only videos: since a hang-up no longer cancels a generation whose credit is held (it
+// runs on as a job), aborting a synchronous request could not keep Cancel's promise.
+// Guests cannot have jobs (400 `jobs_need_account`: they share one account), so they
+// wait on the synchronous request, and the page says so for videos.
 (() => {
   "use strict";
 
@@ -19,7 +28,10 @@
   const models = new Map(data.models.map((m) => [m.id, m]));
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const RECENT_KEY = "image-router.playground.recent";
-  const state = { files: [], running: null, solved: null, quoteTimer: 0 };
+  const JOB_KEY = "image-router.playground.job"; // the running job of this browser
+  const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+  const useJobs = data.signed_in;
+  const state = { files: [], running: null, solved: null, quoteTimer: 0, token: null };
 
   const current = () => models.get(el.model.value);
   const show = (id, visible) => { $(id).hidden = !visible; };
@@ -58,6 +70,7 @@
       : `Input images (up to ${m.max_images})`;
     el.images.multiple = m.max_images > 1;
     show("pg-mask-field", !video && m.mask);
+    if ($("pg-guest-video")) show("pg-guest-video", video);
     state.files = state.files.slice(0, m.max_images);
     if (!m.mask) el.mask.value = "";
     drawFiles();
@@ -206,7 +219,29 @@
     }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Refusal(response.status, body);
-    return body.token;
+    return body;
+  }
+
+  // A website token lives a minute (WEB_TOKEN_TTL_S): one serves a submission and the polls
+  // that follow, and a new one is minted when it is about to run out.
+  async function apiToken(signal, fresh) {
+    const cached = state.token;
+    if (!fresh && cached && cached.expires_at - Date.now() / 1000 > 15) return cached.token;
+    state.token = await websiteToken(signal);
+    return state.token.token;
+  }
+
+  // A call to the job API with the website token; one retry with a new token when the
+  // server says it expired meanwhile.
+  async function jobApi(path, method, signal) {
+    let response;
+    for (const fresh of [false, true]) {
+      const headers = { Authorization: `Bearer ${await apiToken(signal, fresh)}`, Accept: "application/json" };
+      response = await fetch(path, { method, headers, signal });
+      if (response.status !== 401) break;
+    }
+    const body = await response.json().catch(() => ({}));
+    return { response, body };
   }
 
   // ---------------------------------------------------------------- generating
@@ -276,6 +311,32 @@
     return { body: multipart, json: false };
   }
 
+  // ---------------------------------------------------------------- one run (sync or job)
+  // `state.running` while something runs: its AbortController, the job once the server
+  // named it, and `cancel` asked before the 202 arrived.
+  function begin(words) {
+    const run = { controller: new AbortController(), job: null, cancel: false, wake: null, started: performance.now() };
+    state.running = run;
+    el.submit.disabled = true;
+    el.cancel.hidden = false;
+    el.cancel.disabled = false;
+    announce(words);
+    run.tick = setInterval(() => {
+      el.elapsed.textContent = `${((performance.now() - run.started) / 1000).toFixed(1)} s`;
+    }, 100);
+    return run;
+  }
+
+  function end(run) {
+    clearInterval(run.tick);
+    el.elapsed.textContent = "";
+    if (state.running === run) state.running = null;
+    el.submit.disabled = false;
+    el.cancel.hidden = true;
+    show("pg-job", false);
+    el.status.classList.remove("visually-hidden");
+  }
+
   async function generate(event) {
     event.preventDefault();
     if (state.running) return;
@@ -287,32 +348,40 @@
       return;
     }
     showError("");
-    const controller = new AbortController();
-    const started = performance.now();
-    state.running = controller;
-    el.submit.disabled = true;
-    el.cancel.hidden = false;
+    const run = begin(m.modality === "video" && useJobs ? "Submitting the job…" : "Generating…");
     el.cancel.focus();
-    announce("Generating…");
-    const tick = setInterval(() => {
-      el.elapsed.textContent = `${((performance.now() - started) / 1000).toFixed(1)} s`;
-    }, 100);
     try {
-      const token = await websiteToken(controller.signal);
+      const token = await apiToken(run.controller.signal);
       const { body, json } = requestBody(f);
       const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
       if (json) headers["Content-Type"] = "application/json";
-      const response = await fetch(endpoint(m), { method: "POST", headers, body, signal: controller.signal });
+      if (useJobs) headers.Prefer = "respond-async";
+      run.submitted = true;
+      const response = await fetch(endpoint(m), {
+        method: "POST", headers, body, signal: useJobs ? undefined : run.controller.signal,
+      });
       const text = await response.text();
       let answer = {};
       try { answer = JSON.parse(text.trim() || "{}"); } catch (error) { answer = {}; }
       // After a long wait the status is 200 and an error may come in the body (heartbeat).
       if (!response.ok || answer.error) throw new Refusal(response.ok ? 502 : response.status, answer);
-      const seconds = (performance.now() - started) / 1000;
+      if (response.status === 202 && answer.object === "job") {
+        const context = { model: m.id, fields: f, files: state.files.map((file) => file.name),
+          mask: el.mask.files && el.mask.files[0] ? el.mask.files[0].name : null };
+        keepJob(answer.id, context);
+        await follow(run, answer, context);
+        return;
+      }
+      const seconds = (performance.now() - run.started) / 1000;
       showResult(m, f, answer, response.headers.get("X-Generation-Id"), seconds);
     } catch (error) {
       if (error.name === "AbortError") {
-        announce("Cancelled. You were not charged.");
+        // Only a guest's synchronous request, or a job's submission before it was sent,
+        // is aborted. A guest may use only free models, so nothing was charged; the
+        // generation itself may still finish on the server.
+        announce(run.submitted
+          ? "Stopped waiting. Guest generations are free: nothing was charged."
+          : "Cancelled before anything was sent. You were not charged.");
       } else if (error instanceof Refusal) {
         announce("The generation did not complete.");
         showError(explain(error));
@@ -321,13 +390,200 @@
         showError(escapeHtml(error.message || "The request failed: check your connection and try again."));
       }
     } finally {
-      clearInterval(tick);
-      el.elapsed.textContent = "";
-      state.running = null;
-      el.submit.disabled = false;
-      el.cancel.hidden = true;
+      end(run);
       refreshFreeTier();
       presolve();
+    }
+  }
+
+  // ---------------------------------------------------------------- jobs
+  function loadJob() {
+    try { return JSON.parse(localStorage.getItem(JOB_KEY) || "null"); } catch (error) { return null; }
+  }
+
+  function keepJob(id, context) {
+    try { localStorage.setItem(JOB_KEY, JSON.stringify({ id, ...context, at: Date.now() })); } catch (error) { /* full */ }
+    setJobParam(id);
+  }
+
+  function forgetJob(id) {
+    const kept = loadJob();
+    if (kept && kept.id === id) localStorage.removeItem(JOB_KEY);
+  }
+
+  function setJobParam(id) {
+    const url = new URL(location.href);
+    if (id) url.searchParams.set("job", id); else url.searchParams.delete("job");
+    history.replaceState(null, "", url);
+  }
+
+  const JOB_WORDS = {
+    queued: "Queued: the credit is held, the vendor has not started yet.",
+    running: "Running at the vendor.",
+  };
+
+  function showJob(job) {
+    show("pg-job", true);
+    // The panel says it in full; the status line stays for screen readers only.
+    el.status.classList.add("visually-hidden");
+    const badge = $("pg-job-state");
+    badge.textContent = job.status;
+    const progress = $("pg-progress");
+    const words = job.status === "running" && job.progress != null
+      ? `Running at the vendor: ${Math.round(job.progress * 100)} % done.`
+      : JOB_WORDS[job.status] || job.status;
+    $("pg-job-words").textContent = words;
+    if (job.progress != null) progress.value = job.progress; else progress.removeAttribute("value");
+    $("pg-job-usage").href = `${data.usage_url}${encodeURIComponent(job.id)}`;
+  }
+
+  // Waits `ms`, or less when `run.wake()` is called (Cancel), or throws when aborted.
+  function pause(run, ms) {
+    const signal = run.controller.signal;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(done, ms);
+      function aborted() { settle(); reject(new DOMException("aborted", "AbortError")); }
+      function done() { settle(); resolve(); }
+      function settle() {
+        clearTimeout(timer);
+        run.wake = null;
+        signal.removeEventListener("abort", aborted);
+      }
+      if (signal.aborted) { aborted(); return; }
+      run.wake = done;
+      signal.addEventListener("abort", aborted);
+    });
+  }
+
+  // Polls the job until it has finished, then shows how it ended. Polls start quick (an
+  // image takes seconds) and slow down to every 3 s for videos, 1 s for images.
+  async function follow(run, job, context) {
+    run.job = job;
+    const video = job.modality === "video";
+    let delay = video ? 1000 : 250;
+    let said = "";
+    if (run.cancel) await cancelJob(run);
+    while (!FINAL.has(run.job.status)) {
+      showJob(run.job);
+      if (said !== run.job.status) {
+        said = run.job.status;
+        announce(said === "queued" ? "Job queued." : "Job running at the vendor.");
+      }
+      await pause(run, delay);
+      delay = Math.min(delay * 1.5, video ? 3000 : 1000);
+      if (FINAL.has(run.job.status)) break; // Cancel answered meanwhile
+      let polled;
+      try {
+        polled = await jobApi(`/v1/jobs/${encodeURIComponent(run.job.id)}`, "GET", run.controller.signal);
+      } catch (error) {
+        if (error.name === "AbortError" || error instanceof Refusal) throw error;
+        continue; // the network dropped for a moment: the job runs on, ask again
+      }
+      const { response, body } = polled;
+      if (response.status === 404 || response.status === 400) throw new Refusal(response.status, body);
+      if (!response.ok) continue; // a passing failure (a restart, 503): ask again
+      if (!FINAL.has(run.job.status)) run.job = body; // a Cancel's answer is newer
+    }
+    finished(run.job, context);
+  }
+
+  function finished(job, context) {
+    forgetJob(job.id);
+    show("pg-job", false);
+    el.status.classList.remove("visually-hidden");
+    if (job.status === "succeeded") {
+      const m = models.get(job.model) || { id: job.model, modality: job.modality };
+      const f = context && context.fields ? context.fields : { model: job.model, prompt: "" };
+      if (job.error) {
+        // Succeeded, but its outputs are gone (past retention, or never kept).
+        announce("This job succeeded, but its result is no longer kept.");
+        showError(escapeHtml(job.error.message));
+        return;
+      }
+      const seconds = job.finished != null && job.created != null ? job.finished - job.created : 0;
+      showResult(m, f, job, job.id, seconds, context || {});
+    } else if (job.status === "cancelled") {
+      announce("Cancelled. You were not charged.");
+    } else {
+      announce("The generation did not complete.");
+      const error = job.error || {};
+      const refused = /moderation|rejected|refus/.test(`${error.code || ""} ${error.message || ""}`);
+      showError(refused
+        ? `The model refused this request: ${escapeHtml(error.message || "")}`
+        : explain(new Refusal(502, { error: { ...error, type: "upstream_error" } })));
+    }
+  }
+
+  async function cancelJob(run) {
+    el.cancel.disabled = true;
+    announce("Cancelling…");
+    const { response, body } = await jobApi(`/v1/jobs/${encodeURIComponent(run.job.id)}/cancel`, "POST", run.controller.signal);
+    // 409: it finished first; the next poll shows how.
+    if (response.ok) run.job = body;
+    else if (response.status !== 409) showError(explain(new Refusal(response.status, body)));
+    if (run.wake) run.wake();
+  }
+
+  function cancel() {
+    const run = state.running;
+    if (!run || el.cancel.disabled) return;
+    if (run.job) {
+      cancelJob(run).catch(() => { el.cancel.disabled = false; });
+    } else if (useJobs && run.submitted) {
+      // The job is on its way (or being looked up): cancel it as soon as it is known.
+      run.cancel = true;
+      el.cancel.disabled = true;
+      announce("Cancelling…");
+    } else {
+      run.controller.abort(); // nothing sent yet, or a guest's synchronous request
+    }
+  }
+
+  // A job named in the address (`?job=`), or the one this browser left running: follow it.
+  async function resume() {
+    const asked = new URL(location.href).searchParams.get("job");
+    const kept = loadJob();
+    const id = asked || (kept && kept.id);
+    if (!id) return;
+    if (!useJobs) {
+      if (asked) showError(`<a href="/signin">Sign in</a> to see this job: jobs belong to an account.`);
+      return;
+    }
+    const context = kept && kept.id === id ? kept : null;
+    if (context && models.has(context.model) && el.model.value !== context.model) {
+      el.model.value = context.model;
+      applyModel();
+    }
+    if (context && context.fields) el.prompt.value = context.fields.prompt;
+    const run = begin("Looking up your job…");
+    run.submitted = true; // a job exists: Cancel cancels it, never just the lookup
+    try {
+      const { response, body } = await jobApi(`/v1/jobs/${encodeURIComponent(id)}`, "GET", run.controller.signal);
+      if (!response.ok) throw new Refusal(response.status, body);
+      if (!context && models.has(body.model) && el.model.value !== body.model) {
+        el.model.value = body.model;
+        applyModel();
+      }
+      // The job started before this page: count from its creation (the server's clock).
+      const serverNow = Date.parse(response.headers.get("Date") || "") || Date.now();
+      run.started = performance.now() - Math.max(0, serverNow - body.created * 1000);
+      await follow(run, body, context);
+    } catch (error) {
+      if (error.name === "AbortError") {
+        announce("Cancelled. You were not charged.");
+      } else if (error instanceof Refusal && error.status === 404) {
+        forgetJob(id);
+        setJobParam(null);
+        announce("");
+        // Only an address says so; a job this browser kept for another account is dropped.
+        if (asked) showError("That job is not in your account (it may belong to another account).");
+      } else {
+        announce("Could not follow the job.");
+        showError(`${escapeHtml(error.message || "The request failed")}. Reload the page to try again.`);
+      }
+    } finally {
+      end(run);
+      refreshFreeTier();
     }
   }
 
@@ -337,12 +593,14 @@
     return item.b64_json ? `data:${type};base64,${item.b64_json}` : "";
   }
 
-  function showResult(m, f, answer, generationId, seconds) {
+  // `context`: undefined for a synchronous answer (the form is what was sent); for a job,
+  // what this browser kept of its request (`{}` when nothing: the code is then not shown).
+  function showResult(m, f, answer, generationId, seconds, context) {
     const items = answer.data || [];
     const urls = items.map((item) => outputUrl(item, m, f)).filter(Boolean);
     const figures = urls.map((url, i) => {
       const figure = document.createElement("figure");
-      const label = `${m.modality === "video" ? "Video" : "Image"} ${i + 1} of ${urls.length} for “${f.prompt}”`;
+      const label = `${m.modality === "video" ? "Video" : "Image"} ${i + 1} of ${urls.length}${f.prompt ? ` for “${f.prompt}”` : ""}`;
       let media;
       if (m.modality === "video") {
         media = document.createElement("video");
@@ -377,18 +635,20 @@
     grid.append(...figures);
     el.result.replaceChildren(facts, grid);
     announce(`Done: ${urls.length} ${m.modality === "video" ? "video" : "image"}${urls.length === 1 ? "" : "s"} in ${seconds.toFixed(1)} seconds, cost ${cost === 0 ? "nothing" : usd(cost)}.`);
-    showCode(m, f);
+    if (!context || context.fields) showCode(m, f, context);
+    else el.code.hidden = true;
     remember({ id: generationId, model: m.id, modality: m.modality, urls, cost, at: Date.now() });
     if (data.signed_in) refreshBalance();
   }
 
   // ---------------------------------------------------------------- the request as code
-  function showCode(m, f) {
+  function showCode(m, f, context) {
     const base = data.base_url;
     const shown = { ...f };
     const python = [];
-    const files = state.files.map((file) => file.name);
-    const mask = el.mask.files && el.mask.files[0] ? el.mask.files[0].name : null;
+    const files = context ? context.files || [] : state.files.map((file) => file.name);
+    const formMask = el.mask.files && el.mask.files[0] ? el.mask.files[0].name : null;
+    const mask = context ? context.mask : formMask;
     let curl;
     if (files.length || mask) {
       curl = [`curl ${base}${endpoint(m)} \\`, `  -H "Authorization: Bearer $IMAGE_ROUTER_KEY" \\`];
@@ -512,14 +772,15 @@
   }
   el.n.addEventListener("input", requestQuote);
   form.addEventListener("submit", generate);
-  el.cancel.addEventListener("click", () => { if (state.running) state.running.abort(); });
+  el.cancel.addEventListener("click", cancel);
   el.prompt.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && state.running) state.running.abort();
+    if (event.key === "Escape" && state.running) cancel();
   });
 
   applyModel();
   presolve();
+  resume();
 })();
