@@ -19,9 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, PendingRollbackError, SQLAlchemyError
 
+from image_router.db.outage import is_outage
+from image_router.db.session import make_engine, unit_of_work
 from image_router.generation.recovery import release_expired_holds
 from image_router.kit.clock import utcnow
+from image_router.ledger import service as ledger_service
+from image_router.limits.free_tier import FreeTier
 from tests.conftest import Gateway, _gateway, _truncate
 from tests.fakes.s3 import s3_server
 from tests.fakes.tcp_proxy import TcpProxy, tcp_proxy
@@ -293,3 +299,142 @@ async def test_losing_s3_answers_503_storage_unavailable_and_releases_the_hold(
     assert (await gw.client.get("/ready")).status_code == 200
     assert (await gw.post(IMAGE, key, json=DALLE2)).status_code == 200
     assert await books(gw, account_id) == (10_000 - 2 * 160, 10_000 - 2 * 160)
+
+
+# ------------------------------------------------------------------------------ mid-transaction
+
+
+@pytest.mark.postgres
+async def test_a_cut_inside_a_unit_of_work_surfaces_the_outage(
+    pg_database: str, pg_proxy: TcpProxy
+) -> None:
+    """The fleet soak's 500s: the error path of `unit_of_work` asked the lost connection for
+    its change flag, which raised `PendingRollbackError` in place of the outage."""
+    engine = make_engine(through(pg_database, pg_proxy))
+
+    async def restart_mid_transaction() -> None:
+        async with unit_of_work(engine) as conn:
+            await conn.execute(text("SELECT 1"))
+            pg_proxy.cut()  # PostgreSQL restarts mid-transaction
+            await conn.execute(text("SELECT 2"))
+
+    try:
+        # The statement's own error, not the PendingRollbackError the clean-up used to raise.
+        with pytest.raises(DBAPIError) as raised:
+            await restart_mid_transaction()
+        assert not isinstance(raised.value, PendingRollbackError), repr(raised.value)
+        assert is_outage(raised.value), repr(raised.value)
+        pg_proxy.restore()
+        async with unit_of_work(engine) as conn:  # the pool recovers by itself
+            assert await conn.scalar(text("SELECT 3")) == 3
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("by_key", [False, True])
+async def test_credits_cut_mid_transaction_answers_503(
+    pg_gateway: Gateway, pg_proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch, by_key: bool
+) -> None:
+    gw = pg_gateway
+    account_id, key = await gw.account("1")
+    auth = {"Authorization": f"Bearer {key}"}
+    # The key is cached now: the cut below falls inside the handler's own transaction.
+    assert (await gw.client.get("/v1/credits", headers=auth)).status_code == 200
+    real_deposits = ledger_service.deposits
+
+    async def cut_then_deposits(conn: Any, account: str) -> int:
+        pg_proxy.cut()  # after the balance was read, inside the same transaction
+        return await real_deposits(conn, account)
+
+    monkeypatch.setattr(ledger_service, "deposits", cut_then_deposits)
+    path = "/v1/credits?by_api_key=true" if by_key else "/v1/credits"
+    answer = await gw.client.get(path, headers=auth)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "database_unavailable"
+    assert int(answer.headers["retry-after"]) > 0
+
+    monkeypatch.setattr(ledger_service, "deposits", real_deposits)
+    pg_proxy.restore()
+    assert (await gw.client.get("/v1/credits", headers=auth)).status_code == 200
+    balance, entries = await books(gw, account_id)
+    assert balance == entries
+
+
+async def test_a_job_failed_by_s3_reports_what_the_synchronous_request_is_told(
+    s3_gateway: tuple[Gateway, TcpProxy],
+) -> None:
+    gw, proxy = s3_gateway
+    account_id, key = await gw.account("1")
+    auth = {"Authorization": f"Bearer {key}"}
+    proxy.cut()
+    sync = await gw.post(IMAGE, key, json=DALLE2)
+    assert sync.status_code == 503, sync.text
+    accepted = await gw.post(IMAGE, key, json=DALLE2, headers={"Prefer": "respond-async"})
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    async with asyncio.timeout(20):
+        while True:
+            job = (await gw.client.get(f"/v1/jobs/{job_id}", headers=auth)).json()
+            if job["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "storage_unavailable"
+    assert job["error"] == {k: sync.json()["error"][k] for k in ("message", "type", "code")}
+    proxy.restore()
+    assert await books(gw, account_id) == (10_000, 10_000)  # neither was charged
+
+
+@pytest.mark.postgres
+async def test_free_tier_count_cut_mid_statement_is_an_outage_not_a_bug(
+    pg_database: str, pg_proxy: TcpProxy
+) -> None:
+    engine = make_engine(through(pg_database, pg_proxy))
+    tier = FreeTier(engine)
+    try:
+        assert (await tier.allowance(account_id=None, funded=False, ip="192.0.2.1")).used == 0
+
+        cuts: list[bool] = []
+
+        def cut_once(*_args: Any) -> None:
+            if not cuts:  # the connection was checked out alive; the statement finds it gone
+                cuts.append(True)
+                pg_proxy.cut()
+
+        event.listen(engine.sync_engine, "before_cursor_execute", cut_once)
+        with pytest.raises(SQLAlchemyError) as raised:  # not InternalError: the app says 503
+            await tier.allowance(account_id=None, funded=False, ip="192.0.2.1")
+        assert is_outage(raised.value), repr(raised.value)
+        assert cuts
+        pg_proxy.restore()
+        assert (await tier.allowance(account_id=None, funded=False, ip="192.0.2.1")).used == 0
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_an_api_key_lookup_cut_mid_statement_answers_503(
+    pg_gateway: Gateway, pg_proxy: TcpProxy
+) -> None:
+    gw = pg_gateway
+    _, key = await gw.account("1")  # never used: its lookup is the request's first statement
+    engine = gw.res.engine
+    cuts: list[str] = []
+
+    def cut_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not cuts:  # the connection was checked out alive; the statement finds it gone
+            cuts.append(statement)
+            pg_proxy.cut()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", cut_once)
+    try:
+        answer = await gw.client.get("/v1/credits", headers={"Authorization": f"Bearer {key}"})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", cut_once)
+        pg_proxy.restore()
+    assert "api_keys" in cuts[0]
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "database_unavailable"
+    served = await gw.client.get("/v1/credits", headers={"Authorization": f"Bearer {key}"})
+    assert served.status_code == 200, served.text

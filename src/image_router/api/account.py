@@ -14,6 +14,7 @@ from image_router.account import spend_limits
 from image_router.api.deps import ResourcesDep
 from image_router.api.identity import CallerDep
 from image_router.api.responses import json_response
+from image_router.db.outage import is_outage
 from image_router.db.session import autocommit, unit_of_work
 from image_router.errors import InternalError
 from image_router.kit.clock import iso, utcnow
@@ -32,6 +33,8 @@ async def auth_test(caller: CallerDep, res: ResourcesDep) -> Response:
         async with autocommit(res.engine) as conn:
             balance = await ledger.balance(conn, caller.account_id)
     except SQLAlchemyError as exc:
+        if is_outage(exc):
+            raise  # the app answers 503 database_unavailable (app.py `_database_outage`)
         raise InternalError("Error validating API key") from exc
     return json_response({"success": True, "credits": balance})
 
@@ -49,6 +52,8 @@ async def credits(request: Request, caller: CallerDep, res: ResourcesDep) -> Res
             )
             windows = await _limit_windows(conn, by_key or [])
     except SQLAlchemyError as exc:
+        if is_outage(exc):
+            raise  # the app answers 503 database_unavailable (app.py `_database_outage`)
         raise InternalError("Failed to fetch credit information") from exc
     body: dict[str, Any] = {
         "remaining_credits": format_usd(remaining),

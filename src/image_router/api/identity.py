@@ -32,6 +32,7 @@ from image_router.account.sessions import SessionView, load_session
 from image_router.api.clerk import SESSION_COOKIE as CLERK_SESSION_COOKIE
 from image_router.api.clerk import looks_like_session_token, session_view, sign_in_with_token
 from image_router.api.deps import ResourcesDep, client_ip
+from image_router.db.outage import is_outage
 from image_router.db.session import unit_of_work
 from image_router.errors import Forbidden, InternalError, Unauthenticated
 from image_router.kit.clock import utcnow
@@ -110,6 +111,8 @@ async def _key_identity(res: Resources, token: str) -> Identity | None:
         # clears it everywhere before that change's call returns (account/key_cache.py).
         caller = await authenticate(res.key_changes.cache, res.engine, token)
     except SQLAlchemyError as exc:
+        if is_outage(exc):
+            raise  # the app answers 503 database_unavailable (app.py `_database_outage`)
         log.exception("database error while validating an API key")
         raise InternalError("Error validating API key") from exc
     if caller is None:
@@ -129,6 +132,8 @@ async def _web_token_identity(request: Request, res: Resources, token: str) -> I
         async with unit_of_work(res.engine) as conn:
             caller = await web_tokens.caller_for(conn, res.vault, claims, client_ip(request))
     except SQLAlchemyError as exc:
+        if is_outage(exc):
+            raise  # the app answers 503 database_unavailable (app.py `_database_outage`)
         log.exception("database error while validating a website token")
         raise InternalError("Error validating API key") from exc
     return Identity(caller.account_id, "web_token", caller=caller)

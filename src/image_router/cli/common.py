@@ -49,7 +49,11 @@ def run_db(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = T
         url = config.storage.resolved_database_url()
         if migrate and config.storage.auto_migrate:
             await upgrade(url)
-        engine = make_engine(url)
+        engine = make_engine(
+            url,
+            pool_size=config.storage.db_pool_size,
+            max_overflow=config.storage.db_max_overflow,
+        )
         # A revoked key, a restricted account, a grant: the servers' key caches hear of it
         # before the command returns (account/key_changes.py).
         notify = build_key_changes(config, cache=False).attach(engine)

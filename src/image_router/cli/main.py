@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account import managed_keys
@@ -187,9 +188,18 @@ async def _bootstrap_admin(conn: AsyncConnection) -> tuple[str, str, str | None]
     if await conn.scalar(select(func.count()).select_from(Account)):
         return None
     settings = Settings()
-    admin = await accounts.create_account(
-        conn, vault(), settings.auth.bootstrap_admin_email, role="admin"
-    )
+    try:
+        admin = await accounts.create_account(
+            conn, vault(), settings.auth.bootstrap_admin_email, role="admin"
+        )
+    except accounts.AccountError as exc:
+        if not isinstance(exc.__cause__, IntegrityError):
+            raise
+        # Another host starting on the same fresh database counted no account either and
+        # created the admin first (its insert held the unique e-mail until it committed):
+        # the admin is there, which is all this start needs. That host printed its key.
+        typer.echo("The admin account was created by another host starting at the same time.")
+        return None
     _, secret = await accounts.create_key(conn, admin.id, "bootstrap")
     link = None
     if settings.auth.auth_provider == "local":

@@ -22,6 +22,23 @@ class StorageSettings(Group):
         description="apply migrations at start-up (PostgreSQL: under an advisory lock, "
         "safe with many workers)",
     )
+    # Each worker process has two engines on PostgreSQL (the database and, when
+    # DATA_KEYS_URL is PostgreSQL, the key store), each holding up to size + overflow
+    # connections: workers × hosts × 2 × (size + overflow) must stay within the server's
+    # max_connections (100 by default), or go through PgBouncer (docs/deployment.md).
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections each engine of each worker keeps open (the "
+        "database and a PostgreSQL key store are one engine each); SQLite always uses one",
+    )
+    db_max_overflow: int = Field(
+        default=20,
+        ge=0,
+        description="extra PostgreSQL connections each engine may open under load beyond "
+        "`DB_POOL_SIZE` (closed again when returned); keep workers × engines × "
+        "(`DB_POOL_SIZE` + `DB_MAX_OVERFLOW`) within the server's `max_connections`",
+    )
     # The per-account data keys live apart from the main database, so its backups cannot
     # open erased accounts' data.
     data_keys_url: str | None = Field(

@@ -65,8 +65,16 @@ def _listeners(engine: AsyncEngine) -> list[Listener]:
 
 
 def take(conn: AsyncConnection) -> bool:
-    """Whether this connection wrote a watched change since the last call (and forget it)."""
-    return bool(conn.sync_connection is not None and conn.sync_connection.info.pop(_FLAG, False))
+    """Whether this connection wrote a watched change since the last call (and forget it).
+
+    A connection that was lost (invalidated by a database outage, or closed) has nothing
+    to announce: its transaction is gone with it. Asking it for `info` would raise
+    `PendingRollbackError` and hide the outage that lost it (a 500 instead of a 503).
+    """
+    sync = conn.sync_connection
+    if sync is None or sync.closed or sync.invalidated:
+        return False
+    return bool(sync.info.pop(_FLAG, False))
 
 
 async def announce(engine: AsyncEngine) -> None:

@@ -47,9 +47,11 @@ class KeyStoreBusy(RuntimeError):
 
 
 class KeyStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 20) -> None:
         self.url = url
-        self.engine: AsyncEngine = make_engine(url)
+        # Its own pool (DB_POOL_SIZE, DB_MAX_OVERFLOW): on PostgreSQL it counts against
+        # the key store server's max_connections like the main engine does against its own.
+        self.engine: AsyncEngine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         self._ready = False
 
     async def _setup(self) -> None:

@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from image_router.db import changes, outage
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> AsyncEngine:
+    """An engine for `url`. On PostgreSQL it holds up to `pool_size + max_overflow`
+    connections (DB_POOL_SIZE, DB_MAX_OVERFLOW): each worker has one such engine per
+    database it reaches, and their sum must fit the server's `max_connections`."""
     if url.startswith("sqlite"):
         # The pool's rollback on return stays: should a unit of work ever be interrupted, it
         # must not leave half a transaction on the one shared connection for the next.
@@ -40,7 +43,7 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         engine = create_async_engine(
             url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=max_overflow,
             pool_timeout=600,
             pool_recycle=1800,
             connect_args={"timeout": outage.CONNECT_TIMEOUT_S},

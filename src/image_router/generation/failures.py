@@ -84,11 +84,7 @@ def client_error(exc: BaseException) -> GatewayError:
     if isinstance(exc, StorageError):
         # The output was made but could not be kept: the hold goes back like any failure.
         log.error("storing a generation's output failed: %s", exc)
-        return StorageUnavailable(
-            f"The output could not be stored (the storage is unavailable); try again in "
-            f"{STORAGE_RETRY_AFTER_S} seconds. You were not charged.",
-            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
-        )
+        return _storage_unavailable()
     if is_outage(exc):
         return database_unavailable(exc)
     log.error("generation failed unexpectedly", exc_info=exc)
@@ -116,6 +112,12 @@ def event_error(exc: BaseException, *, cut: bool = False) -> dict[str, Any]:
         error = exc
     elif isinstance(exc, UpstreamError | TimeoutError):
         error = client_error(exc)
+    elif isinstance(exc, StorageError):
+        # The same answer a synchronous request gets (503 `storage_unavailable`), so a job
+        # failed by an S3 outage says so instead of `internal_error`.
+        error = _storage_unavailable()
+    elif is_outage(exc):
+        error = _database_unavailable()
     else:  # a bug: `client_error` logs it once, when the client's answer is made
         error = InternalError("Failed to generate. You were not charged.")
     return {"message": error.message, "type": error.error_type, "code": error.code}
@@ -125,10 +127,22 @@ def database_unavailable(exc: BaseException) -> DatabaseUnavailable:
     """The 503 of a request cut short by a database outage. Whatever hold it took and could
     not give back is left `processing`, and the hold reconciler releases it."""
     log.error("the database is unavailable: %s", exc)
+    return _database_unavailable()
+
+
+def _database_unavailable() -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"The service's database is unavailable; try again in {DB_RETRY_AFTER_S} seconds. "
         "You were not charged.",
         headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
+def _storage_unavailable() -> StorageUnavailable:
+    return StorageUnavailable(
+        f"The output could not be stored (the storage is unavailable); try again in "
+        f"{STORAGE_RETRY_AFTER_S} seconds. You were not charged.",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from image_router.db.outage import is_outage
 from image_router.db.tables import GENERATIONS
 from image_router.errors import Forbidden, InternalError, RateLimited
 from image_router.kit.clock import utcnow
@@ -143,6 +144,8 @@ class FreeTier:
                     )
                 ).one()
         except SQLAlchemyError as exc:
+            if is_outage(exc):
+                raise  # the app answers 503 database_unavailable (app.py `_database_outage`)
             log.exception("free-tier usage count failed")
             raise InternalError(COUNT_FAILED) from exc
         return int(row[0]), int(row[1])
