@@ -162,7 +162,12 @@ def create_app(
             [
                 asyncio.create_task(
                     res.webhooks.runner.run_periodically(
-                        settings.webhooks.webhook_interval_s, stop, lambda: res.webhooks.runner
+                        settings.webhooks.webhook_interval_s,
+                        stop,
+                        lambda: res.webhooks.runner,
+                        # The events' outbox: events a crash or an outage kept from being
+                        # recorded, and those of holds the reconciler released.
+                        sweep=lambda: res.webhooks.events.sweep(),
                     )
                 )
             ]

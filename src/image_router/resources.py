@@ -188,7 +188,12 @@ def build_vault(settings: Settings) -> Vault:
     previous = tuple(
         decode_key(part, "PII_KEK_PREVIOUS") for part in raw_previous.split(",") if part.strip()
     )
-    return Vault(kek, index_key, KeyStore(keys_url), previous)
+    key_store = KeyStore(
+        keys_url,
+        pool_size=settings.storage.db_pool_size,
+        max_overflow=settings.storage.db_max_overflow,
+    )
+    return Vault(kek, index_key, key_store, previous)
 
 
 def build_http_client(
@@ -545,6 +550,8 @@ def policy_facts(settings: Settings) -> PolicyFacts:
                 audit_days=settings.retention.retention_audit_days,
                 consent_proof_days=settings.retention.retention_consent_proof_days,
                 export_ttl_hours=settings.privacy.export_ttl_hours,
+                idempotency_hours=settings.retention.retention_idempotency_hours,
+                webhook_log_days=settings.webhooks.webhook_log_days,
             )
         ),
         clerk=settings.auth.auth_provider == "clerk",
@@ -610,6 +617,7 @@ def build_retention(
         audit_days=settings.retention.retention_audit_days,
         consent_proof_days=settings.retention.retention_consent_proof_days,
         accounting_years=settings.retention.retention_accounting_years,
+        webhook_log_days=settings.webhooks.webhook_log_days,
         batch_size=settings.retention.purge_batch_size,
     )
     return Retention(engine, store, policy, exports=exports.purge_expired)
@@ -662,7 +670,11 @@ def build_resources(
         settings.generation.catalog_paths,
         image_inputs={pid: cls.image_inputs for pid, cls in PROVIDERS.items()},
     )
-    engine = make_engine(settings.storage.resolved_database_url())
+    engine = make_engine(
+        settings.storage.resolved_database_url(),
+        pool_size=settings.storage.db_pool_size,
+        max_overflow=settings.storage.db_max_overflow,
+    )
     vault = build_vault(settings)
     store = build_store(settings, url_prefix or public_url(settings))
     link = redis_link() if settings.storage.redis_url else None

@@ -63,6 +63,12 @@ async def test_the_retention_table_shows_the_default_periods(gateway: Gateway) -
     assert "24 hours" in _row(page, "RETENTION_OUTPUTS_HOURS")
     assert "10 years" in _row(page, "RETENTION_ACCOUNTING_YEARS")
     assert "24 hours" in _row(page, "EXPORT_TTL_HOURS")
+    assert "24 hours" in _row(page, "RETENTION_IDEMPOTENCY_HOURS")
+    assert "30 days" in _row(page, "WEBHOOK_LOG_DAYS")
+    # Jobs and webhook endpoints are named where their periods are.
+    assert "stored answers of long-running jobs" in _row(page, "RETENTION_OUTPUTS_HOURS")
+    assert "records of long-running jobs" in _row(page, "RETENTION_USAGE_META_DAYS")
+    assert "until you delete them or close your account" in _row(page, "webhook endpoints")
 
 
 @pytest.mark.parametrize(
@@ -78,6 +84,8 @@ async def test_the_retention_table_shows_the_default_periods(gateway: Gateway) -
             "retention_audit_days": 365,
             "retention_consent_proof_days": 1000,
             "export_ttl_hours": 12,
+            "retention_idempotency_hours": 6,
+            "webhook_log_days": 9,
             "privacy_contact_email": "dpo@operator.example",
             "payments_provider": "stripe",
             "stripe_secret_key": "sk_test_x",
@@ -97,6 +105,8 @@ async def test_the_policy_follows_the_settings(gateway: Gateway) -> None:
         "RETENTION_AUDIT_DAYS": "365 days",
         "RETENTION_CONSENT_PROOF_DAYS": "1000 days",
         "EXPORT_TTL_HOURS": "12 hours",
+        "RETENTION_IDEMPOTENCY_HOURS": "6 hours",
+        "WEBHOOK_LOG_DAYS": "9 days",
     }
     for setting, period in expected.items():
         assert period in _row(page, setting), setting

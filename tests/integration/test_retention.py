@@ -463,6 +463,12 @@ async def test_accounts_under_a_legal_hold_are_skipped_in_every_category(
         "password_resets": 1,
         "usage_rows": 1,
         "idempotency_keys": 0,
+        # The webhook and job categories under a hold: test_privacy_account_tables.py.
+        "webhook_deliveries": 0,
+        "webhook_endpoints": 0,
+        "webhook_secrets": 0,
+        "job_answers": 0,
+        "generation_jobs": 0,
         "stripe_events": 0,
         "webhook_messages": 0,
         "consents": 1,

@@ -134,6 +134,9 @@ async def test_a_webhook_failure_changes_neither_the_answer_nor_the_charge(hooks
         async def check_url(self, url: str) -> None:
             return None
 
+        def expects(self, account_id: str, webhook_url: str | None) -> bool:
+            return True
+
         async def completed(self, finished: Finished) -> None:
             raise RuntimeError("the webhooks are down")
 

@@ -218,6 +218,14 @@ class Generation(Base):
             postgresql_where=text(r"model LIKE '%\:free%'"),
             sqlite_where=text(r"model LIKE '%\:free%'"),
         ),
+        # The webhook outbox's sweeper (webhooks/events.py); partial: a row leaves it as
+        # soon as its events are recorded, so it stays as small as the events in flight.
+        Index(
+            "ix_generations_events_pending",
+            "finished_at",
+            postgresql_where=text("events_pending IS NOT NULL"),
+            sqlite_where=text("events_pending IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -250,6 +258,13 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The webhook outbox (docs/webhooks.md): True from the hold on when the generation's
+    # end is an event (the request has a `webhook_url`, or its account may have endpoints);
+    # set back to NULL in the transaction that records its deliveries. A closed row still
+    # True is found by the sweeper, so an event is never lost to a crash or an outage.
+    events_pending: Mapped[bool | None] = mapped_column(Boolean)
+    # The request's own webhook, kept only until its events are recorded.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
 
 
 class GenerationJob(Base):

@@ -9,6 +9,13 @@ a failing model) is answered and is not an event.
 The events are recorded after the money moved, never before and never inside its
 transaction: a failure here is logged and changes neither the answer nor the charge (see
 `tell`). `check_url` refuses a request's `webhook_url` before anything is held.
+
+They are never lost, though (an outbox): `expects` says, when the hold is taken, whether
+the generation's end will be an event, and the usage row opened with the hold carries
+that mark (`events_pending`, and the request's `webhook_url`). Recording the deliveries
+clears the mark in the same transaction; a closed row still marked (its process died, the
+database failed right after the settle, or the hold reconciler released it) is recorded
+by the events' sweeper (webhooks/events.py).
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ class GenerationEvents(Protocol):
         """Refuse (`InvalidRequest`) a request's `webhook_url` that may not be called."""
         ...
 
+    def expects(self, account_id: str, webhook_url: str | None) -> bool:
+        """Whether a generation of the account (with this `webhook_url`) that ends will be
+        an event: its usage row is then opened marked. Answered from memory, no query."""
+        ...
+
     async def completed(self, finished: Finished) -> None: ...
 
     async def failed(self, finished: Finished) -> None: ...
@@ -55,6 +67,9 @@ class NoEvents:
 
     async def check_url(self, url: str) -> None:
         return None
+
+    def expects(self, account_id: str, webhook_url: str | None) -> bool:
+        return False
 
     async def completed(self, finished: Finished) -> None:
         return None

@@ -7,6 +7,11 @@ still finishing) are moved to `error` and their hold released. The `status =
 'processing'` guard of `usage.finish` makes each release happen exactly once, however
 many workers race for the same row. A generation whose job is alive or on record at its
 vendor (`generation_jobs`) is the job resumer's to finish or give up (jobs/resumer.py).
+
+Its failed event is not told here: the usage row was opened marked for events
+(`events_pending`) when the generation is one, the release leaves the mark, and the
+events' sweeper (webhooks/events.py, run by every delivery runner) records it with the
+error this release wrote, once, however many workers sweep.
 """
 
 from __future__ import annotations

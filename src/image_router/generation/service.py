@@ -259,6 +259,9 @@ class Generator:
         """The usage row of a request whose credit is held (its prompt sealed if kept)."""
         caller, request = run.caller, run.request
         now = utcnow()
+        # The webhook outbox's mark, written by the hold's own statement: no round trip
+        # of its own, and none at all for an account known to have no endpoint.
+        evented = self.events.expects(caller.account_id, request.webhook_url)
         return usage.NewGeneration(
             id=run.generation_id,
             account_id=caller.account_id,
@@ -280,6 +283,8 @@ class Generator:
             held=usd_to_credits(run.first.quote_usd),
             ip=client_ip,
             deadline_at=now + timedelta(seconds=run.deadline_s),
+            events_pending=True if evented else None,
+            webhook_url=request.webhook_url if evented else None,
         )
 
     async def complete(self, accepted: Accepted, tracker: Tracker | None = None) -> dict[str, Any]:
@@ -343,7 +348,7 @@ class Generator:
                     raise
                 # Whatever happened (vendor failure, deadline, cancel, a bug), the hold
                 # goes back; a job records why first, so it never reads failed without it.
-                error = await self._job_failed(run, exc, tracker)
+                error = await self._job_failed(run, exc, tracker, attempts)
                 await self._give_back(run, hold, attempts, exc)
                 if error is not None:
                     await tell(self.events.failed, _finished(run, 0, error=error))
@@ -440,7 +445,8 @@ class Generator:
 
     async def release_accepted(self, accepted: Accepted, exc: BaseException) -> None:
         """Give back the hold of an accepted generation that will not run (an async job
-        whose record could not be written): released, and nobody is told."""
+        whose record could not be written): released, not told here; its usage row, marked
+        for events when it was opened, is told by the events' sweeper (docs/webhooks.md)."""
         await self._give_back(accepted.run, accepted.hold, Attempts(), exc)
 
     async def _give_back(
@@ -506,13 +512,17 @@ class Generator:
             await tell(self.events.failed, _finished(run, 0, error=error))
 
     async def _job_failed(
-        self, run: Run, exc: BaseException, tracker: Tracker
+        self, run: Run, exc: BaseException, tracker: Tracker, attempts: Attempts
     ) -> dict[str, Any] | None:
         """The error object of a failed generation (None: nobody is told), as its job
         records it (in its own words: cancelled, interrupted)."""
         if not isinstance(exc, Exception | asyncio.CancelledError):
             return None
         error = event_error(exc, cut=self.drain.was_cut())
+        # A vendor's refusal often quotes the prompt. The job row (kept as long as the usage
+        # row) and the webhook delivery log keep it unsealed, whatever the account's prompt
+        # storage says: they get the usage log's placeholder instead (docs/privacy.md).
+        error["message"] = attempts.scrub(str(error["message"]))
         try:
             return dict(await shielded(tracker.failed(error)))
         except Exception:

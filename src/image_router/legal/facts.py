@@ -57,6 +57,8 @@ class RetentionPeriods:
     audit_days: int
     consent_proof_days: int
     export_ttl_hours: int
+    idempotency_hours: int
+    webhook_log_days: int
 
 
 def retention_rows(p: RetentionPeriods) -> tuple[RetentionRow, ...]:
@@ -72,12 +74,14 @@ def retention_rows(p: RetentionPeriods) -> tuple[RetentionRow, ...]:
             "RETENTION_PROMPTS_DAYS",
         ),
         RetentionRow(
-            "Generated images and videos hosted for download",
+            "Generated images and videos hosted for download, and the stored answers of "
+            "long-running jobs (which link to them)",
             _count(p.outputs_hours, "hour"),
             "RETENTION_OUTPUTS_HOURS",
         ),
         RetentionRow(
-            "Usage records without content (time, model, size, status, cost)",
+            "Usage records without content (time, model, size, status, cost), and the "
+            "records of long-running jobs (state, model, times, error)",
             _days(p.usage_meta_days),
             "RETENTION_USAGE_META_DAYS",
         ),
@@ -85,6 +89,22 @@ def retention_rows(p: RetentionPeriods) -> tuple[RetentionRow, ...]:
             "IP addresses and browser names in request and sign-in records (security)",
             _days(p.security_log_days),
             "RETENTION_SECURITY_LOG_DAYS",
+        ),
+        RetentionRow(
+            "Answers to requests sent with an Idempotency-Key (replayed on a retry)",
+            _count(p.idempotency_hours, "hour"),
+            "RETENTION_IDEMPOTENCY_HOURS",
+        ),
+        RetentionRow(
+            "Webhook delivery log: each event sent to your webhooks (its payload with output "
+            "links, the generation id and any error), the receiver's answer",
+            _days(p.webhook_log_days),
+            "WEBHOOK_LOG_DAYS",
+        ),
+        RetentionRow(
+            "Your webhook endpoints (address, description) and their signing secrets",
+            "until you delete them or close your account",
+            "",
         ),
         RetentionRow(
             "Payments, refunds and the credit ledger (accounting law)",

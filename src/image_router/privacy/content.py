@@ -126,9 +126,12 @@ async def clear_rows(conn: AsyncConnection, generation_ids: Sequence[str]) -> No
 
 async def clear_rows_of_account(conn: AsyncConnection, account_id: str) -> None:
     """Erasure: every usage row of the account loses its content and its IP address;
-    billing metadata stays."""
+    billing metadata stays. Events not yet recorded (the webhook outbox's mark, and the
+    request's own `webhook_url`) are dropped: nothing is told of an erased account."""
     await conn.execute(
         update(Generation)
         .where(Generation.account_id == account_id)
-        .values(**CLEARED, ip=None, content_deleted_at=utcnow())
+        .values(
+            **CLEARED, ip=None, events_pending=None, webhook_url=None, content_deleted_at=utcnow()
+        )
     )

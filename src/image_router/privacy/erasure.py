@@ -13,7 +13,8 @@ this order:
 2. expires open Stripe Checkout Sessions and deletes the Stripe Customer (STR-8), and
    deletes the Clerk user when asked to;
 3. deletes the stored outputs and export archives (the files);
-4. in ONE transaction: deletes sessions, password resets, API keys, export rows and the
+4. in ONE transaction: deletes sessions, password resets, API keys, export rows, webhook
+   endpoints, secrets and deliveries, idempotency keys, job rows (`DELETED_TABLES`) and the
    consents (all but the newest terms acceptance, kept as proof of the contract under which
    the kept rows arose); nulls every content column of the usage rows; destroys the data
    key (crypto-shredding: everything sealed for the account, in the database and in its
@@ -49,6 +50,8 @@ from image_router.db.tables import (
     DataSubjectRequest,
     ExportArchive,
     Generation,
+    GenerationJob,
+    IdempotencyKey,
     Job,
     PasswordReset,
     WebhookDelivery,
@@ -84,7 +87,30 @@ ERASED_FIELDS = (
     "sessions",
     "consents",
     "exports",
+    "webhooks",
+    "jobs",
+    "idempotency_keys",
     "data_key",
+)
+
+
+#: The tables whose rows of the account an erasure deletes outright, in this order.
+#: Webhooks: deliveries (their payloads name outputs) before the endpoints they point at;
+#: their pending deliveries are never sent (the sender finds no row). Idempotency keys:
+#: their stored answers (sealed; a new API key's secret, a prompt) and fingerprints.
+#: Job rows: their stored answers, errors, specs (a request's `webhook_url`) and vendor
+#: references; the usage row, kept pseudonymous as accounting, stays the record of the
+#: generation, and with no job row left the resumer has nothing of the account to take up.
+DELETED_TABLES = (
+    WebSession,
+    PasswordReset,
+    ApiKey,
+    ExportArchive,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
+    IdempotencyKey,
+    GenerationJob,
 )
 
 
@@ -374,16 +400,7 @@ async def erase_rows(
     )
     if status != PENDING:
         return
-    # Webhooks: deliveries (their payloads name outputs) before the endpoints they point at.
-    for table in (
-        WebSession,
-        PasswordReset,
-        ApiKey,
-        ExportArchive,
-        WebhookDelivery,
-        WebhookEndpoint,
-        WebhookSecret,
-    ):
+    for table in DELETED_TABLES:
         await conn.execute(delete(table).where(table.account_id == account_id))
     await _keep_terms_proof_only(conn, account_id)
     await content.clear_rows_of_account(conn, account_id)

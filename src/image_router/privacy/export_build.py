@@ -20,13 +20,32 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.db.session import autocommit
-from image_router.db.tables import AuditEntry, Consent, Generation, LedgerEntry, Topup
+from image_router.db.tables import (
+    AuditEntry,
+    Consent,
+    Generation,
+    GenerationJob,
+    IdempotencyKey,
+    LedgerEntry,
+    Topup,
+    WebhookDelivery,
+)
 from image_router.legal.render import PolicyFacts
 from image_router.privacy import audit
 from image_router.privacy import requests as dsr
 from image_router.privacy.export_zip import ExportSources, write_export
 
-EXPORTED_FIELDS = ("email", "name", "prompts", "usage", "payments", "outputs")
+EXPORTED_FIELDS = (
+    "email",
+    "name",
+    "prompts",
+    "usage",
+    "payments",
+    "outputs",
+    "webhooks",
+    "jobs",
+    "idempotency_keys",
+)
 # Estimates of what a row and a stored output add to the ZIP (compressed JSON; a PNG of
 # 1024x1024 is about 1.5 MB, a short video about 10 MB). Only used to choose sync vs async.
 _ROW_BYTES = 600
@@ -62,6 +81,9 @@ async def estimate_bytes(engine: AsyncEngine, account_id: str, now: datetime) ->
             (Topup, Topup.account_id),
             (Consent, Consent.account_id),
             (AuditEntry, AuditEntry.subject_account_id),
+            (WebhookDelivery, WebhookDelivery.account_id),
+            (GenerationJob, GenerationJob.account_id),
+            (IdempotencyKey, IdempotencyKey.account_id),
         ):
             rows += (
                 await conn.scalar(

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from image_router.db.tables import ApiKey, WebSession
+import orjson
+
+from image_router.db.tables import (
+    ApiKey,
+    GenerationJob,
+    IdempotencyKey,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebSession,
+)
 from image_router.kit.money import format_usd
 from image_router.privacy import audit
 
@@ -42,6 +51,74 @@ SESSION_COLUMNS = (
     WebSession.ip,
     WebSession.user_agent,
 )  # not the id (the token's hash) nor the CSRF token
+WEBHOOK_ENDPOINT_COLUMNS = (
+    WebhookEndpoint.id,
+    WebhookEndpoint.url,
+    WebhookEndpoint.description,
+    WebhookEndpoint.created_at,
+    WebhookEndpoint.failing_since,
+    WebhookEndpoint.disabled_at,
+    WebhookEndpoint.disabled_reason,
+)  # not secret_enc: see `SECRET_NOT_EXPORTED`
+WEBHOOK_DELIVERY_COLUMNS = (
+    WebhookDelivery.id,
+    WebhookDelivery.endpoint_id,
+    WebhookDelivery.url,
+    WebhookDelivery.event_type,
+    WebhookDelivery.generation_id,
+    WebhookDelivery.payload,
+    WebhookDelivery.status,
+    WebhookDelivery.attempts,
+    WebhookDelivery.response_status,
+    WebhookDelivery.last_error,
+    WebhookDelivery.created_at,
+    WebhookDelivery.last_attempt_at,
+    WebhookDelivery.delivered_at,
+    WebhookDelivery.retry_until,
+)  # not the lease (locked_until, next_attempt_at): the sender's bookkeeping
+JOB_COLUMNS = (
+    GenerationJob.id,
+    GenerationJob.origin,
+    GenerationJob.modality,
+    GenerationJob.model,
+    GenerationJob.state,
+    GenerationJob.provider,
+    GenerationJob.spec,
+    GenerationJob.progress,
+    GenerationJob.error,
+    GenerationJob.created_at,
+    GenerationJob.vendor_accepted_at,
+    GenerationJob.deadline_at,
+    GenerationJob.finished_at,
+    GenerationJob.result_enc.is_not(None).label("answer_stored"),
+    GenerationJob.result_expires_at,
+)  # not the lease (owner, lease_until) nor the vendor's internal job reference
+IDEMPOTENCY_COLUMNS = (
+    IdempotencyKey.key_hash,
+    IdempotencyKey.state,
+    IdempotencyKey.status,
+    IdempotencyKey.created_at,
+    IdempotencyKey.finished_at,
+    IdempotencyKey.expires_at,
+    IdempotencyKey.body_enc.is_not(None).label("answer_stored"),
+)  # not the stored answer itself: see `IDEMPOTENT_ANSWER_NOT_EXPORTED`
+
+#: Why a webhook endpoint's signing secret is not in the export. It is a credential we
+#: generated, not data about the person; an export is a file that is downloaded, kept and
+#: forwarded (and waits in storage for EXPORT_TTL_HOURS), and whoever holds a live secret
+#: can forge deliveries the person's receiver would trust. The person has it already: an
+#: endpoint's is shown when it is created, the request secret at any time.
+SECRET_NOT_EXPORTED = (
+    "not exported: it is a live credential; an endpoint's secret was shown when it was "
+    "created (replace it by creating a new endpoint), the request secret is at "
+    "GET /v1/webhooks/default/secret"
+)
+#: Why the stored answers of idempotent requests are not in the export: an answer may hold
+#: a new API key's secret (POST /v1/api-keys), which is never exported; the generations
+#: they answered are in usage.jsonl with their prompts and outputs, and jobs in jobs.jsonl.
+IDEMPOTENT_ANSWER_NOT_EXPORTED = (
+    "not exported (it may hold an API key's secret); the requests themselves are in usage.jsonl"
+)
 
 
 def account(a: Any, opened: Opener) -> dict[str, object]:
@@ -102,6 +179,62 @@ def usage(g: Any, opened: Opener) -> dict[str, object]:
         "prompt_stored": prompt is not None,
         "prompt": prompt,
         "content_deleted_at": g["content_deleted_at"],
+    }
+
+
+def webhook_endpoint(e: Any) -> dict[str, object]:
+    return {
+        **{name: e[name] for name in ("id", "url", "description", "created_at")},
+        # Every endpoint receives every generation event of the account (docs/webhooks.md).
+        "events": "all generation events",
+        "disabled": e["disabled_at"] is not None,
+        **{name: e[name] for name in ("disabled_at", "disabled_reason", "failing_since")},
+        "signing_secret": SECRET_NOT_EXPORTED,
+    }
+
+
+def webhook_delivery(d: Any) -> dict[str, object]:
+    try:
+        payload: object = orjson.loads(d["payload"])
+    except orjson.JSONDecodeError:
+        payload = d["payload"]  # as sent, should it ever not be JSON
+    return {
+        **{name: d[name] for name in ("id", "endpoint_id", "url", "event_type")},
+        "generation_id": d["generation_id"],
+        "payload": payload,
+        **{name: d[name] for name in ("status", "attempts", "response_status", "last_error")},
+        **{name: d[name] for name in ("created_at", "last_attempt_at", "delivered_at")},
+        "retry_until": d["retry_until"],
+    }
+
+
+def job(j: Any) -> dict[str, object]:
+    request = (j["spec"] or {}).get("request") or {}
+    return {
+        **{name: j[name] for name in ("id", "origin", "modality", "model", "state")},
+        "provider": j["provider"],
+        # The spec never holds the prompt; of the request, only where its events went.
+        "webhook_url": request.get("webhook_url"),
+        "progress": j["progress"],
+        "error": j["error"],
+        **{name: j[name] for name in ("created_at", "vendor_accepted_at", "deadline_at")},
+        "finished_at": j["finished_at"],
+        # The answer is the generation's: its outputs and cost are the usage.jsonl line with
+        # this id, and the files are under generated/ while they are kept.
+        "answer_stored": bool(j["answer_stored"]),
+        "answer_expires_at": j["result_expires_at"],
+    }
+
+
+def idempotency_key(k: Any) -> dict[str, object]:
+    return {
+        # The key itself is never stored: SHA-256 of "<account id>\n<scope>\n<key>".
+        "key_sha256": k["key_hash"],
+        "state": k["state"],
+        "response_status": k["status"],
+        **{name: k[name] for name in ("created_at", "finished_at", "expires_at")},
+        "answer_stored": bool(k["answer_stored"]),
+        "answer": IDEMPOTENT_ANSWER_NOT_EXPORTED,
     }
 
 

@@ -33,6 +33,24 @@ given in US dollars and in credits (1 credit = $0.0001).
   privacy_requests.json  your data-protection requests and when they were answered
   access_log.json        every access to your personal data by staff or automated
                          privacy processes, and your own exports
+  webhooks.json          your webhook endpoints (address, description, created,
+                         disabled) and whether a secret for per-request webhooks exists;
+                         signing secrets are live credentials and are not exported (an
+                         endpoint's was shown when it was created; the request secret is
+                         on the webhooks page)
+  webhook_deliveries.jsonl
+                         each webhook event sent (or still to send) that is still in the
+                         delivery log: target, event, the payload as sent, attempts, the
+                         receiver's answer
+  jobs.jsonl             your long-running (async or resumable) generations: state, model,
+                         times, error, the request's webhook_url; their outputs and cost
+                         are the usage.jsonl line with the same id
+  idempotency_keys.jsonl
+                         the Idempotency-Keys of your recent requests, as stored: only a
+                         SHA-256 of your account id, an empty line and the key (the key
+                         itself is never stored), the answer's status and times; the
+                         stored answers are not exported (one may hold a new API key's
+                         secret), the requests they answered are in usage.jsonl
   generated/             the images and videos you generated that are still stored
 
 JSON files are UTF-8; each line of a .jsonl file is one JSON object. To check that the
@@ -43,7 +61,15 @@ _PURPOSES = [
     {
         "purpose": "Providing the service: your account, generating what you request, "
         "delivering the results",
-        "data": ["account", "usage", "generated outputs", "prompts (when stored)"],
+        "data": [
+            "account",
+            "usage",
+            "generated outputs",
+            "prompts (when stored)",
+            "jobs",
+            "webhook endpoints and deliveries",
+            "idempotency keys and their stored answers",
+        ],
         "legal_basis": "contract (GDPR Art. 6(1)(b))",
     },
     {

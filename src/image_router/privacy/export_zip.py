@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zipfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
@@ -34,8 +34,13 @@ from image_router.db.tables import (
     Consent,
     DataSubjectRequest,
     Generation,
+    GenerationJob,
+    IdempotencyKey,
     LedgerEntry,
     Topup,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSecret,
     WebSession,
 )
 from image_router.legal.render import PolicyFacts
@@ -156,6 +161,16 @@ async def write_export(
                 )
             ).all()
             accesses = await audit.entries(conn, subject=account_id)
+            endpoints = (
+                await conn.execute(
+                    select(*records.WEBHOOK_ENDPOINT_COLUMNS)
+                    .where(WebhookEndpoint.account_id == account_id)
+                    .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+                )
+            ).all()
+            request_secret_at = await conn.scalar(
+                select(WebhookSecret.created_at).where(WebhookSecret.account_id == account_id)
+            )
 
         def opened(sealed: bytes | None) -> str | None:
             return None if dek is None else src.vault.open_with(dek, account_id, sealed)
@@ -178,6 +193,45 @@ async def write_export(
         archive.write_json("sessions.json", [dict(r._mapping) for r in sessions])
         archive.write_json("privacy_requests.json", [records.request(r._mapping) for r in requests])
         archive.write_json("access_log.json", [records.access(e, account_id) for e in accesses])
+        archive.write_json(
+            "webhooks.json",
+            {
+                "endpoints": [records.webhook_endpoint(r._mapping) for r in endpoints],
+                # The secret signing deliveries to a request's own `webhook_url`.
+                "request_secret": {
+                    "exists": request_secret_at is not None,
+                    "created_at": request_secret_at,
+                    "secret": records.SECRET_NOT_EXPORTED,
+                },
+            },
+        )
+        await _write_rows(
+            src.engine,
+            archive,
+            "webhook_deliveries.jsonl",
+            records.WEBHOOK_DELIVERY_COLUMNS,
+            WebhookDelivery.account_id == account_id,
+            (WebhookDelivery.created_at, WebhookDelivery.id),
+            records.webhook_delivery,
+        )
+        await _write_rows(
+            src.engine,
+            archive,
+            "jobs.jsonl",
+            records.JOB_COLUMNS,
+            GenerationJob.account_id == account_id,
+            (GenerationJob.created_at, GenerationJob.id),
+            records.job,
+        )
+        await _write_rows(
+            src.engine,
+            archive,
+            "idempotency_keys.jsonl",
+            records.IDEMPOTENCY_COLUMNS,
+            IdempotencyKey.account_id == account_id,
+            (IdempotencyKey.created_at, IdempotencyKey.key_hash),
+            records.idempotency_key,
+        )
         generated = await _write_outputs(src.store, archive, output_names)
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -235,6 +289,30 @@ async def _write_ledger(engine: AsyncEngine, archive: _Archive, account_id: str)
     with stream:
         async for row in _pages(engine, query, lambda r: LedgerEntry.id > r.id):
             _feed(stream, member, _json(records.ledger(row._mapping)) + b"\n")
+
+
+async def _write_rows(
+    engine: AsyncEngine,
+    archive: _Archive,
+    name: str,
+    columns: Sequence[Any],
+    where: ColumnElement[bool],
+    order: tuple[Any, Any],
+    record: Callable[[Any], dict[str, object]],
+) -> None:
+    """One JSONL member: the rows of `columns` matching `where`, keyset-paged on `order`
+    (a time, then a unique key that breaks ties), one `record` per line."""
+    first, tie = order
+    query = select(*columns).where(where).order_by(first, tie)
+
+    def after(r: Any) -> Any:
+        last_first, last_tie = r._mapping[first.key], r._mapping[tie.key]
+        return or_(first > last_first, and_(first == last_first, tie > last_tie))
+
+    stream, member = archive.open(name)
+    with stream:
+        async for row in _pages(engine, query, after):
+            _feed(stream, member, _json(record(row._mapping)) + b"\n")
 
 
 async def _write_outputs(store: Store, archive: _Archive, names: Iterable[str]) -> int:

@@ -53,6 +53,7 @@ class RetentionPolicy:
     audit_days: int = 730
     consent_proof_days: int = 1095  # after the account was deleted
     accounting_years: int = 10  # ledger and top-ups of deleted accounts
+    webhook_log_days: int = 30  # outgoing webhook deliveries (WEBHOOK_LOG_DAYS)
     batch_size: int = 500
 
 
@@ -65,6 +66,11 @@ COUNTS = (
     "password_resets",
     "usage_rows",
     "idempotency_keys",
+    "webhook_deliveries",
+    "webhook_endpoints",  # of closed accounts (an erasure deletes them itself)
+    "webhook_secrets",  # likewise
+    "job_answers",  # generation_jobs rows whose stored answer expired with the outputs
+    "generation_jobs",  # job rows whose usage row is gone
     "stripe_events",
     "webhook_messages",
     "audit_entries",
@@ -89,6 +95,11 @@ class PurgeReport:
     password_resets: int = 0
     usage_rows: int = 0
     idempotency_keys: int = 0
+    webhook_deliveries: int = 0
+    webhook_endpoints: int = 0
+    webhook_secrets: int = 0
+    job_answers: int = 0
+    generation_jobs: int = 0
     stripe_events: int = 0
     webhook_messages: int = 0
     audit_entries: int = 0
@@ -125,6 +136,7 @@ async def purge(
         usage_meta=now - timedelta(days=policy.usage_meta_days),
         webhook_ids=now - timedelta(days=policy.webhook_ids_days),
         consent_proof=now - timedelta(days=policy.consent_proof_days),
+        webhook_log=now - timedelta(days=policy.webhook_log_days),
     )
     audit_cutoff = now - timedelta(days=policy.audit_days)
     accounting_cutoff = _years_before(now, policy.accounting_years)

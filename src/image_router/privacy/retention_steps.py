@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, false, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.db.session import unit_of_work
@@ -27,18 +38,27 @@ from image_router.db.tables import (
     Consent,
     ExportArchive,
     Generation,
+    GenerationJob,
     IdempotencyKey,
     LedgerEntry,
     PasswordReset,
     StripeEvent,
     Topup,
+    WebhookDelivery,
+    WebhookEndpoint,
     WebhookMessage,
+    WebhookSecret,
     WebSession,
 )
 from image_router.privacy import audit
 from image_router.storage.base import Store
 
 Tally = Counter[str]  # PurgeReport field name -> rows (or files) purged
+
+# `jobs/views.py` ACTIVE_STATES and `webhooks/endpoints.py` PENDING (layers above this one):
+# a job row in these states may still be resumed, a pending delivery may still be sent.
+JOB_ACTIVE_STATES = ("queued", "running")
+DELIVERY_PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ def row_categories(
     usage_meta: datetime,
     webhook_ids: datetime,
     consent_proof: datetime,
+    webhook_log: datetime,
 ) -> list[Rows]:
     """The categories that are plain rows, given the cutoffs (rows older than a cutoff are
     due; prompts and password resets are due at their own expiry)."""
@@ -65,6 +86,12 @@ def row_categories(
         Account.status == "deleted",
         Account.deleted_at < consent_proof,
         Account.processing_restricted == false(),
+    )
+    # Closed accounts: an erasure deletes their webhook rows itself; this catches a tombstone
+    # made some other way (and any row written after the erasure), so "until the account is
+    # closed" holds whatever happened.
+    closed_accounts = select(Account.id).where(
+        Account.status == "deleted", Account.processing_restricted == false()
     )
     return [
         Rows(
@@ -119,6 +146,62 @@ def row_categories(
                 # Never a claim whose request may still be at work.
                 or_(IdempotencyKey.state == "done", IdempotencyKey.locked_until <= now),
                 not_held(IdempotencyKey.account_id),
+            ),
+        ),
+        Rows(
+            "webhook_deliveries",
+            WebhookDelivery.id,
+            (
+                or_(
+                    and_(
+                        WebhookDelivery.created_at < webhook_log,
+                        # A pending delivery whose retry window is open (a recent resend of an
+                        # old event) may still be sent; one past its window never will be.
+                        or_(
+                            WebhookDelivery.status != DELIVERY_PENDING,
+                            WebhookDelivery.retry_until <= now,
+                        ),
+                    ),
+                    WebhookDelivery.account_id.in_(closed_accounts),
+                ),
+                # Never a delivery a worker is posting right now (its lease runs).
+                or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until <= now),
+                not_held(WebhookDelivery.account_id),
+            ),
+        ),
+        Rows(
+            "webhook_endpoints",
+            WebhookEndpoint.id,
+            (
+                WebhookEndpoint.account_id.in_(closed_accounts),
+                # Deliveries name their endpoint: they go first (the category above).
+                ~exists().where(WebhookDelivery.endpoint_id == WebhookEndpoint.id),
+            ),
+        ),
+        Rows(
+            "webhook_secrets",
+            WebhookSecret.account_id,
+            (WebhookSecret.account_id.in_(closed_accounts),),
+        ),
+        Rows(
+            "job_answers",
+            GenerationJob.id,
+            (
+                # The answer lists the outputs' URLs: it goes with them (RETENTION_OUTPUTS_HOURS).
+                GenerationJob.result_expires_at <= now,
+                not_held(GenerationJob.account_id),
+            ),
+            {"result_enc": None, "result_expires_at": None},
+        ),
+        Rows(
+            "generation_jobs",
+            GenerationJob.id,
+            (
+                # A job row lives as long as its usage row (the "usage_rows" category above
+                # runs first), never while it may still be resumed.
+                ~exists().where(Generation.id == GenerationJob.id),
+                GenerationJob.state.not_in(JOB_ACTIVE_STATES),
+                not_held(GenerationJob.account_id),
             ),
         ),
         Rows("stripe_events", StripeEvent.event_id, (StripeEvent.received_at < webhook_ids,)),

@@ -31,6 +31,10 @@ class NewGeneration:
     held: int
     ip: str | None
     deadline_at: datetime
+    # The webhook outbox: True when the generation's end will be an event (None: it will
+    # not); the request's own webhook, kept until the event is recorded.
+    events_pending: bool | None = None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)

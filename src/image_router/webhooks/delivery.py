@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,12 +92,23 @@ class DeliveryRunner:
         return len(claimed)
 
     async def run_periodically(
-        self, interval_s: float, stop: asyncio.Event, current: Callable[[], DeliveryRunner]
+        self,
+        interval_s: float,
+        stop: asyncio.Event,
+        current: Callable[[], DeliveryRunner],
+        sweep: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         """The loop a server runs until `stop` is set. `current` gives the runner of each
-        pass (the process's resources may be rebuilt, as tests do)."""
+        pass (the process's resources may be rebuilt, as tests do). `sweep` (the events'
+        outbox sweeper, webhooks/events.py) runs first in each pass, so the events it
+        records are sent in the same pass; its failure does not stop the deliveries."""
         while not stop.is_set():
             ran = 0
+            if sweep is not None:
+                try:
+                    await sweep()
+                except Exception:
+                    log.exception("recording pending webhook events failed; will retry")
             try:
                 runner = current()
                 ran = await runner.run_due()

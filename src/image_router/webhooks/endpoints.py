@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.account.personal_data import Vault
 from image_router.db.session import unit_of_work
-from image_router.db.tables import WebhookDelivery, WebhookEndpoint, WebhookSecret
+from image_router.db.tables import Account, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from image_router.errors import Conflict, InvalidRequest, NotFound
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import new_id
@@ -185,6 +185,13 @@ async def request_secret(engine: AsyncEngine, vault: Vault, account_id: str) -> 
             select(WebhookSecret.secret_enc).where(WebhookSecret.account_id == account_id)
         )
     if sealed is None:
+        # An erased account's secret went with its data key; a new one would be sealed under
+        # a new key, made for an account that no longer exists, and a delivery claimed just
+        # before the erasure would still go out (docs/privacy.md).
+        async with unit_of_work(engine) as conn:
+            status = await conn.scalar(select(Account.status).where(Account.id == account_id))
+        if status is None or status == "deleted":
+            raise NotFound("This account was erased", code="account_erased")
         secret = new_secret()
         try:
             async with unit_of_work(engine) as conn:

@@ -23,6 +23,7 @@ SETTINGS = {
     "site_url": "https://site.example/",
     "retention_audit_days": 11,
     "purge_batch_size": 7,
+    "webhook_log_days": 9,
 }
 
 
@@ -65,6 +66,8 @@ async def test_each_runner_gets_its_collaborators_and_settings_values(res: Resou
     )
     assert res.export.facts == policy_facts(res.settings)
     assert (res.retention.policy.audit_days, res.retention.policy.batch_size) == (11, 7)
+    # The webhook delivery log's period is the webhooks group's WEBHOOK_LOG_DAYS.
+    assert res.retention.policy.webhook_log_days == 9
     # The retention purge deletes expired export archives through the export runner.
     assert res.retention.exports == res.export.purge_expired
 
