@@ -585,18 +585,29 @@ def settle(fleet: Fleet, plan: Plan) -> dict[str, Any]:
             break  # past deadline + grace and several reconcile rounds: judged below
         log(f"settling: {row['open']} holds open, the last due in {max(left, 0):.0f} s")
         time.sleep(3)
-    limit = time.monotonic() + 60
-    pending = 0
+    # Events go through an outbox (docs/webhooks.md): a closed generation still marked
+    # `events_pending` is recorded by the sweeper once it has been closed for 30 s (a hold
+    # the reconciler released, a failure after the settle), then delivered like the rest.
+    limit = time.monotonic() + 120
+    pending = outbox = 0
     while time.monotonic() < limit:
         pending = int(
             pg.psql("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'", PG_DATABASE)
             or 0
         )
-        if not pending:
+        outbox = int(
+            pg.psql(
+                "SELECT count(*) FROM generations WHERE events_pending IS NOT NULL"
+                " AND status <> 'processing'",
+                PG_DATABASE,
+            )
+            or 0
+        )
+        if not pending and not outbox:
             break
-        log(f"settling: {pending} webhook deliveries pending")
+        log(f"settling: {pending} webhook deliveries pending, {outbox} events not recorded yet")
         time.sleep(3)
-    return {"webhooks_pending_after_settle": pending}
+    return {"webhooks_pending_after_settle": pending, "events_unrecorded_after_settle": outbox}
 
 
 def books(fleet: Fleet, plan: Plan, samples: list[Sample]) -> dict[str, Any]:
