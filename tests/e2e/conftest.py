@@ -125,3 +125,37 @@ def fill_and_submit(page: Any, email: str, password: str) -> None:
     if page.locator('main input[name="accept_terms"]').count():  # the sign-up form
         page.check('main input[name="accept_terms"]')
     page.click('main button[type="submit"]')
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright: one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def signed_up_with_credit(
+    server: Server, browser: Any, email: str, password: str, *, reason: str
+) -> dict[str, Any]:
+    """Sign up in the browser, grant $5 and make an API key: the browser's storage state
+    (signed in) and the key."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.url}/signup")
+    fill_and_submit(page, email, password)
+    page.wait_for_url(f"{server.url}/account")
+    server.cli("credits", "grant", email, "5", "--reason", reason)
+    key = server.cli("keys", "create", email, "--name", "checks").stdout.split()[-1]
+    state = context.storage_state()
+    context.close()
+    return {"state": state, "key": key}

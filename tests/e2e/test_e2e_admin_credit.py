@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, fill_and_submit, running_server
-from tests.e2e.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_e2e_browser import CHROMIUM
 
 EMAIL = "buyer@example.com"
 PASSWORD = "the buyer's passphrase"
@@ -46,20 +46,6 @@ def sign_in_as_admin(page: Any, server: Server) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("admin-credit")) as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def credits_of(server: Server, key: str) -> dict[str, Any]:

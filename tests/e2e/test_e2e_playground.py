@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, fill_and_submit, running_server
-from tests.e2e.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import Server, running_server, signed_up_with_credit
+from tests.e2e.test_e2e_browser import CHROMIUM
 
 EMAIL = "player@example.com"
 PASSWORD = "a passphrase for the playground"
@@ -47,32 +47,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture(scope="module")
 def user(server: Server, browser: Any) -> dict[str, Any]:
     """A signed-in user with $5 of credit: the browser's storage state, and an API key."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{server.url}/signup")
-    fill_and_submit(page, EMAIL, PASSWORD)
-    page.wait_for_url(f"{server.url}/account")
-    server.cli("credits", "grant", EMAIL, "5", "--reason", "playground test")
-    key = server.cli("keys", "create", EMAIL, "--name", "checks").stdout.split()[-1]
-    state = context.storage_state()
-    context.close()
-    return {"state": state, "key": key}
+    return signed_up_with_credit(server, browser, EMAIL, PASSWORD, reason="playground test")
 
 
 def _remaining(server: Server, key: str) -> str:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, running_server
-from tests.e2e.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_e2e_browser import CHROMIUM
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,20 +47,6 @@ def server_and_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         assert server.bootstrap_key is not None
         server.cli("credits", "grant", "admin@localhost", "10", "--reason", "calculator test")
         yield server, server.bootstrap_key
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _page_quote(page: Any, url: str, case: Case) -> tuple[str, int, dict[str, str]]:
