@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+from pathlib import Path
+
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import BIN, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +67,31 @@ def test_catalog_check_lists_every_route(server: Server) -> None:
     assert "test/test [image] enabled" in out
     assert "no key configured (RUNWARE_API_KEY)" in out or "unknown provider" in out
     assert out.strip().splitlines()[-1].endswith("models enabled")
+
+
+@pytest.mark.parametrize("migrate", ["true", "false"])
+def test_a_database_that_is_away_is_one_line_and_exit_1(
+    server: Server, tmp_path: Path, migrate: str
+) -> None:
+    # PostgreSQL restarting or cut off: an operator gets one line, not a traceback (the
+    # migration's own connection fails first when AUTO_MIGRATE is on).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **server.env,
+        "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/gone",
+        "AUTO_MIGRATE": migrate,
+        "DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [str(BIN), "credits", "grant", "nobody@example.com", "1", "--reason", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the database")

@@ -17,6 +17,7 @@ from image_router.account.personal_data import Vault
 from image_router.account.service import AccountError
 from image_router.config import Settings
 from image_router.db.migrate import upgrade
+from image_router.db.outage import is_outage
 from image_router.db.session import make_engine, unit_of_work
 from image_router.errors import OperatorError
 from image_router.kit.money import MoneyFormatError
@@ -69,3 +70,10 @@ def run_db(work: Callable[[AsyncConnection], Awaitable[T]], *, migrate: bool = T
         return asyncio.run(main())
     except (AccountError, OperatorError, MoneyFormatError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:
+        # The database away (restarting, cut off, refusing connections; the migration's own
+        # connection included): one line, exit 1, like any other operator error. Nothing
+        # was written: the unit of work never committed.
+        if isinstance(exc, ConnectionError | TimeoutError) or is_outage(exc):
+            raise fail(f"cannot reach the database ({exc}); the command did not complete") from None
+        raise
