@@ -434,11 +434,12 @@ class Faults:
                         record.fleet_back = time.monotonic()
                         break
                     time.sleep(0.25)
-                back = (
-                    f"fleet ready {record.fleet_back - record.restored:.1f} s after"
-                    if record.fleet_back
-                    else "fleet NOT ready again within 120 s"
-                )
+                if record.fleet_back:
+                    back = f"fleet ready {record.fleet_back - record.restored:.1f} s after"
+                elif stop.is_set():
+                    back = "the run is stopping: readiness not waited for"
+                else:
+                    back = "fleet NOT ready again within 120 s"
                 log(f"  {name}: restored; {back}")
                 after = record.fleet_back or time.monotonic()
         except BaseException as exc:  # reported by the main thread, which ends the run
