@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from tests.fakes.fal_video import fal_video_toml
+
 IMAGE_MODEL = "openai/dall-e-2"
 EDIT_MODEL = "openai/gpt-image-1"
 VIDEO_MODEL = "soak/video"
@@ -45,22 +47,9 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def video_catalog() -> str:
-    """The operator catalog entry of the soak's video model (docs/catalog.md): fal's queue
-    API, whose fake serves `fal-ai/fake-video/text-to-video`."""
-    return f"""# Written by bench/soak.py.
-[[model]]
-id = "{VIDEO_MODEL}"
-modality = "video"
-release_date = "2026-01-01"
-sizes = ["1280x720"]
-seconds = [5]
-default_seconds = 5
-
-  [[model.routes]]
-  provider = "fal"
-  upstream = "fal-ai/fake-video/text-to-video"
-  price = {{ rule = "fixed", usd = "{VIDEO_PRICE_USD}" }}
-"""
+    """The operator catalog entry of the soak's video model: fal's queue API, whose fake
+    serves it (the same entry as the durable-job tests', under the soak's id and price)."""
+    return "# Written by bench/soak.py.\n" + fal_video_toml(VIDEO_MODEL, VIDEO_PRICE_USD)
 
 
 def _png() -> bytes:
