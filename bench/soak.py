@@ -34,7 +34,9 @@ from typing import Any
 
 import httpx
 
+# bench/ for the soak's own modules, the project root for the test suite's fakes
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from soak_fleet import (
     HOSTS,
