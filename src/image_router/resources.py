@@ -50,6 +50,7 @@ from image_router.kit.drain import Drain
 from image_router.kit.link import Link
 from image_router.kit.money import usd_to_credits
 from image_router.kit.networks import parse_network
+from image_router.kit.redis_connections import connection_class
 from image_router.legal.consent_cookie import CONSENT_MAX_AGE
 from image_router.legal.facts import RetentionPeriods, retention_rows, vendor_names
 from image_router.legal.render import PolicyFacts
@@ -304,6 +305,7 @@ def redis_client(settings: Settings, *, blocking_s: float = 0.0) -> Redis:
         # Redis restart), not redis-py's three with back-off (seconds per call while down).
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
+        connection_class=connection_class(settings.storage.redis_url),
     )
 
 

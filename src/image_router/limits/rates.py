@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from image_router.kit.link import Link
+from image_router.kit.redis_connections import connection_class
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def redis_counter(
         # a request for seconds while Redis is down.
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
+        connection_class=connection_class(url),
     )
     scheme, _, rest = url.partition("://")
     options: dict[str, Any] = {"connection_pool": pool}
