@@ -17,6 +17,8 @@ shapes of error mean that:
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception classes
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -58,6 +60,16 @@ def is_outage(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def log_failed_pass(log: logging.Logger, what: str, exc: Exception) -> None:
+    """A background loop's pass failed and will be retried: one line while the database
+    is away (it comes back by itself, and a traceback per loop per worker every few
+    seconds would bury the lines that matter), the traceback for anything else."""
+    if is_outage(exc):
+        log.warning("%s: the database is unavailable (%s); will retry", what, exc)
+    else:
+        log.error("%s; will retry", what, exc_info=exc)
 
 
 async def ping(engine: AsyncEngine) -> None:

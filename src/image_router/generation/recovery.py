@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from image_router.db.outage import log_failed_pass
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Generation, GenerationJob
 from image_router.kit.clock import utcnow
@@ -92,7 +93,7 @@ async def run_periodically(
     while not stop.is_set():
         try:
             await release_expired_holds(engine, grace=timedelta(seconds=grace_s))
-        except Exception:
-            log.exception("releasing expired holds failed; will retry")
+        except Exception as exc:
+            log_failed_pass(log, "releasing expired holds failed", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from image_router.db.outage import log_failed_pass
 from image_router.generation.resumption import Resumed, resume
 from image_router.jobs.service import Jobs
 from image_router.jobs.tracker import JobTracker
@@ -42,8 +43,8 @@ class JobResumer:
         while not stop.is_set():
             try:
                 await self.pass_once()
-            except Exception:
-                log.exception("the job resumer's pass failed; will retry")
+            except Exception as exc:
+                log_failed_pass(log, "the job resumer's pass failed", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.jobs.policy.resume_interval_s)
 

@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from image_router.db.outage import log_failed_pass
 from image_router.db.session import unit_of_work
 from image_router.db.tables import Job
 from image_router.kit.clock import utcnow
@@ -161,8 +162,8 @@ class JobRunner:
             ran = 0
             try:
                 ran = await self.run_due()
-            except Exception:
-                log.exception("running background jobs failed; will retry")
+            except Exception as exc:
+                log_failed_pass(log, "running background jobs failed", exc)
             wait = 0.0 if ran >= BATCH else interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)

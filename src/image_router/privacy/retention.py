@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from image_router.db.outage import log_failed_pass
 from image_router.kit.clock import utcnow
 from image_router.privacy import retention_steps as steps
 from image_router.storage.base import Store
@@ -260,6 +261,6 @@ class Retention:
                 return
             try:
                 await self.purge(stop=stop)
-            except Exception:
-                log.exception("retention purge failed; will retry")
+            except Exception as exc:
+                log_failed_pass(log, "retention purge failed", exc)
             delay = interval_s

@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from image_router.account.personal_data import Vault
+from image_router.db.outage import log_failed_pass
 from image_router.db.session import unit_of_work
 from image_router.db.tables import WebhookDelivery, WebhookEndpoint
 from image_router.errors import NotFound
@@ -107,14 +108,14 @@ class DeliveryRunner:
             if sweep is not None:
                 try:
                     await sweep()
-                except Exception:
-                    log.exception("recording pending webhook events failed; will retry")
+                except Exception as exc:
+                    log_failed_pass(log, "recording pending webhook events failed", exc)
             try:
                 runner = current()
                 ran = await runner.run_due()
                 await runner.purge_now_and_then()
-            except Exception:
-                log.exception("delivering webhooks failed; will retry")
+            except Exception as exc:
+                log_failed_pass(log, "delivering webhooks failed", exc)
             wait = 0.0 if ran >= BATCH else interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
