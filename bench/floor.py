@@ -10,7 +10,7 @@ routing, limits, logging, metrics, usage-row columns, encryption or error handli
 floor, not a gateway. Measured beside the gateway in docs/benchmarks.md (issue #12).
 
     taskset -c 1 .venv/bin/python bench/fake_upstream.py --port 9100 &
-    taskset -c 0 .venv/bin/python bench/floor.py --port 9200 [--no-db] [--no-file] &
+    taskset -c 0 .venv/bin/python bench/floor.py --port 9200 [--no-db] [--no-file] [--batch] &
     BENCH_KEY=k taskset -c 1 wrk -t1 -c16 -d15s -s bench/post.lua http://127.0.0.1:9200
 
 Its two tables (`floor_accounts`, `floor_generations`) are created afresh in `--dsn`'s
@@ -69,6 +69,59 @@ WHERE floor_accounts.id = closed.account RETURNING balance
 """
 
 
+# The same two statements, each returning exactly one row (as a batch needs).
+HOLD_ONE = """
+WITH debit AS (
+    UPDATE floor_accounts SET balance = balance - $2 WHERE id = $1 AND balance >= $2
+    RETURNING id
+), opened AS (
+    INSERT INTO floor_generations (id, account, held, status, prompt)
+    SELECT $3, debit.id, $2, 'processing', $4 FROM debit RETURNING id
+) SELECT count(*) FROM opened
+"""
+SETTLE_ONE = """
+WITH closed AS (
+    UPDATE floor_generations SET status = 'success', cost = $2, held = 0
+    WHERE id = $1 AND status = 'processing' RETURNING account, held
+), credit AS (
+    UPDATE floor_accounts SET balance = balance FROM closed
+    WHERE floor_accounts.id = closed.account RETURNING balance
+) SELECT (SELECT held FROM closed)
+"""
+
+
+class Batches:
+    """`--batch`: group commit as the gateway's `db.group_commit` does it, bare: statements
+    queued while a batch is in flight go together in one `fetchmany` (no error handling)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.pending: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
+        self.flying = 0
+        self.flights: set[asyncio.Task[None]] = set()
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(sql, []).append((args, future))
+        if self.flying < 2:
+            self.flying += 1
+            flight = asyncio.get_running_loop().create_task(self.fly())
+            self.flights.add(flight)
+            flight.add_done_callback(self.flights.discard)
+        return await future
+
+    async def fly(self) -> None:
+        try:
+            while self.pending:
+                sql, batch = self.pending.popitem()
+                async with self.pool.acquire() as connection:
+                    rows = await connection.fetchmany(sql, [args for args, _ in batch])
+                for (_, future), row in zip(batch, rows, strict=True):
+                    future.set_result(row[0])
+        finally:
+            self.flying -= 1
+
+
 class Floor:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -76,6 +129,7 @@ class Floor:
         self.names = itertools.count()
         self.pool: Any = None
         self.http: aiohttp.ClientSession | None = None
+        self.batches: Batches | None = None
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -83,6 +137,8 @@ class Floor:
             self.pool = await asyncpg.create_pool(self.args.dsn, min_size=4, max_size=20)
             async with self.pool.acquire() as connection:
                 await connection.execute(SCHEMA)
+            if self.args.batch:
+                self.batches = Batches(self.pool)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
         try:
             yield
@@ -99,7 +155,9 @@ class Floor:
             return Response(b'{"error":"Invalid API key"}', 401, media_type="application/json")
         body = orjson.loads(await request.body())
         generation_id = secrets.token_hex(12)
-        if self.pool is not None:
+        if self.batches is not None:
+            await self.batches.fetchval(HOLD_ONE, account, PRICE, generation_id, body["prompt"])
+        elif self.pool is not None:
             async with self.pool.acquire() as connection:
                 await connection.fetchval(HOLD, account, PRICE, generation_id, body["prompt"])
         assert self.http is not None
@@ -113,7 +171,9 @@ class Floor:
         name = f"{generation_id}.png"
         if self.args.file:
             await asyncio.to_thread(self.write, name, image)
-        if self.pool is not None:
+        if self.batches is not None:
+            await self.batches.fetchval(SETTLE_ONE, generation_id, PRICE)
+        elif self.pool is not None:
             async with self.pool.acquire() as connection:
                 await connection.fetchval(SETTLE, generation_id, PRICE)
         answer = {"created": int(time.time()), "data": [{"url": f"http://floor/{name}"}]}
@@ -137,6 +197,7 @@ def main() -> None:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--no-db", dest="db", action="store_false", help="skip both statements")
     parser.add_argument("--no-file", dest="file", action="store_false", help="skip the file")
+    parser.add_argument("--batch", action="store_true", help="group-commit the two statements")
     args = parser.parse_args()
     floor = Floor(args)
     app = Starlette(

@@ -339,6 +339,21 @@ async def _vendors_gateway(
 
 
 @pytest.fixture
+def pg_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh PostgreSQL database (for what only PostgreSQL has)."""
+    return _database("postgres", request, tmp_path)
+
+
+@pytest.fixture
+async def pg_gateway(
+    pg_db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
+) -> AsyncIterator[Gateway]:
+    """The gateway on PostgreSQL only (mark the test `postgres`)."""
+    async for gw in _gateway(pg_db_url, tmp_path, gateway_overrides):
+        yield gw
+
+
+@pytest.fixture
 async def any_gateway(
     any_db_url: str, tmp_path: Path, gateway_overrides: dict[str, Any]
 ) -> AsyncIterator[Gateway]:

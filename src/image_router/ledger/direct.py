@@ -7,11 +7,13 @@ back with its entry). Through SQLAlchemy these were two units of work of three t
 statements each; here each is ONE round trip:
 
 - PostgreSQL: one statement whose data-modifying CTEs debit, append the entry and insert
-  the row, or finish the row, credit and append. It commits by itself and is atomic: all
-  of it happens or none. A key with a spend limit takes one transaction of two
-  statements instead (BEGIN, debit + lock the key, sum + insert, COMMIT), because the sum
-  must see the rows committed by whoever held the key's lock before us, and a single
-  statement reads one snapshot, taken before it waited for that lock.
+  the row, or finish the row, credit and append. It is atomic: all of it happens or none.
+  It is sent with the other requests' statements of the moment (`db.group_commit`): one
+  round trip and one commit for all of them, each still getting its own outcome. A key
+  with a spend limit takes one transaction of two statements instead (BEGIN, debit +
+  lock the key, sum + insert, COMMIT), because the sum must see the rows committed by
+  whoever held the key's lock before us, and a single statement reads one snapshot,
+  taken before it waited for that lock.
 - SQLite: one function run on the connection's thread that does the whole unit of work.
 
 The rules are those of the ORM path (`ledger.service.hold`/`release`, `usage.start`/
@@ -47,6 +49,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.db.driver import Encoders, PgConnection, in_sqlite_thread, pg_connection
+from image_router.db.group_commit import group_commit
 from image_router.db.tables import GENERATIONS, LEDGER_ENTRIES
 from image_router.kit.clock import utcnow
 
@@ -95,6 +98,16 @@ async def take_hold(
                 conn, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
             ),
         )
+    if limited_key is None or amount <= 0:
+        # One statement: grouped with the other requests' (`db.group_commit`).
+        columns = tuple(row)
+        values = codec.row.encode_all(row)
+        if amount <= 0:
+            sql, args = _pg_sql("free", codec, columns), values
+        else:
+            sql = _pg_sql("hold", codec, columns)
+            args = [amount, account_id, generation_id, codec.entry_time(now), *values]
+        return bool(await group_commit(engine).fetchval(sql, args, order=account_id))
     async with pg_connection(engine) as pg:
         return await _take_pg(
             pg, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
@@ -125,8 +138,7 @@ async def close_hold(
     sql = _close_pg_sql(codec, tuple(closing))
     args = [generation_id, kept, account_id, codec.entry_time(now)]
     args += codec.row.encode_all(closing)
-    async with pg_connection(engine) as pg:
-        held = await pg.fetchval(sql, *args)
+    held = await group_commit(engine).fetchval(sql, args, order=account_id)
     return None if held is None else int(held)
 
 
@@ -191,11 +203,13 @@ def _pg_sql(kind: str, codec: _Codec, columns: tuple[str, ...]) -> str:
     sql = _PG_SQL.get((kind, columns))
     if sql is not None:
         return sql
+    # `free` and `hold` return exactly one row, as `db.group_commit` needs.
     if kind == "free":
-        sql = _pg_insert(codec, columns, first=1, source="")
+        sql = _pg_insert(codec, columns, first=1, source="") + " RETURNING 1"
     elif kind == "hold":
         # The row is inserted once per debited row: none when the balance fell short.
-        sql = _PG_DEBIT + _pg_insert(codec, columns, first=5, source="debit") + " RETURNING 1"
+        opened = _pg_insert(codec, columns, first=5, source="debit")
+        sql = f"{_PG_DEBIT}, opened AS ({opened} RETURNING 1) SELECT count(*) FROM opened"
     elif kind == "hold+lock":
         # The key's row is locked after the account's (the order of the ORM path and of
         # a fallback's extension: no deadlock between them), and only once debited.
@@ -225,19 +239,14 @@ async def _take_pg(
     amount: int,
     generation_id: str,
     row: Mapping[str, Any],
-    limited_key: str | None,
+    limited_key: str,
     spend_bounds: SpendBounds,
     now: datetime,
 ) -> bool | OverLimit:
+    """A hold under `limited_key`'s spend limit: one transaction (see the module)."""
     columns = tuple(row)
     values = codec.row.encode_all(row)
-    if amount <= 0:
-        await pg.fetchval(_pg_sql("free", codec, columns), *values)
-        return True
     debit = [amount, account_id, generation_id, codec.entry_time(now)]
-    if limited_key is None:
-        taken = await pg.fetchval(_pg_sql("hold", codec, columns), *debit, *values)
-        return taken is not None
     try:
         async with pg.transaction():
             key = await pg.fetchrow(_pg_sql("hold+lock", codec, columns), *debit, limited_key)
@@ -284,7 +293,7 @@ def _close_pg_sql(codec: _Codec, columns: tuple[str, ...]) -> str:
         "), entry AS ("
         " INSERT INTO ledger_entries (account_id, amount, kind, generation_id, created_at)"
         " SELECT $3::varchar, amount, 'release', $1::varchar, $4::timestamptz FROM back"
-        ") SELECT held FROM closed"
+        ") SELECT (SELECT held FROM closed)"  # one row, as `db.group_commit` needs
     )
     _PG_SQL[("close", columns)] = sql
     return sql

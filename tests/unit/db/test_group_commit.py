@@ -1,0 +1,146 @@
+"""`db.group_commit` with a scripted connection: statements that queue while a batch is in
+flight go together, each gets its own answer, a failed batch is retried one by one, a lost
+connection is not retried, and a caller that leaves takes nothing with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from image_router.db import group_commit as module
+from image_router.db.group_commit import FLIGHTS, MAX_BATCH, GroupCommit
+from image_router.db.outage import DatabaseUnreachable
+
+
+class Connection:
+    """Answers `fetchmany` with one row per args after `delay`, failing as `fail` says."""
+
+    def __init__(self, fail: Callable[[list[Sequence[Any]]], BaseException | None]) -> None:
+        self.fail = fail
+        self.batches: list[list[Sequence[Any]]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def fetchmany(self, sql: str, args: Any) -> list[tuple[Any]]:
+        batch = list(args)
+        self.batches.append(batch)
+        await self.gate.wait()
+        error = self.fail(batch)
+        if error is not None:
+            raise error
+        return [(f"{sql}:{a[0]}",) for a in batch]
+
+
+@pytest.fixture
+def connection(monkeypatch: pytest.MonkeyPatch) -> Connection:
+    conn = Connection(lambda batch: None)
+
+    @asynccontextmanager
+    async def pg_connection(_engine: Any) -> AsyncIterator[Connection]:
+        yield conn
+
+    monkeypatch.setattr(module, "pg_connection", pg_connection)
+    return conn
+
+
+async def occupy(group: GroupCommit, connection: Connection) -> list[asyncio.Future[Any]]:
+    """Every flight waiting on a round trip (held by the closed gate), one statement each."""
+    connection.gate.clear()
+    flights = []
+    for _ in range(FLIGHTS):
+        flights.append(asyncio.ensure_future(group.fetchval("q", ["first"], order="0")))
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert connection.batches == [[["first"]]] * FLIGHTS
+    return flights
+
+
+async def test_a_lone_statement_goes_at_once(connection: Connection) -> None:
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    assert await group.fetchval("q", ["a"], order="a") == "q:a"
+    assert connection.batches == [[["a"]]]
+
+
+async def test_statements_queued_behind_a_batch_go_together_in_account_order(
+    connection: Connection,
+) -> None:
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    first = await occupy(group, connection)
+    later = [
+        asyncio.ensure_future(group.fetchval("q", [name], order=name)) for name in ("c", "a", "b")
+    ]
+    await asyncio.sleep(0)
+    connection.gate.set()
+    assert await asyncio.gather(*later) == ["q:c", "q:a", "q:b"]
+    await asyncio.gather(*first)
+    # The three that waited went in one batch, sorted by their order key.
+    assert connection.batches[FLIGHTS:] == [[["a"], ["b"], ["c"]]]
+
+
+async def test_a_batch_holds_at_most_max_batch_statements(connection: Connection) -> None:
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    first = await occupy(group, connection)
+    calls = [group.fetchval("q", [i], order=f"{i:04}") for i in range(2 * MAX_BATCH + 1)]
+    answers = asyncio.gather(*calls)
+    await asyncio.sleep(0)
+    connection.gate.set()
+    assert len(await answers) == len(calls)
+    await asyncio.gather(*first)
+    assert max(len(batch) for batch in connection.batches) == MAX_BATCH
+    assert sum(len(batch) for batch in connection.batches) == len(calls) + FLIGHTS
+
+
+async def test_a_failed_batch_is_retried_one_by_one(connection: Connection) -> None:
+    # The batch fails because of one statement ("bad"): the others still succeed.
+    connection.fail = lambda batch: ValueError("bad value") if ["bad"] in batch else None
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    first = await occupy(group, connection)
+    outcomes = asyncio.gather(
+        *(group.fetchval("q", [v], order=v) for v in ("a", "bad", "c")), return_exceptions=True
+    )
+    await asyncio.sleep(0)
+    connection.gate.set()
+    a, bad, c = await outcomes
+    await asyncio.gather(*first)
+    assert (a, c) == ("q:a", "q:c")
+    assert isinstance(bad, ValueError)
+    assert [["a"], ["bad"], ["c"]] in connection.batches  # the batch, then each alone
+    assert connection.batches[-3:] == [[["a"]], [["bad"]], [["c"]]]
+
+
+async def test_a_lost_connection_fails_the_batch_without_a_retry(connection: Connection) -> None:
+    lost = DatabaseUnreachable("the database connection was lost")
+    connection.fail = lambda batch: lost
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(
+        *(group.fetchval("q", [v], order=v) for v in "abcd"), return_exceptions=True
+    )
+    assert outcomes == [lost] * 4
+    # Retrying could commit twice: each statement was sent once, no more.
+    assert sum(len(batch) for batch in connection.batches) == 4
+
+
+async def test_a_caller_that_leaves_does_not_cancel_the_others(connection: Connection) -> None:
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    blockers = await occupy(group, connection)
+    leaving = asyncio.ensure_future(group.fetchval("q", ["a"], order="a"))
+    staying = asyncio.ensure_future(group.fetchval("q", ["b"], order="b"))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    connection.gate.set()
+    assert await staying == "q:b"
+    await asyncio.gather(*blockers)
+    assert leaving.cancelled()
+    assert [["a"], ["b"]] in connection.batches  # it was still sent
+
+
+async def test_a_statement_queued_as_the_last_flight_ends_is_sent(connection: Connection) -> None:
+    group = GroupCommit(engine=None)  # type: ignore[arg-type]
+    for round_ in range(20):
+        answers = await asyncio.gather(*(group.fetchval("q", [i], order="a") for i in range(5)))
+        assert answers == [f"q:{i}" for i in range(5)], round_
+        await asyncio.sleep(0)
