@@ -1,144 +1,224 @@
 """Group commit: the money statements of many requests in one round trip.
 
-Every generation runs two statements on PostgreSQL (its hold and its settle, each one
-round trip: `ledger.direct`). The round trip, not the statement, is what costs: on
-issue #12's bench a bare server on our stack that only made those two round trips per
-request spent half its CPU on them (the loopback send and the wake-up of the answer), and
-PostgreSQL committed twice per request. Here a statement waits while an earlier batch is
-in flight, and everything that queued meanwhile goes together: one `fetchmany` (a
-pipeline of Bind/Execute messages and one Sync) on one pooled connection, one commit.
-Nothing waits for company: an idle gateway sends each statement at once, and a busy one
-batches by itself (as many requests as arrived during one round trip).
+Every generation moves money twice (its hold and its settle: `ledger.direct`), each one
+unit of work. The round trip, not the work, is what costs: on issue #12's bench a bare
+server on our stack that only made those two round trips per request spent half its CPU
+on them (the loopback send to PostgreSQL and the wake-up of the answer; on SQLite the
+hand-off to the connection's thread), and the database committed twice per request.
+Here a unit waits while an earlier batch is in flight, and everything that queued
+meanwhile goes together, in one transaction:
 
-What each request gets back is exactly what its own statement would have returned:
+- PostgreSQL (`fetchval`): one `fetchmany` (a pipeline of Bind/Execute messages and one
+  Sync) on one pooled connection: one round trip, one commit;
+- SQLite (`run_in_sqlite`): one hand-off to the connection's thread, which runs every
+  unit in a savepoint of its own and commits once.
 
-- every statement sent here must return exactly one row (so the batch's rows line up
-  with its requests); `fetchval` returns its first column;
-- a batch is one implicit transaction, atomic like each of its statements: all commit or
-  none does. When it fails for any reason but a lost connection (a deadlock, a bad value
-  in one request, a timeout), nothing of it was committed, so each statement is run
-  again alone and each request gets its own result or its own error; one bad request
-  never fails the others;
+Nothing waits for company: an idle gateway sends each unit at once, and a busy one
+batches by itself (as many as arrived during one round trip). What each request gets back
+is exactly what its own unit would have given it alone:
+
+- a unit that fails fails alone. On SQLite its savepoint is rolled back and the others go
+  on. A PostgreSQL batch is one implicit transaction (all of it commits or none does), so
+  when it fails for any reason but a lost connection (a deadlock, one request's bad value,
+  a timeout) nothing of it was committed, and each statement is sent again alone;
+- `Undo(outcome)`, raised by a SQLite unit, rolls back what the unit wrote and answers
+  `outcome` (a refused hold);
 - a lost connection fails every request of the batch with the same outage error as a
-  single statement would (`db.outage.DatabaseUnreachable`): whether the commit happened
-  is unknown, exactly as for one statement, and running it again could do it twice;
-- statements are sent in the order of their `order` key (the account's id), so two
-  batches in flight (here or in another worker) lock accounts in the same order and
-  cannot deadlock each other;
-- a request cancelled while its statement waits does not take it back: it runs (the
-  callers run these statements `shielded`, so they wait for the outcome anyway).
+  single statement would (`db.outage.DatabaseUnreachable`): whether the commit happened is
+  unknown, exactly as for one statement, and sending it again could do it twice. A failed
+  commit fails every unit of its batch;
+- units are sent in the order of their `order` key (the account's id), so two batches in
+  flight (here or in another worker) lock accounts in the same order: no deadlock;
+- a request cancelled while its unit waits does not take it back: the unit runs (callers
+  run these `shielded`, so they wait for the outcome anyway).
 
-At most `FLIGHTS` batches are in flight per engine (a statement waiting for a lock held
-elsewhere does not stall everything), each of at most `MAX_BATCH` statements.
+Per engine, at most `FLIGHTS` batches are in flight on PostgreSQL (a statement waiting for
+a lock held elsewhere does not stall everything) and one on SQLite (one connection, one
+writer), each of at most `MAX_BATCH` units. `PgStatement` in `db.driver` must return
+exactly one row per statement, so a batch's rows line up with its requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.db import outage
-from image_router.db.driver import pg_connection
+from image_router.db.driver import in_sqlite_thread, pg_connection
+
+T = TypeVar("T")
 
 FLIGHTS = 2
 MAX_BATCH = 64
 
 
+class Undo(Exception):
+    """Raised by a SQLite unit: roll back what it wrote and answer `outcome`."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+
 @dataclass
-class _Statement:
+class _Failed:
+    error: BaseException
+
+
+@dataclass
+class _Unit:
     order: str
-    args: Sequence[Any]
+    payload: Any  # PostgreSQL: the statement's arguments; SQLite: the function to run
     answer: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class GroupCommit:
-    """The statements queued for one engine, on one event loop (see the module)."""
+# Sends a batch of units of one kind; returns one answer (or `_Failed`) per unit, in order.
+_Send = Callable[[Hashable, list[Any]], Awaitable[list[Any]]]
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+
+class GroupCommit:
+    """The units queued for one engine, on one event loop (see the module)."""
+
+    def __init__(self, send: _Send, flights: int) -> None:
+        self._send = send
+        self._flights_allowed = flights
         self.loop = asyncio.get_running_loop()
-        self._queued: dict[str, list[_Statement]] = {}
+        self._queued: dict[Hashable, list[_Unit]] = {}
         self._flying = 0
         self._flights: set[asyncio.Task[None]] = set()  # strong references to the tasks
 
-    async def fetchval(self, sql: str, args: Sequence[Any], *, order: str) -> Any:
-        """The first column of the one row `sql` returns for `args`, committed."""
-        statement = _Statement(order, args)
-        self._queued.setdefault(sql, []).append(statement)
-        if self._flying < FLIGHTS:
+    async def submit(self, kind: Hashable, payload: Any, *, order: str) -> Any:
+        """Queue one unit of `kind` (units of one kind can share a batch); its answer."""
+        unit = _Unit(order, payload)
+        self._queued.setdefault(kind, []).append(unit)
+        if self._flying < self._flights_allowed:
             self._flying += 1
             flight = self.loop.create_task(self._fly())
             self._flights.add(flight)
             flight.add_done_callback(self._flights.discard)
-        return await statement.answer
+        return await unit.answer
 
     async def _fly(self) -> None:
         try:
             while self._queued:
-                sql = next(iter(self._queued))
-                waiting = self._queued.pop(sql)
-                if len(waiting) > MAX_BATCH:
-                    self._queued[sql] = waiting[MAX_BATCH:]
-                    waiting = waiting[:MAX_BATCH]
+                kind = next(iter(self._queued))
+                batch = self._queued.pop(kind)
+                if len(batch) > MAX_BATCH:
+                    self._queued[kind] = batch[MAX_BATCH:]
+                    batch = batch[:MAX_BATCH]
+                if len(batch) > 1:
+                    batch.sort(key=lambda unit: unit.order)
                 try:
-                    await self._send(sql, waiting)
-                except BaseException as failed:  # the flight cancelled (shutdown), or a bug
-                    for statement in waiting:
-                        _answer(statement, error=failed)
-                    raise
+                    answers = await self._send(kind, [unit.payload for unit in batch])
+                except BaseException as failed:  # every unit shares its batch's fate
+                    for unit in batch:
+                        _answer(unit, _Failed(failed))
+                    if not isinstance(failed, Exception):
+                        raise  # the flight cancelled (the loop shutting down)
+                    continue
+                for unit, answer in zip(batch, answers, strict=True):
+                    _answer(unit, answer)
         finally:
-            # In the same step as the queue was last seen empty: a statement queued from
-            # now on starts a flight of its own.
+            # In the same step as the queue was last seen empty: a unit queued from now on
+            # starts a flight of its own.
             self._flying -= 1
 
-    async def _send(self, sql: str, batch: list[_Statement]) -> None:
-        if len(batch) > 1:
-            batch.sort(key=lambda statement: statement.order)
-        try:
-            async with pg_connection(self._engine) as pg:
-                rows = await pg.fetchmany(sql, [statement.args for statement in batch])
-        except outage.DatabaseUnreachable as lost:
-            for statement in batch:
-                _answer(statement, error=lost)
-            return
-        except Exception as failed:
-            if len(batch) == 1:
-                _answer(batch[0], error=failed)
-                return
-            # Nothing of the batch was committed: each statement again, on its own.
-            for statement in batch:
-                await self._send(sql, [statement])
-            return
-        for statement, row in zip(batch, rows, strict=True):
-            _answer(statement, value=row[0])
 
-
-def _answer(
-    statement: _Statement, *, value: Any = None, error: BaseException | None = None
-) -> None:
-    if statement.answer.done():  # its request was cancelled and left
+def _answer(unit: _Unit, answer: Any) -> None:
+    if unit.answer.done():  # its request was cancelled and left
         return
-    if error is None:
-        statement.answer.set_result(value)
-    elif isinstance(error, asyncio.CancelledError):
-        statement.answer.cancel()
+    if not isinstance(answer, _Failed):
+        unit.answer.set_result(answer)
+    elif isinstance(answer.error, asyncio.CancelledError):
+        unit.answer.cancel()
     else:
-        statement.answer.set_exception(error)
+        unit.answer.set_exception(answer.error)
 
 
 _GROUPS: WeakKeyDictionary[AsyncEngine, GroupCommit] = WeakKeyDictionary()
 
 
-def group_commit(engine: AsyncEngine) -> GroupCommit:
+def _group(engine: AsyncEngine) -> GroupCommit:
     """The engine's group commit on the running event loop."""
     group = _GROUPS.get(engine)
     if group is None or group.loop is not asyncio.get_running_loop():
-        group = _GROUPS[engine] = GroupCommit(engine)
+        if engine.dialect.driver == "aiosqlite":
+            group = GroupCommit(partial(_send_sqlite, engine), 1)
+        else:
+            group = GroupCommit(partial(_send_pg, engine), FLIGHTS)
+        _GROUPS[engine] = group
     return group
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+async def fetchval(engine: AsyncEngine, sql: str, args: Sequence[Any], *, order: str) -> Any:
+    """The first column of the one row `sql` returns for `args`, committed."""
+    return await _group(engine).submit(sql, args, order=order)
+
+
+async def _send_pg(engine: AsyncEngine, sql: Hashable, batch: list[Sequence[Any]]) -> list[Any]:
+    try:
+        async with pg_connection(engine) as pg:
+            rows = await pg.fetchmany(str(sql), batch)
+    except outage.DatabaseUnreachable:
+        raise  # every request of the batch fails with it, none is sent again
+    except Exception as failed:
+        if len(batch) == 1:
+            return [_Failed(failed)]
+        # Nothing of the batch was committed: each statement again, on its own.
+        return [(await _send_pg(engine, sql, [args]))[0] for args in batch]
+    return [row[0] for row in rows]
+
+
+# ----------------------------------------------------------------------------- SQLite
+
+
+async def run_in_sqlite(
+    engine: AsyncEngine, unit: Callable[[sqlite3.Connection], T], *, order: str
+) -> T:
+    """`unit(connection)`'s result, committed: run on the connection's thread inside a
+    transaction it must neither commit nor roll back (raise `Undo` to undo it)."""
+    result: T = await _group(engine).submit("", unit, order=order)
+    return result
+
+
+async def _send_sqlite(engine: AsyncEngine, _kind: Hashable, batch: list[Any]) -> list[Any]:
+    return await in_sqlite_thread(engine, lambda conn: _run_each(conn, batch))
+
+
+def _run_each(
+    conn: sqlite3.Connection, units: list[Callable[[sqlite3.Connection], Any]]
+) -> list[Any]:
+    # The pool rolls back on return, so a checked-out connection never has a transaction
+    # open; committing someone else's half-done one would be far worse than refusing.
+    if conn.in_transaction:
+        raise RuntimeError("the SQLite connection has an open transaction")
+    answers: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for unit in units:
+            conn.execute("SAVEPOINT unit")
+            try:
+                answers.append(unit(conn))
+            except Undo as undo:
+                conn.execute("ROLLBACK TO unit")
+                answers.append(undo.outcome)
+            except Exception as failed:
+                conn.execute("ROLLBACK TO unit")
+                answers.append(_Failed(failed))
+            conn.execute("RELEASE unit")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return answers

@@ -14,7 +14,9 @@ statements each; here each is ONE round trip:
   lock the key, sum + insert, COMMIT), because the sum must see the rows committed by
   whoever held the key's lock before us, and a single statement reads one snapshot,
   taken before it waited for that lock.
-- SQLite: one function run on the connection's thread that does the whole unit of work.
+- SQLite: one function run on the connection's thread that does the whole unit of work,
+  batched the same way (`db.group_commit`: one hand-off and one commit for all the units
+  queued meanwhile, each in a savepoint of its own).
 
 The rules are those of the ORM path (`ledger.service.hold`/`release`, `usage.start`/
 `finish`, `account.spend_limits.check`, which the reconciler, the fallback extension
@@ -48,8 +50,9 @@ from weakref import WeakKeyDictionary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from image_router.db.driver import Encoders, PgConnection, in_sqlite_thread, pg_connection
-from image_router.db.group_commit import group_commit
+from image_router.db import group_commit
+from image_router.db.driver import Encoders, PgConnection, pg_connection
+from image_router.db.group_commit import Undo
 from image_router.db.tables import GENERATIONS, LEDGER_ENTRIES
 from image_router.kit.clock import utcnow
 
@@ -64,13 +67,6 @@ class OverLimit:
     limit: int
     period: str | None
     spent: int
-
-
-class _Undo(Exception):
-    """Rolls a PostgreSQL transaction back, carrying the outcome to return."""
-
-    def __init__(self, outcome: bool | OverLimit) -> None:
-        self.outcome = outcome
 
 
 async def take_hold(
@@ -92,11 +88,12 @@ async def take_hold(
     codec = _codec(engine.dialect)
     now = utcnow()
     if engine.dialect.driver == "aiosqlite":
-        return await in_sqlite_thread(
+        return await group_commit.run_in_sqlite(
             engine,
             lambda conn: _take_sqlite(
                 conn, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
             ),
+            order=account_id,
         )
     if limited_key is None or amount <= 0:
         # One statement: grouped with the other requests' (`db.group_commit`).
@@ -107,7 +104,7 @@ async def take_hold(
         else:
             sql = _pg_sql("hold", codec, columns)
             args = [amount, account_id, generation_id, codec.entry_time(now), *values]
-        return bool(await group_commit(engine).fetchval(sql, args, order=account_id))
+        return bool(await group_commit.fetchval(engine, sql, args, order=account_id))
     async with pg_connection(engine) as pg:
         return await _take_pg(
             pg, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
@@ -131,14 +128,15 @@ async def close_hold(
     codec = _codec(engine.dialect)
     now = utcnow()
     if engine.dialect.driver == "aiosqlite":
-        return await in_sqlite_thread(
+        return await group_commit.run_in_sqlite(
             engine,
             lambda conn: _close_sqlite(conn, codec, account_id, generation_id, closing, kept, now),
+            order=account_id,
         )
     sql = _close_pg_sql(codec, tuple(closing))
     args = [generation_id, kept, account_id, codec.entry_time(now)]
     args += codec.row.encode_all(closing)
-    held = await group_commit(engine).fetchval(sql, args, order=account_id)
+    held = await group_commit.fetchval(engine, sql, args, order=account_id)
     return None if held is None else int(held)
 
 
@@ -251,7 +249,7 @@ async def _take_pg(
         async with pg.transaction():
             key = await pg.fetchrow(_pg_sql("hold+lock", codec, columns), *debit, limited_key)
             if key is None:
-                raise _Undo(False)  # the balance fell short: nothing was debited
+                raise Undo(False)  # the balance fell short: nothing was debited
             limit, period = key[0], key[1]
             if limit is None:  # no limit (any more): open the row as a free one does
                 await pg.fetchval(_pg_sql("free", codec, columns), *values)
@@ -267,10 +265,11 @@ async def _take_pg(
                 *values,
             )
             if int(spent) + amount > int(limit):
-                raise _Undo(OverLimit(int(limit), period, int(spent)))
+                raise Undo(OverLimit(int(limit), period, int(spent)))
             return True
-    except _Undo as undo:
-        return undo.outcome
+    except Undo as undo:
+        outcome: bool | OverLimit = undo.outcome
+        return outcome
 
 
 def _close_pg_sql(codec: _Codec, columns: tuple[str, ...]) -> str:
@@ -300,8 +299,9 @@ def _close_pg_sql(codec: _Codec, columns: tuple[str, ...]) -> str:
 
 
 # ----------------------------------------------------------------------------- SQLite
-# These run on the connection's thread; the sqlite3 module opens the transaction before
-# the first write (as it does for SQLAlchemy), and they commit or roll back themselves.
+# These run on the connection's thread, inside a transaction of `db.group_commit` (a
+# savepoint of their own in a batch it commits): they raise `Undo` to take back what they
+# wrote, and never commit or roll back themselves.
 
 _SQLITE_DEBIT = "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?"
 _SQLITE_CREDIT = "UPDATE accounts SET balance = balance + ? WHERE id = ?"
@@ -323,30 +323,19 @@ def _take_sqlite(
     spend_bounds: SpendBounds,
     now: datetime,
 ) -> bool | OverLimit:
-    _no_open_transaction(conn)
-    try:
-        if amount > 0:
-            if conn.execute(_SQLITE_DEBIT, (amount, account_id, amount)).rowcount != 1:
-                conn.rollback()
-                return False
-            conn.execute(
-                _SQLITE_ENTRY,
-                (account_id, -amount, "hold", generation_id, codec.entry_time(now)),
-            )
-            if limited_key is not None:
-                refusal = _over_limit_sqlite(conn, codec, limited_key, amount, spend_bounds)
-                if refusal is not None:
-                    conn.rollback()
-                    return refusal
-        columns = ", ".join(row)
-        marks = ", ".join("?" * len(row))
+    if amount > 0:
+        if conn.execute(_SQLITE_DEBIT, (amount, account_id, amount)).rowcount != 1:
+            return False  # nothing was written
         conn.execute(
-            f"INSERT INTO generations ({columns}) VALUES ({marks})", codec.row.encode_all(row)
+            _SQLITE_ENTRY, (account_id, -amount, "hold", generation_id, codec.entry_time(now))
         )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+        if limited_key is not None:
+            refusal = _over_limit_sqlite(conn, codec, limited_key, amount, spend_bounds)
+            if refusal is not None:
+                raise Undo(refusal)
+    columns = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    conn.execute(f"INSERT INTO generations ({columns}) VALUES ({marks})", codec.row.encode_all(row))
     return True
 
 
@@ -384,34 +373,20 @@ def _close_sqlite(
     kept: int,
     now: datetime,
 ) -> int | None:
-    _no_open_transaction(conn)
     sets = ", ".join(
         f"{name} = coalesce(?, {name})" if name in _COALESCED else f"{name} = ?" for name in closing
     )
-    try:
-        found = conn.execute(
-            f"UPDATE generations SET {sets} WHERE id = ? AND status = 'processing' RETURNING held",
-            (*codec.row.encode_all(closing), generation_id),
-        ).fetchall()
-        if not found:
-            conn.rollback()
-            return None
-        held = int(found[0][0])
-        if held > kept:
-            conn.execute(_SQLITE_CREDIT, (held - kept, account_id))
-            conn.execute(
-                _SQLITE_ENTRY,
-                (account_id, held - kept, "release", generation_id, codec.entry_time(now)),
-            )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+    found = conn.execute(
+        f"UPDATE generations SET {sets} WHERE id = ? AND status = 'processing' RETURNING held",
+        (*codec.row.encode_all(closing), generation_id),
+    ).fetchall()
+    if not found:
+        return None  # closed already: nothing was written
+    held = int(found[0][0])
+    if held > kept:
+        conn.execute(_SQLITE_CREDIT, (held - kept, account_id))
+        conn.execute(
+            _SQLITE_ENTRY,
+            (account_id, held - kept, "release", generation_id, codec.entry_time(now)),
+        )
     return held
-
-
-def _no_open_transaction(conn: sqlite3.Connection) -> None:
-    # The pool rolls back on return, so a checked-out connection never has one; committing
-    # someone else's half-done transaction would be far worse than refusing.
-    if conn.in_transaction:
-        raise RuntimeError("the SQLite connection has an open transaction")

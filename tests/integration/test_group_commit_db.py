@@ -1,10 +1,11 @@
-"""Group commit on a real PostgreSQL: concurrent requests' holds and settles share round
-trips, each still gets its own outcome, and one request's failing statement fails only
-that request (`db.group_commit`)."""
+"""Group commit on real databases (SQLite and PostgreSQL): concurrent requests' holds and
+settles share round trips, each still gets its own outcome, and one request's failing
+unit fails only that request (`db.group_commit`)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -20,14 +21,17 @@ from image_router.usage import service as usage
 from tests.conftest import Gateway, processing_row
 from tests.integration.test_money_path import closing
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of every batch sent to the database."""
     sizes: list[int] = []
     real = group_commit.pg_connection
+    run_each = group_commit._run_each
+
+    def counting_run_each(conn: Any, units: list[Any]) -> list[Any]:
+        sizes.append(len(units))
+        return run_each(conn, units)
 
     @asynccontextmanager
     async def counting(engine: Any) -> AsyncIterator[Any]:
@@ -45,6 +49,7 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             yield Counted()
 
     monkeypatch.setattr(group_commit, "pg_connection", counting)
+    monkeypatch.setattr(group_commit, "_run_each", counting_run_each)
     return sizes
 
 
@@ -64,9 +69,9 @@ async def take(gw: Gateway, account: str, generation_id: str, amount: int) -> Ho
 
 
 async def test_concurrent_holds_and_settles_share_round_trips(
-    pg_gateway: Gateway, batch_sizes: list[int]
+    any_gateway: Gateway, batch_sizes: list[int]
 ) -> None:
-    gw = pg_gateway
+    gw = any_gateway
     rich, _ = await gw.account("0.05")  # 500 credits
     poor, _ = await gw.account("0.0030")  # 30 credits: 3 holds of 10 fit
     requests = [(rich, f"r{i}") for i in range(30)] + [(poor, f"p{i}") for i in range(10)]
@@ -87,19 +92,19 @@ async def test_concurrent_holds_and_settles_share_round_trips(
 
 
 async def test_one_failing_statement_fails_only_its_own_request(
-    pg_gateway: Gateway, batch_sizes: list[int]
+    any_gateway: Gateway, batch_sizes: list[int]
 ) -> None:
-    gw = pg_gateway
+    gw = any_gateway
     account, _ = await gw.account("0.05")
     assert await take(gw, account, "taken-before", 10) is not None
     # Twenty holds at once, one of them for a generation id that exists already: its
-    # insert violates the primary key, which fails its batch; the others are sent again
-    # one by one and succeed.
+    # insert violates the primary key after its debit. On SQLite its savepoint is rolled
+    # back; on PostgreSQL that fails its batch, and the others are sent again one by one.
     ids = [f"g{i}" for i in range(19)] + ["taken-before"]
     outcomes = await asyncio.gather(
         *(take(gw, account, gid, 10) for gid in ids), return_exceptions=True
     )
     assert all(isinstance(o, Hold) for o in outcomes[:19]), outcomes
-    assert isinstance(outcomes[19], asyncpg.UniqueViolationError)
+    assert isinstance(outcomes[19], asyncpg.UniqueViolationError | sqlite3.IntegrityError)
     assert await gw.balance(account) == 500 - 20 * 10 == await gw.ledger_sum(account)
     assert len(await gw.rows("SELECT id FROM generations")) == 20
