@@ -215,6 +215,9 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible image and video generation with prepaid credits.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge: we export Prometheus metrics and JSON logs, not
+        # OTel, and its "is a provider configured?" check costs every request a few lookups.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url=None,  # web/docs.py serves /docs, with no CDN
         redoc_url=None,
     )

@@ -28,6 +28,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 # aiohttp decompresses the body itself here; the headers that describe the compressed
 # body would make httpx decode it a second time.
 _DROPPED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_REQUESTS_KEPT = 256
 
 
 class DirectLane:
@@ -38,6 +39,9 @@ class DirectLane:
         self._timeout = aiohttp.ClientTimeout(
             sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
         )
+        # The `request` each answer carries, by method and URL: building one parses the URL
+        # again (a few per cent of a generation's CPU), and nothing ever changes it.
+        self._requests: dict[tuple[str, str], httpx.Request] = {}
 
     @classmethod
     def of(cls, http: httpx.AsyncClient) -> DirectLane | None:
@@ -81,5 +85,13 @@ class DirectLane:
                 if name.decode("latin-1").lower() not in _DROPPED
             ],
             content=content,
-            request=httpx.Request(method, url),
+            request=self._request_of(method, url),
         )
+
+    def _request_of(self, method: str, url: str) -> httpx.Request:
+        request = self._requests.get((method, url))
+        if request is None:
+            if len(self._requests) >= _REQUESTS_KEPT:  # URLs with a job id in them: bounded
+                self._requests.clear()
+            request = self._requests[(method, url)] = httpx.Request(method, url)
+        return request

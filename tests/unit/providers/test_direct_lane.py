@@ -100,3 +100,14 @@ async def test_only_an_aiohttp_client_has_a_lane() -> None:
         assert DirectLane.of(plain) is None
     async with _client() as http:
         assert DirectLane.of(http) is not None
+
+
+async def test_answers_carry_their_own_request_and_the_lane_keeps_few(base_url: str) -> None:
+    async with _client() as http:
+        lane = DirectLane.of(http)
+        assert lane is not None
+        for i in range(300):  # URLs with ids in them, as a polling vendor's are
+            url = f"{base_url}/echo?job={i % 260}"
+            answer = await lane.request("GET", url, headers={})
+            assert answer.request.method == "GET" and str(answer.request.url) == url
+        assert len(lane._requests) <= 256
