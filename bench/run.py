@@ -10,6 +10,7 @@ See bench/README.md for what each scenario measures and the bars it is held to.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -40,7 +41,7 @@ from services import (
 )
 from settle import EMAIL, PRICE_USD, check_charges, quiesce, settled_balance
 
-SCENARIOS = ("overhead", "keys1000", "slow", "big", "inflight", "failover")
+SCENARIOS = ("overhead", "keys1000", "slow", "big", "big64", "inflight", "failover")
 # The many-keys scenario: each request names one of this many distinct API keys.
 MANY_KEYS = 1000
 SMALL = 1024
@@ -132,6 +133,27 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             warmup_s=warm,
             bar=lambda r: r.ok_per_s >= 110,
             bar_text="≥110/s",
+        )
+    )
+    # Issue #12's own case: the client asks for `b64_json`, so the 1.4 MB travel both ways.
+    plans.append(
+        Scenario(
+            group="big64",
+            label="big answers (1.4 MB, b64_json)",
+            connections=16,
+            shape=UpstreamShape(delay_ms=0, answer_bytes=BIG),
+            duration_s=dur,
+            warmup_s=warm,
+            bar=lambda r: r.ok_per_s >= 110,
+            bar_text="≥110/s",
+            body=json.dumps(
+                {
+                    "model": "openai/dall-e-2",
+                    "prompt": "a lighthouse at dusk",
+                    "size": "1024x1024",
+                    "response_format": "b64_json",
+                }
+            ),
         )
     )
     # Every connection sends `budget` requests and then idles, and the run lasts long

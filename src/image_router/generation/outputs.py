@@ -13,9 +13,10 @@ of HTML or JSON is a protocol error (the client is not charged), never a stored 
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass
 from typing import Any
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Result
 from image_router.providers.errors import UpstreamProtocolError
@@ -79,7 +80,7 @@ async def store_outputs(
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return pybase64.b64encode(data).decode("ascii")
 
 
 async def _convert(data: bytes, content_type: str, output_format: str) -> tuple[bytes, str]:

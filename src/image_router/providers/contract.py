@@ -13,7 +13,6 @@ Nothing here knows about HTTP serving, the database, settings or billing.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import pybase64
 
 from image_router.kit.sizes import parse_size
 from image_router.providers.direct import DirectLane
@@ -62,7 +62,7 @@ class InputFile:
         return f"data:{self.content_type};base64,{self.b64()}"
 
     def b64(self) -> str:
-        return base64.b64encode(self.data).decode("ascii")
+        return pybase64.b64encode(self.data).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ maps them (and failed Veo operations) onto the upstream error tree.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
+import pybase64
 
 from image_router.providers.contract import Job
 from image_router.providers.errors import (
@@ -112,7 +112,7 @@ async def post_json(
 
 def decode_b64(encoded: str, provider: str, body: Any) -> bytes:
     try:
-        return base64.b64decode(encoded, validate=True)
+        return pybase64.b64decode(encoded, validate=True)
     except binascii.Error as exc:
         raise UpstreamProtocolError(
             "Google sent media that is not valid base64", provider=provider, body=body

@@ -20,13 +20,14 @@ Videos are resumable (`providers.resume`): the reference is the `request_id`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
 from typing import Any
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Job, Provider, Result, Target, refuse_mask
 from image_router.providers.errors import (
@@ -163,7 +164,7 @@ def from_image_response(body: Any) -> Result:
         revised_prompt = revised if isinstance(revised, str) and revised else None
         if isinstance(item.get("b64_json"), str) and item["b64_json"]:
             try:
-                data = base64.b64decode(item["b64_json"], validate=True)
+                data = pybase64.b64decode(item["b64_json"], validate=True)
             except binascii.Error as exc:
                 raise UpstreamProtocolError(
                     "xAI sent an image that is not valid base64", provider=PROVIDER_ID, body=body

@@ -13,13 +13,14 @@ cost the submission reported (the status answers do not repeat it).
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from typing import Any
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Job, Provider, Result, Target
 from image_router.providers.errors import (
@@ -163,7 +164,7 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
         encoded = item.get("b64_json")
         if isinstance(encoded, str) and encoded:
             try:
-                return Artifact(data=base64.b64decode(encoded, validate=True))
+                return Artifact(data=pybase64.b64decode(encoded, validate=True))
             except binascii.Error as exc:
                 raise UpstreamProtocolError(
                     "NanoGPT sent an image that is not valid base64",

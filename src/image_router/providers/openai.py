@@ -6,11 +6,12 @@ them over HTTP. See spec §9.11.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import pybase64
 
 from image_router.providers.contract import Artifact, InputFile, Job, Provider, Result, Target
 from image_router.providers.errors import (
@@ -123,7 +124,7 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
     encoded = item.get("b64_json")
     if isinstance(encoded, str) and encoded:
         try:
-            data = base64.b64decode(encoded, validate=True)
+            data = pybase64.b64decode(encoded, validate=True)
         except binascii.Error as exc:
             raise UpstreamProtocolError(
                 "OpenAI sent an image that is not valid base64",

@@ -8,13 +8,14 @@ list of keys; the first is used.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Job, Provider, Result, Target
 from image_router.providers.errors import (
@@ -170,7 +171,7 @@ def _artifact(item: Any, body: Mapping[str, Any]) -> Artifact:
             body=body,
         )
     try:
-        data = base64.b64decode(match.group(3), validate=True)
+        data = pybase64.b64decode(match.group(3), validate=True)
     except binascii.Error as exc:
         raise UpstreamProtocolError(
             "OpenRouter sent an image that is not valid base64", provider=PROVIDER_ID, body=body

@@ -21,13 +21,14 @@ single input image carries its real type, not always `image/png` (§3.8 quirk).
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
 from typing import Any
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Job, Provider, Result, Target
 from image_router.providers.errors import (
@@ -245,7 +246,7 @@ def _image_artifact(item: Mapping[str, Any], fmt: str, body: Any) -> Artifact | 
     if isinstance(encoded, str) and encoded:
         try:
             return Artifact(
-                data=base64.b64decode(encoded, validate=True), content_type=content_type
+                data=pybase64.b64decode(encoded, validate=True), content_type=content_type
             )
         except binascii.Error as exc:
             raise UpstreamProtocolError(

@@ -12,11 +12,12 @@ half of the adapter uses, so that `vertex` imports this module and never the rev
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+import pybase64
 
 from image_router.providers.contract import Artifact, Job, Result
 from image_router.providers.errors import (
@@ -166,6 +167,6 @@ def required_field(body: Any, name: str, kind: type, missing: str) -> Any:
 
 def decode_media(encoded: str, body: Any) -> bytes:
     try:
-        return base64.b64decode(encoded, validate=True)
+        return pybase64.b64decode(encoded, validate=True)
     except binascii.Error:
         raise protocol_error("Vertex AI sent media that is not valid base64", body) from None

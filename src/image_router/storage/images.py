@@ -6,11 +6,11 @@ should run it with `asyncio.to_thread`.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import re
 
+import pybase64
 from PIL import Image, ImageOps
 
 EXTENSIONS: dict[str, str] = {
@@ -129,7 +129,7 @@ def decode_base64(text: str) -> tuple[bytes, str | None]:
         raise ValueError("Invalid base64 data: truncated content")
     payload = payload.replace("-", "+").replace("_", "/") + "=" * (-len(payload) % 4)
     try:
-        decoded = base64.b64decode(payload, validate=True)
+        decoded = pybase64.b64decode(payload, validate=True)
     except binascii.Error as exc:
         raise ValueError(f"Invalid base64 data: {exc}") from exc
     return decoded, declared
