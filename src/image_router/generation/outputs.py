@@ -32,8 +32,9 @@ MEDIA_TYPES: dict[str, frozenset[str]] = {
     "video": frozenset({"video/mp4", "video/quicktime", "video/webm"}),
 }
 _CONVERT_IN_THREAD_ABOVE = 64 * 1024
-# Base64-encoding runs at about 1 GB/s: a few kB cost microseconds, inline; megabytes cost
-# milliseconds that would stall every other request on the event loop, so a thread.
+# pybase64 encodes a megabyte in tens of microseconds, yet keeping the hop measured better:
+# with this and the vendor answer's parsing inline up to 4 MB, the 1.4 MB bench spent
+# 9.5–9.8 ms per request against 7.9–9.0 with the hops (2026-12-07).
 _ENCODE_IN_THREAD_ABOVE = 256 * 1024
 
 
