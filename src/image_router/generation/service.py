@@ -396,8 +396,10 @@ class Generator:
             if tracker.durable
             else None
         )
-        plan, result = await asyncio.wait_for(
-            call_routes(
+        # A timeout scope, not `wait_for`: the same TimeoutError at the deadline, without a
+        # task of its own for every request.
+        async with asyncio.timeout(run.deadline_s):
+            plan, result = await call_routes(
                 self.providers,
                 run.plans,
                 job_of(run) if job is None else job,
@@ -408,9 +410,7 @@ class Generator:
                 learn=run.caller.allow_routing_improvement,
                 deadline=started + run.deadline_s,
                 durable=durable,
-            ),
-            timeout=run.deadline_s,
-        )
+            )
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.served(plan, run.first)
         outputs = await store_outputs(
