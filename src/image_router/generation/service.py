@@ -396,10 +396,8 @@ class Generator:
             if tracker.durable
             else None
         )
-        # A timeout scope, not `wait_for`: the same TimeoutError at the deadline, without a
-        # task of its own for every request.
-        async with asyncio.timeout(run.deadline_s):
-            plan, result = await call_routes(
+        plan, result = await asyncio.wait_for(
+            call_routes(
                 self.providers,
                 run.plans,
                 job_of(run) if job is None else job,
@@ -410,7 +408,9 @@ class Generator:
                 learn=run.caller.allow_routing_improvement,
                 deadline=started + run.deadline_s,
                 durable=durable,
-            )
+            ),
+            timeout=run.deadline_s,
+        )
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.served(plan, run.first)
         outputs = await store_outputs(
