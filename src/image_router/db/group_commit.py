@@ -34,8 +34,8 @@ is exactly what its own unit would have given it alone:
 
 Per engine, at most `FLIGHTS` batches are in flight on PostgreSQL (a statement waiting for
 a lock held elsewhere does not stall everything) and one on SQLite (one connection, one
-writer), each of at most `MAX_BATCH` units. `PgStatement` in `db.driver` must return
-exactly one row per statement, so a batch's rows line up with its requests.
+writer), each of at most `MAX_BATCH` units. A statement sent through `fetchval` must
+return exactly one row, so a batch's rows line up with its requests.
 """
 
 from __future__ import annotations
@@ -170,12 +170,14 @@ async def _send_pg(engine: AsyncEngine, sql: Hashable, batch: list[Sequence[Any]
     try:
         async with pg_connection(engine) as pg:
             rows = await pg.fetchmany(str(sql), batch)
-    except outage.DatabaseUnreachable:
-        raise  # every request of the batch fails with it, none is sent again
+    except outage.DatabaseUnreachable as lost:
+        # Every request of the batch fails with it, and none is sent again.
+        return [_Failed(lost)] * len(batch)
     except Exception as failed:
         if len(batch) == 1:
             return [_Failed(failed)]
-        # Nothing of the batch was committed: each statement again, on its own.
+        # Nothing of the batch was committed: each statement again, on its own, each with
+        # its own outcome (one that commits is told so, whatever happens to the next).
         return [(await _send_pg(engine, sql, [args]))[0] for args in batch]
     return [row[0] for row in rows]
 

@@ -193,3 +193,27 @@ def test_sqlite_refuses_a_connection_with_an_open_transaction() -> None:
     with pytest.raises(RuntimeError, match="open transaction"):
         _run_each(conn, [lambda c: None])
     assert conn.in_transaction  # left as it was
+
+
+async def test_a_lost_connection_during_the_retry_fails_only_the_statement_it_hit(
+    connection: Connection,
+) -> None:
+    # The batch fails ("bad"); sent again alone, "a" commits, "lost" meets a lost
+    # connection, "c" commits: "a" and "c" must be told they committed.
+    lost = DatabaseUnreachable("the database connection was lost")
+
+    def fail(batch: list[Sequence[Any]]) -> BaseException | None:
+        if len(batch) > 1:
+            return ValueError("bad value")
+        return lost if batch == [["lost"]] else None
+
+    connection.fail = fail
+    group = pg_group()
+    first = await occupy(group, connection)
+    outcomes = asyncio.gather(
+        *(group.submit("q", [v], order=v) for v in ("a", "lost", "c")), return_exceptions=True
+    )
+    await asyncio.sleep(0)
+    connection.gate.set()
+    assert await outcomes == ["q:a", lost, "q:c"]
+    await asyncio.gather(*first)
