@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from image_router.account.personal_data import Vault
 from image_router.account.spend_limits import PERIODS
+from image_router.db.driver import PgConnection, pg_statement
 from image_router.db.tables import API_KEYS, Account, ApiKey
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret, new_api_key, new_id
@@ -321,9 +322,40 @@ async def authenticate_key_hash(
     row = (await conn.execute(_AUTHENTICATE, {"key_hash": key_hash, "now": now})).first()
     if row is None:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+    if _touch_due(row.last_used_at, now):
         await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
-    caller = Caller(
+    return _caller_of(row), row.expires_at
+
+
+# The same two statements for asyncpg itself (`db.driver`), compiled once from the ones
+# above; the arguments go in the order named.
+_PG_AUTHENTICATE = pg_statement(_AUTHENTICATE, ("key_hash", "status_1", "now"))
+_PG_TOUCH = pg_statement(_TOUCH, ("now", "key_id"))
+
+
+async def authenticate_key_hash_pg(
+    pg: PgConnection, key_hash: str
+) -> tuple[Caller, datetime | None] | None:
+    """`authenticate_key_hash` through asyncpg, without SQLAlchemy's per-statement cost.
+
+    A key cache miss takes this path: with many keys in use, most requests of a key that
+    was not seen for a few seconds do (issue #12's 1,000-key case)."""
+    now = utcnow()
+    record = await pg.fetchrow(_PG_AUTHENTICATE, key_hash, "active", now)
+    if record is None:
+        return None
+    row = _Record(record)
+    if _touch_due(row.last_used_at, now):
+        await pg.fetchval(_PG_TOUCH, now, row.id)
+    return _caller_of(row), row.expires_at
+
+
+def _touch_due(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION
+
+
+def _caller_of(row: Any) -> Caller:
+    return Caller(
         account_id=row.account_id,
         balance=int(row.balance),
         api_key_id=row.id,
@@ -333,4 +365,15 @@ async def authenticate_key_hash(
         store_prompts=bool(row.store_prompts),
         restricted=bool(row.processing_restricted),
     )
-    return caller, row.expires_at
+
+
+class _Record:
+    """An asyncpg record read by attribute, as SQLAlchemy's rows are."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]

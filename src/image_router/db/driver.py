@@ -24,8 +24,10 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ClauseElement
 
 from image_router.db import outage
 
@@ -44,6 +46,23 @@ class PgConnection(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
     async def fetchmany(self, query: str, args: Any) -> list[Any]: ...
     def transaction(self) -> PgTransaction: ...
+
+
+def pg_statement(statement: ClauseElement, order: tuple[str, ...]) -> str:
+    """`statement`'s SQL for asyncpg (`$1` … `$n`), its parameters in `order`.
+
+    Compiled once, at import, from the statement SQLAlchemy runs elsewhere, so both paths
+    send the same SQL. `order` names the parameters as SQLAlchemy numbers them; a
+    statement changed without its callers fails here, at start-up, not with misplaced
+    values."""
+    compiled = statement.compile(dialect=_ASYNCPG)
+    named = tuple(getattr(compiled, "positiontup", None) or ())
+    if named != order:
+        raise ValueError(f"parameters are {named}, not {order}: {compiled}")
+    return str(compiled)
+
+
+_ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
 def driver_of(engine: AsyncEngine) -> str | None:

@@ -20,7 +20,7 @@ an in-memory registration: no database round trip is added to the hot path (issu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,7 +34,13 @@ class Tracker(Protocol):
 
     async def submitted(self, spec: Mapping[str, Any], ref: Mapping[str, Any]) -> None: ...
 
-    async def keep(self, answer: Mapping[str, Any], expires_at: datetime | None) -> None: ...
+    def keep(
+        self, answer: Mapping[str, Any], expires_at: datetime | None
+    ) -> Awaitable[None] | None:
+        """The outcome is known: the work that stores `answer` for the job, or None when
+        there is nothing to store (no job row; outputs not stored). Most generations
+        have none, and then cost no task for it."""
+        ...
 
     async def failed(self, error: Mapping[str, Any]) -> Mapping[str, Any]:
         """Record a failed job's error (after its release); returns the error its
@@ -86,7 +92,7 @@ class _Untracked:
     async def submitted(self, spec: Mapping[str, Any], ref: Mapping[str, Any]) -> None:
         return None
 
-    async def keep(self, answer: Mapping[str, Any], expires_at: datetime | None) -> None:
+    def keep(self, answer: Mapping[str, Any], expires_at: datetime | None) -> None:
         return None
 
     async def failed(self, error: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -21,7 +21,6 @@ by the events' sweeper (webhooks/events.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,11 +80,14 @@ class NoEvents:
 NO_EVENTS = NoEvents()
 
 
-async def tell(send: Callable[[Finished], Awaitable[None]], finished: Finished) -> None:
-    """Hand the ended generation to `send` (`events.completed` or `.failed`), after its
-    settle or release committed: a failure here is logged and changes neither the answer
-    nor what was charged; a client hanging up meanwhile does not cut it short (`shielded`)."""
+async def tell(events: GenerationEvents, finished: Finished, *, ok: bool) -> None:
+    """Hand the ended generation to `events` (`completed`, or `failed` when not `ok`),
+    after its settle or release committed: a failure here is logged and changes neither
+    the answer nor what was charged; a client hanging up meanwhile does not cut it short
+    (`shielded`). Nothing at all (not even a task) when `events` expects no event of it."""
+    if not events.expects(finished.account_id, finished.webhook_url):
+        return
     try:
-        await shielded(send(finished))
+        await shielded((events.completed if ok else events.failed)(finished))
     except Exception:
         log.exception("recording the events of generation %s failed", finished.generation_id)

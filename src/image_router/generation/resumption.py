@@ -130,7 +130,7 @@ async def _fail(
     if not released:
         return  # closed meanwhile (cancelled, or the reconciler): told there
     await tell(
-        generator.events.failed,
+        generator.events,
         Finished(
             generation_id=resumed.generation_id,
             account_id=resumed.account_id,
@@ -140,6 +140,7 @@ async def _fail(
             webhook_url=request.get("webhook_url"),
             error=error,
         ),
+        ok=False,
     )
 
 

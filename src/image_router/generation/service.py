@@ -351,7 +351,7 @@ class Generator:
                 error = await self._job_failed(run, exc, tracker, attempts)
                 await self._give_back(run, hold, attempts, exc)
                 if error is not None:
-                    await tell(self.events.failed, _finished(run, 0, error=error))
+                    await tell(self.events, _finished(run, 0, error=error), ok=False)
                 if isinstance(exc, asyncio.CancelledError) and tracker.cancelled():
                     # Cancelled through the job API, not by a client gone: say so (409).
                     task = asyncio.current_task()
@@ -370,7 +370,9 @@ class Generator:
             try:
                 # Before the settle: once the usage row says success, the job's answer is
                 # there. Not kept, the job still lists the stored outputs' URLs.
-                await shielded(tracker.keep(answer, _outputs_expire_at(self.policy, served)))
+                keeping = tracker.keep(answer, _outputs_expire_at(self.policy, served))
+                if keeping is not None:
+                    await shielded(keeping)
             except Exception:
                 log.exception("keeping the answer of job %s failed", run.generation_id)
             cost = await self._settle(run, hold, attempts, served)
@@ -381,7 +383,7 @@ class Generator:
         metrics.observe_gateway_overhead(
             max(0.0, time.monotonic() - received - served.latency_ms / 1000)
         )
-        await tell(self.events.completed, _finished(run, cost, served=served))
+        await tell(self.events, _finished(run, cost, served=served), ok=True)
         return _answer(served, cost)
 
     async def _serve(
@@ -509,7 +511,7 @@ class Generator:
     async def _tell_failed(self, run: Run, exc: BaseException) -> None:
         if isinstance(exc, Exception | asyncio.CancelledError):
             error = event_error(exc, cut=self.drain.was_cut())
-            await tell(self.events.failed, _finished(run, 0, error=error))
+            await tell(self.events, _finished(run, 0, error=error), ok=False)
 
     async def _job_failed(
         self, run: Run, exc: BaseException, tracker: Tracker, attempts: Attempts

@@ -9,7 +9,7 @@ appears when the request is async, when a resumable vendor accepts the job
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,13 +69,19 @@ class JobTracker:
         await self.jobs.store.record_ref(self, spec, ref)
         self.row = self.ref_saved = True
 
-    async def keep(self, answer: Mapping[str, Any], expires_at: datetime | None) -> None:
-        """Seal and store the answer before the settle (docs/jobs.md). An answer whose
-        outputs are not stored (b64_ephemeral) is not kept either."""
+    def keep(
+        self, answer: Mapping[str, Any], expires_at: datetime | None
+    ) -> Awaitable[None] | None:
+        """Seal and store the answer before the settle (docs/jobs.md); None without a job
+        row. An answer whose outputs are not stored (b64_ephemeral) is not kept either."""
         self.ended = True
-        if self.row and expires_at is not None:
-            sealed = await self.jobs.vault.seal(self.account_id, orjson.dumps(answer).decode())
-            await self.jobs.store.keep(self.generation_id, sealed, expires_at)
+        if not self.row or expires_at is None:
+            return None
+        return self._keep(answer, expires_at)
+
+    async def _keep(self, answer: Mapping[str, Any], expires_at: datetime) -> None:
+        sealed = await self.jobs.vault.seal(self.account_id, orjson.dumps(answer).decode())
+        await self.jobs.store.keep(self.generation_id, sealed, expires_at)
 
     async def failed(self, error: Mapping[str, Any]) -> Mapping[str, Any]:
         self.ended = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -38,8 +39,12 @@ def canonical(network: Network) -> str:
     return str(network)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str | None) -> Address | None:
-    """A client address, or None when it is not one. IPv4-mapped IPv6 becomes IPv4."""
+    """A client address, or None when it is not one. IPv4-mapped IPv6 becomes IPv4.
+
+    Remembered: every generation parses its client's address twice (its spelling, then
+    the ban check), and the addresses are immutable values."""
     if not text:
         return None
     try:
