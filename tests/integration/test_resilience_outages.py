@@ -22,10 +22,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, PendingRollbackError, SQLAlchemyError
 
+from image_router.account import key_cache
 from image_router.db.outage import is_outage
 from image_router.db.session import make_engine, unit_of_work
 from image_router.generation.recovery import release_expired_holds
 from image_router.kit.clock import utcnow
+from image_router.kit.ids import hash_secret
 from image_router.ledger import service as ledger_service
 from image_router.limits.free_tier import FreeTier
 from tests.conftest import Gateway, _gateway, _truncate
@@ -415,25 +417,27 @@ async def test_free_tier_count_cut_mid_statement_is_an_outage_not_a_bug(
 
 @pytest.mark.postgres
 async def test_an_api_key_lookup_cut_mid_statement_answers_503(
-    pg_gateway: Gateway, pg_proxy: TcpProxy
+    pg_gateway: Gateway, pg_proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = pg_gateway
     _, key = await gw.account("1")  # never used: its lookup is the request's first statement
-    engine = gw.res.engine
     cuts: list[str] = []
+    # A cache miss on PostgreSQL reads through asyncpg (account/key_cache.py), which
+    # SQLAlchemy's statement events never see: cut the link as that read starts.
+    read = key_cache.authenticate_key_hash_pg
 
-    def cut_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    async def cut_once(pg: Any, key_hash: str) -> Any:
         if not cuts:  # the connection was checked out alive; the statement finds it gone
-            cuts.append(statement)
+            cuts.append(key_hash)
             pg_proxy.cut()
+        return await read(pg, key_hash)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", cut_once)
+    monkeypatch.setattr(key_cache, "authenticate_key_hash_pg", cut_once)
     try:
         answer = await gw.client.get("/v1/credits", headers={"Authorization": f"Bearer {key}"})
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", cut_once)
         pg_proxy.restore()
-    assert "api_keys" in cuts[0]
+    assert cuts == [hash_secret(key)]
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "database_unavailable"
     served = await gw.client.get("/v1/credits", headers={"Authorization": f"Bearer {key}"})
