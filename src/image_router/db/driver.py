@@ -11,6 +11,9 @@ hold with its usage row, the settle or release) therefore reaches past it to the
   work is ONE hand-off (plus the pool's rollback-on-return, which stays: it is what cleans
   up after an interrupted unit of work on the single shared connection).
 
+So does an API key's lookup on a cache miss, on PostgreSQL (`account.service`): its
+statements are the ORM's own, compiled once for asyncpg (`pg_statement`).
+
 The connection comes from SQLAlchemy's pool, so it is shared and serialised with every
 other unit of work exactly like theirs. Values are encoded by the columns' own SQLAlchemy
 types (`Encoders`), so the rows are the ones the ORM would write.
