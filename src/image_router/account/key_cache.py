@@ -25,8 +25,8 @@ refunds and disputes do clear it, so a top-up lifts the tier at once. `last_used
 still written at most once a minute, by the database read of a cache miss.
 
 On PostgreSQL a miss reads through asyncpg itself (`authenticate_key_hash_pg`: the same
-statements, without SQLAlchemy's per-statement cost): with a thousand keys in use, a
-third of the requests miss.
+statements, without SQLAlchemy's per-statement cost): with a thousand keys in use at
+~800 req/s and a 5 s TTL, about a quarter of the requests miss.
 """
 
 from __future__ import annotations
