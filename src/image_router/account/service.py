@@ -12,6 +12,7 @@ account's keys (`/v1/api-keys`) and cannot generate; any key may carry a spend l
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -273,6 +274,7 @@ async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
         )
 
 
+_ACTIVE = "active"  # the account status that may call; both lookups below bind it
 _AUTHENTICATE = (
     select(
         ApiKey.id,
@@ -289,7 +291,7 @@ _AUTHENTICATE = (
     .join(Account, Account.id == ApiKey.account_id)
     .where(
         ApiKey.key_hash == bindparam("key_hash"),
-        Account.status == "active",
+        Account.status == _ACTIVE,
         ApiKey.is_active.is_(True),
         ApiKey.revoked_at.is_(None),
         or_(
@@ -324,7 +326,7 @@ async def authenticate_key_hash(
         return None
     if _touch_due(row.last_used_at, now):
         await conn.execute(_TOUCH, {"key_id": row.id, "now": now})
-    return _caller_of(row), row.expires_at
+    return _caller_of(row._mapping), row.expires_at
 
 
 # The same two statements for asyncpg itself (`db.driver`), compiled once from the ones
@@ -341,39 +343,29 @@ async def authenticate_key_hash_pg(
     A key cache miss takes this path: with many keys in use, most requests of a key that
     was not seen for a few seconds do (issue #12's 1,000-key case)."""
     now = utcnow()
-    record = await pg.fetchrow(_PG_AUTHENTICATE, key_hash, "active", now)
-    if record is None:
+    row = await pg.fetchrow(_PG_AUTHENTICATE, key_hash, _ACTIVE, now)
+    if row is None:
         return None
-    row = _Record(record)
-    if _touch_due(row.last_used_at, now):
-        await pg.fetchval(_PG_TOUCH, now, row.id)
-    return _caller_of(row), row.expires_at
+    if _touch_due(row["last_used_at"], now):
+        await pg.fetchval(_PG_TOUCH, now, row["id"])
+    return _caller_of(row), row["expires_at"]
 
 
 def _touch_due(last_used_at: datetime | None, now: datetime) -> bool:
     return last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION
 
 
-def _caller_of(row: Any) -> Caller:
+def _caller_of(row: Mapping[Any, Any]) -> Caller:
+    """The caller of a key's row, as either lookup reads it (an asyncpg record, or a
+    SQLAlchemy row's mapping)."""
+    spend_limit = row["spend_limit"]
     return Caller(
-        account_id=row.account_id,
-        balance=int(row.balance),
-        api_key_id=row.id,
-        allow_routing_improvement=bool(row.allow_routing_improvement),
-        is_management=bool(row.is_management),
-        spend_limit=None if row.spend_limit is None else int(row.spend_limit),
-        store_prompts=bool(row.store_prompts),
-        restricted=bool(row.processing_restricted),
+        account_id=row["account_id"],
+        balance=int(row["balance"]),
+        api_key_id=row["id"],
+        allow_routing_improvement=bool(row["allow_routing_improvement"]),
+        is_management=bool(row["is_management"]),
+        spend_limit=None if spend_limit is None else int(spend_limit),
+        store_prompts=bool(row["store_prompts"]),
+        restricted=bool(row["processing_restricted"]),
     )
-
-
-class _Record:
-    """An asyncpg record read by attribute, as SQLAlchemy's rows are."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[name]
