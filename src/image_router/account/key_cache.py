@@ -43,7 +43,7 @@ from image_router.account.service import (
     authenticate_key_hash,
     authenticate_key_hash_pg,
 )
-from image_router.db.driver import pg_connection
+from image_router.db.driver import driver_of, pg_connection
 from image_router.db.session import autocommit
 from image_router.kit.clock import utcnow
 from image_router.kit.ids import hash_secret
@@ -151,7 +151,7 @@ async def authenticate(cache: KeyCache, engine: AsyncEngine, secret: str) -> Cal
     if caller is not None:
         return caller
     started = cache.begin()
-    if engine.dialect.driver == "asyncpg":
+    if driver_of(engine) == "asyncpg":
         async with pg_connection(engine) as pg:
             found = await authenticate_key_hash_pg(pg, key_hash)
     else:
