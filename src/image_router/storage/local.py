@@ -62,23 +62,22 @@ class LocalStore:
         # other), so nothing beside the file is written.
         # Plain strings and the executor itself: pathlib's joins and `to_thread`'s context
         # copy were a few per cent of a small generation's CPU, for nothing used here.
-        path = os.path.join(self._root, check_name(name))
+        url = self.url_for(name)  # checks the name
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, self._write_atomically, path, data
+                None, self._write_atomically, name, data
             )
         except OSError as exc:
             raise StorageError(f"Cannot write {name} to {self.root}: {exc}") from exc
-        return self.url_for(name)
+        return url
 
-    def _write_atomically(self, path: str, data: bytes) -> None:
+    def _write_atomically(self, name: str, data: bytes) -> None:
         # A temp file in the same directory, then rename: readers see the old file or
         # the whole new one, never a partial write; concurrent puts of a name never mix
         # (each has its own temp name: this process's id and a counter, which cost less
         # than mkstemp's random names and its file object; O_EXCL still guards them).
-        tmp = os.path.join(
-            self._root, f"{_TEMP_PREFIX}{os.getpid()}-{next(_temp_names)}-{os.path.basename(path)}"
-        )
+        path = os.path.join(self._root, name)
+        tmp = os.path.join(self._root, f"{_TEMP_PREFIX}{os.getpid()}-{next(_temp_names)}-{name}")
         fd = os.open(tmp, _CREATE, 0o644)
         try:
             try:
