@@ -128,7 +128,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Tests pass `http_transport` to send every vendor call to fakes.
     `freeze_heap` (the served process, not an app built in a test) freezes what start-up
-    built (`_freeze_heap`)."""
+    built and collects the young generation less often (`_tune_collector`)."""
     settings = settings or Settings()
     # Here rather than in the lifespan: a uvicorn worker logs "Started server process"
     # between building the app and starting it.
@@ -187,7 +187,7 @@ def create_app(
         # running after SHUTDOWN_DRAIN_S are cut off (holds released, answered 503).
         undo_sigterm = on_sigterm(res.drain, settings.serving.shutdown_drain_s)
         if freeze_heap:
-            _freeze_heap()
+            _tune_collector()
         try:
             yield
         finally:
@@ -378,7 +378,7 @@ def create_app_from_env() -> FastAPI:
 YOUNG_COLLECTION_THRESHOLD = 50_000
 
 
-def _freeze_heap() -> None:
+def _tune_collector() -> None:
     """Hide everything start-up built from the garbage collector (`gc.freeze`), and
     collect the young generation less often.
 
