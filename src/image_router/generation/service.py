@@ -108,6 +108,7 @@ class _Served:
     latency_ms: int
     outputs: list[StoredOutput]
     cost: int
+    outputs_expire_at: datetime | None  # when the stored outputs are purged (none: None)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ class Generator:
             try:
                 # Before the settle: once the usage row says success, the job's answer is
                 # there. Not kept, the job still lists the stored outputs' URLs.
-                keeping = tracker.keep(answer, _outputs_expire_at(self.policy, served))
+                keeping = tracker.keep(answer, served.outputs_expire_at)
                 if keeping is not None:
                     await shielded(keeping)
             except Exception:
@@ -398,8 +399,10 @@ class Generator:
             if tracker.durable
             else None
         )
-        plan, result = await asyncio.wait_for(
-            call_routes(
+        # A timeout scope, not `wait_for`: the routes run in this task, where `wait_for`
+        # would spend a task and a future of its own on every request.
+        async with asyncio.timeout(run.deadline_s):
+            plan, result = await call_routes(
                 self.providers,
                 run.plans,
                 job_of(run) if job is None else job,
@@ -410,9 +413,7 @@ class Generator:
                 learn=run.caller.allow_routing_improvement,
                 deadline=started + run.deadline_s,
                 durable=durable,
-            ),
-            timeout=run.deadline_s,
-        )
+            )
         latency_ms = int((time.monotonic() - started) * 1000)
         attempts.served(plan, run.first)
         outputs = await store_outputs(
@@ -425,7 +426,14 @@ class Generator:
             output_format=request.output_format if request.modality == "image" else None,
             modality=request.modality,
         )
-        return _Served(plan, result, latency_ms, outputs, _charge(plan, run.facts, result))
+        return _Served(
+            plan,
+            result,
+            latency_ms,
+            outputs,
+            _charge(plan, run.facts, result),
+            _outputs_expire_at(self.policy, outputs),
+        )
 
     async def _settle(self, run: Run, hold: Hold, attempts: Attempts, served: _Served) -> int:
         """Charge what the served route cost and give the rest back; returns the charge."""
@@ -437,7 +445,7 @@ class Generator:
             output_urls=[o.url for o in outputs if o.url],
             attempts=attempts.records,
             output_keys=[o.name for o in outputs if o.name],
-            outputs_expire_at=_outputs_expire_at(self.policy, served),
+            outputs_expire_at=served.outputs_expire_at,
         )
         # Shielded like the hold: a disconnect now must not cut the settle in half.
         return await shielded(
@@ -553,8 +561,8 @@ async def _submitted(run: Run, tracker: Tracker, plan: Plan, ref: Mapping[str, A
     await shielded(tracker.submitted(spec_of(run, plan), ref))
 
 
-def _outputs_expire_at(policy: GenerationPolicy, served: _Served) -> datetime | None:
-    if not any(o.name for o in served.outputs):
+def _outputs_expire_at(policy: GenerationPolicy, outputs: list[StoredOutput]) -> datetime | None:
+    if not any(o.name for o in outputs):
         return None
     return utcnow() + timedelta(hours=policy.retention_outputs_hours)
 

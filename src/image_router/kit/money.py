@@ -7,6 +7,7 @@ place where one becomes the other, so rounding happens in exactly one way.
 
 from __future__ import annotations
 
+import functools
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import NewType
 
@@ -20,6 +21,10 @@ class MoneyFormatError(ValueError):
     """A string that should be a USD amount is not one."""
 
 
+# Memoised: every generation converts the same few catalog prices several times, and the
+# decimal arithmetic cost more than the lookup. Equal amounts convert equally, whatever
+# their type or spelling, so sharing an entry between them is exact.
+@functools.lru_cache(maxsize=4096)
 def usd_to_credits(usd: Decimal | str | int) -> Credits:
     """Convert a USD amount to credits, rounding up to the next whole credit.
 

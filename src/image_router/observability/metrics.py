@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -107,6 +108,20 @@ CIRCUIT_VALUES: Mapping[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 _http_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: `labels()` builds a key and takes a lock,
+    which every generation paid several times. The label values are bounded (the catalog's
+    models and providers, fixed outcome names), and so is this map."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
     """One answered HTTP request; `route` is its template, never the raw path."""
     key = (method, route, status)
@@ -124,7 +139,7 @@ def observe_http(method: str, route: str, status: int, seconds: float) -> None:
 
 def count_generation(model: str, modality: str, status: str) -> None:
     """One finished generation request: success, error, rejected, cancelled, ..."""
-    GENERATIONS.labels(model, modality, status).inc()
+    _child(GENERATIONS, model, modality, status).inc()
 
 
 def observe_attempt(provider: str, upstream: str, outcome: str, seconds: float) -> None:
@@ -133,9 +148,9 @@ def observe_attempt(provider: str, upstream: str, outcome: str, seconds: float) 
     `upstream` is not a label: the catalog names hundreds of upstream models, and the
     per-route picture is the circuit state and the usage log.
     """
-    PROVIDER_DURATION.labels(provider, outcome).observe(seconds)
+    _child(PROVIDER_DURATION, provider, outcome).observe(seconds)
     if outcome != "success":
-        UPSTREAM_ERRORS.labels(provider, outcome).inc()
+        _child(UPSTREAM_ERRORS, provider, outcome).inc()
 
 
 def count_vendor_cancel(provider: str, reason: str) -> None:
@@ -158,7 +173,7 @@ def set_circuit(route: str, state: str) -> None:
         value = CIRCUIT_VALUES[state]
     except KeyError:
         raise ValueError(f"unknown circuit state {state!r}") from None
-    CIRCUIT_STATE.labels(route).set(value)
+    _child(CIRCUIT_STATE, route).set(value)
 
 
 def set_redis_up(up: bool) -> None:
