@@ -28,6 +28,7 @@ import httpx
 
 import failover
 from load import Load, LoadResult, WrkMissingError, wrk_binary
+from phases.summary import summarise as summarise_phases
 from report import Row, render
 from services import (
     BENCH_DIR,
@@ -318,6 +319,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp DATA_DIR")
     parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="probe where each generation's wall time goes inside the gateway and add the "
+        "table to the report (bench/phases; the probe costs CPU: one scenario, not for req/s)",
+    )
+    parser.add_argument(
         "--workers", default="1", help="gateway worker processes: a number or 'auto'"
     )
     parser.add_argument(
@@ -382,6 +389,10 @@ def gateway_environment(
     for item in args.gateway_env:
         name, _, value = item.partition("=")
         env[name] = value
+    if args.phases:
+        probe = str(BENCH_DIR / "phases")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (probe, env.get("PYTHONPATH", "")) if p)
+        env["IR_PHASES_OUT"] = str(data_dir / "phases.json")
     if "failover" in args.scenarios:
         # Last, so that its bench/failover entry wins over any operator file passed in.
         ours = str(failover.write_catalog(data_dir, PRICE_USD))
@@ -432,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gateway.stop()
         upstream.stop()
+        phases_file = data_dir / "phases.json"
+        phases_table = summarise_phases(phases_file) if phases_file.exists() else None
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
             drop_database(args.db)
@@ -439,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     if aborted is not None:
         preamble.append(f"- **aborted**: {aborted.splitlines()[0]}")
     text = render(f"Image Router benchmark: {args.db}, {stamp}", preamble, rows)
+    if phases_table is not None:
+        text += "\n\n## Phases (wall time inside the gateway, probed)\n\n" + "\n".join(phases_table)
+    elif args.phases:
+        text += "\n\nThe phase probe wrote nothing (did the gateway stop cleanly?)."
     out = results / f"{args.db}-{stamp}.md"
     out.write_text(text + "\n")
     print("\n" + text)
