@@ -298,13 +298,8 @@ async def _attempt(
         raise UpstreamTimeoutError("the request's deadline passed", provider=provider.id)
     task = asyncio.ensure_future(provider.generate(job, target))
     try:
-        # Shielded: at the budget's end the vendor job is abandoned (cancelled there),
-        # not just cut off here. A timeout scope costs less than `wait_for`'s own future.
-        async with asyncio.timeout(budget):
-            return await asyncio.shield(task)
+        return await asyncio.wait_for(asyncio.shield(task), timeout=budget)
     except TimeoutError:
-        if task.done() and not task.cancelled() and task.exception() is None:
-            return task.result()  # it answered as the budget ran out
         cancelled = await _abandon(provider, job, target, task, "deadline")
         error = UpstreamTimeoutError(
             f"{provider.id} did not answer within {budget:.0f} s", provider=provider.id
