@@ -105,16 +105,14 @@ GATEWAY_OVERHEAD = Histogram(
 
 CIRCUIT_VALUES: Mapping[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 
-_http_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-
-
 _children: dict[tuple[object, ...], Any] = {}
 
 
 def _child(metric: Any, *labels: str) -> Any:
     """`metric.labels(*labels)`, looked up once: `labels()` builds a key and takes a lock,
-    which every generation paid several times. The label values are bounded (the catalog's
-    models and providers, fixed outcome names), and so is this map."""
+    which every request would pay (the HTTP series) and every generation several times.
+    The label values are bounded (route templates, statuses, the catalog's models and
+    providers, fixed outcome names), and so is this map."""
     key = (id(metric), *labels)
     child = _children.get(key)
     if child is None:
@@ -124,17 +122,8 @@ def _child(metric: Any, *labels: str) -> Any:
 
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
     """One answered HTTP request; `route` is its template, never the raw path."""
-    key = (method, route, status)
-    series = _http_series.get(key)
-    if series is None:
-        # `labels()` builds and locks; the middleware's hot path should not pay it each time.
-        series = (
-            HTTP_REQUESTS.labels(method, route, str(status)),
-            HTTP_DURATION.labels(method, route),
-        )
-        _http_series[key] = series
-    series[0].inc()
-    series[1].observe(seconds)
+    _child(HTTP_REQUESTS, method, route, str(status)).inc()
+    _child(HTTP_DURATION, method, route).observe(seconds)
 
 
 def count_generation(model: str, modality: str, status: str) -> None:
@@ -155,7 +144,7 @@ def observe_attempt(provider: str, upstream: str, outcome: str, seconds: float) 
 
 def count_vendor_cancel(provider: str, reason: str) -> None:
     """A running vendor job we gave up on was asked to stop (it would bill us otherwise)."""
-    VENDOR_CANCELS.labels(provider, reason).inc()
+    _child(VENDOR_CANCELS, provider, reason).inc()
 
 
 def hold_taken() -> None:
