@@ -4,7 +4,11 @@ back) or released (all given back); the ledger always equal to the balance."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
+
+import pytest
 
 from image_router.generation.holds import Hold
 from image_router.kit.clock import utcnow
@@ -74,3 +78,25 @@ async def test_a_released_hold_gives_everything_back(any_gateway: Gateway) -> No
     [row] = await gw.generations()
     assert row["status"] == "error"
     assert await gw.balance(account) == 100 == await gw.ledger_sum(account)
+
+
+async def test_a_settle_cut_off_by_a_hang_up_still_charges_once_and_says_so(
+    any_gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = any_gateway
+    account, _ = await gw.account("0.01")
+    hold = await take(gw, account, 80, [])
+    assert hold is not None
+    caplog.set_level(logging.INFO, logger="image_router.generation.holds")
+
+    settling = asyncio.ensure_future(hold.settle(30, usage.Finish(provider="test", cost=30)))
+    await asyncio.sleep(0)  # the close is queued for the group commit
+    settling.cancel()  # the client hangs up before the database answers
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+
+    # The close ran to its end before the cancellation went on: charged, once.
+    [row] = await gw.generations()
+    assert (row["status"], row["cost"]) == ("success", 30)
+    assert await gw.balance(account) == 70 == await gw.ledger_sum(account)
+    assert "client disconnected during the settle; charged 30 credits" in caplog.text

@@ -95,8 +95,10 @@ class GroupCommit:
         self._flying = 0
         self._flights: set[asyncio.Task[None]] = set()  # strong references to the tasks
 
-    async def submit(self, kind: Hashable, payload: Any, *, order: str) -> Any:
-        """Queue one unit of `kind` (units of one kind can share a batch); its answer."""
+    def submit(self, kind: Hashable, payload: Any, *, order: str) -> asyncio.Future[Any]:
+        """Queue one unit of `kind` (units of one kind can share a batch): the future of its
+        answer. A plain future, not a coroutine, so that a caller can shield it without a
+        task of its own (the settle of every generation does)."""
         unit = _Unit(order, payload)
         self._queued.setdefault(kind, []).append(unit)
         if self._flying < self._flights_allowed:
@@ -104,7 +106,7 @@ class GroupCommit:
             flight = self.loop.create_task(self._fly())
             self._flights.add(flight)
             flight.add_done_callback(self._flights.discard)
-        return await unit.answer
+        return unit.answer
 
     async def _fly(self) -> None:
         try:
@@ -161,9 +163,11 @@ def _group(engine: AsyncEngine) -> GroupCommit:
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
-async def fetchval(engine: AsyncEngine, sql: str, args: Sequence[Any], *, order: str) -> Any:
-    """The first column of the one row `sql` returns for `args`, committed."""
-    return await _group(engine).submit(sql, args, order=order)
+def fetchval(
+    engine: AsyncEngine, sql: str, args: Sequence[Any], *, order: str
+) -> asyncio.Future[Any]:
+    """The first column of the one row `sql` returns for `args`, committed (a future)."""
+    return _group(engine).submit(sql, args, order=order)
 
 
 async def _send_pg(engine: AsyncEngine, sql: Hashable, batch: list[Sequence[Any]]) -> list[Any]:
@@ -185,13 +189,12 @@ async def _send_pg(engine: AsyncEngine, sql: Hashable, batch: list[Sequence[Any]
 # ----------------------------------------------------------------------------- SQLite
 
 
-async def run_in_sqlite(
+def run_in_sqlite(
     engine: AsyncEngine, unit: Callable[[sqlite3.Connection], T], *, order: str
-) -> T:
-    """`unit(connection)`'s result, committed: run on the connection's thread inside a
-    transaction it must neither commit nor roll back (raise `Undo` to undo it)."""
-    result: T = await _group(engine).submit("", unit, order=order)
-    return result
+) -> asyncio.Future[T]:
+    """`unit(connection)`'s result, committed (a future): run on the connection's thread
+    inside a transaction it must neither commit nor roll back (raise `Undo` to undo it)."""
+    return _group(engine).submit("", unit, order=order)
 
 
 async def _send_sqlite(engine: AsyncEngine, _kind: Hashable, batch: list[Any]) -> list[Any]:

@@ -31,6 +31,7 @@ from image_router.kit.money import format_usd
 from image_router.kit.shielding import shielded
 from image_router.ledger import direct
 from image_router.ledger import service as ledger
+from image_router.observability import metrics
 from image_router.usage import service as usage
 
 log = logging.getLogger(__name__)
@@ -165,21 +166,41 @@ class Hold:
 
     async def settle(self, cost: int, finish: usage.Finish) -> int:
         """Close the row as a success, keep `cost` and give the rest of the hold back;
-        returns the credits charged."""
+        returns the credits charged.
+
+        Shielded like the hold: a client that disconnects now must not cut the settle in
+        half. It runs to its end, and the cancellation goes on after it."""
         # The hold may have grown for a dearer fallback; what the served route did not
         # cost goes back (the row's `held` read as it closes), whichever route that was.
-        if await self._close("success", finish, kept=cost) is not None:
+        # Through the driver the close is the group commit's own future: shielding it
+        # costs no task, and two fewer trips through the event loop than a coroutine.
+        closing = self._closing("success", finish, kept=cost)
+        held = await shielded(closing, after_cancel=partial(self._settled_after_cancel, cost))
+        return self._charged(held, cost)
+
+    def _charged(self, held: int | None, cost: int) -> int:
+        if held is not None:
             return cost
         # The reconciler released this hold already (we outlived the deadline): the
         # client still gets its images, and is not charged twice or at all.
         log.warning("generation %s finished after its hold was released", self.generation_id)
         return 0
 
+    async def _settled_after_cancel(self, cost: int, closing: asyncio.Future[int | None]) -> None:
+        # The client is gone but the generation was made: the settle finished and charged.
+        charged = self._charged(closing.result(), cost)
+        metrics.hold_finished()
+        log.info(
+            "generation %s: client disconnected during the settle; charged %d credits",
+            self.generation_id,
+            charged,
+        )
+
     async def release(self, finish: usage.Finish) -> int:
         """Close the row as an error and give the whole hold back; returns the credits
         released (0 when nothing was held)."""
         try:
-            held = await self._close("error", finish, kept=0)
+            held = await self._closing("error", finish, kept=0)
             if held is not None:
                 return held
         except Exception:
@@ -187,17 +208,20 @@ class Hold:
             log.exception("could not release hold of generation %s", self.generation_id)
         return 0
 
-    async def _close(self, status: str, finish: usage.Finish, *, kept: int) -> int | None:
+    def _closing(self, status: str, finish: usage.Finish, *, kept: int) -> Awaitable[int | None]:
         """Finish the row, give back what it held beyond `kept`; what it held, or None
         when it was closed already (nothing written)."""
         if self.through_driver and driver_of(self.engine) is not None:
-            return await direct.close_hold(
+            return direct.close_hold(
                 self.engine,
                 self.account_id,
                 self.generation_id,
                 usage.closing_values(status, finish),
                 kept=kept,
             )
+        return self._close_orm(status, finish, kept)
+
+    async def _close_orm(self, status: str, finish: usage.Finish, kept: int) -> int | None:
         async with unit_of_work(self.engine) as conn:
             held = await usage.finish(conn, self.generation_id, status, finish)
             if held is not None:

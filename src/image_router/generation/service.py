@@ -447,11 +447,7 @@ class Generator:
             output_keys=[o.name for o in outputs if o.name],
             outputs_expire_at=served.outputs_expire_at,
         )
-        # Shielded like the hold: a disconnect now must not cut the settle in half.
-        return await shielded(
-            hold.settle(served.cost, finish),
-            after_cancel=partial(_settled_after_cancel, run.generation_id),
-        )
+        return await hold.settle(served.cost, finish)  # shielded: see `Hold.settle`
 
     async def release_accepted(self, accepted: Accepted, exc: BaseException) -> None:
         """Give back the hold of an accepted generation that will not run (an async job
@@ -595,17 +591,6 @@ def _answer(served: _Served, cost: int) -> dict[str, Any]:
     for key, value in served.result.extra.items():
         body.setdefault(key, value)
     return body
-
-
-async def _settled_after_cancel(generation_id: str, settling: asyncio.Future[int]) -> None:
-    # The client is gone but the generation was made: the settle finished and charged.
-    charged = settling.result()
-    metrics.hold_finished()
-    log.info(
-        "generation %s: client disconnected during the settle; charged %d credits",
-        generation_id,
-        charged,
-    )
 
 
 def _log_disconnect(generation_id: str, stage: str, released: int) -> None:

@@ -40,6 +40,7 @@ values built by `usage.opening_values`/`closing_values`) along with them.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -111,24 +112,24 @@ async def take_hold(
         )
 
 
-async def close_hold(
+def close_hold(
     engine: AsyncEngine,
     account_id: str,
     generation_id: str,
     closing: Mapping[str, Any],
     *,
     kept: int,
-) -> int | None:
+) -> asyncio.Future[int | None]:
     """Finish the processing row with `closing` (`usage.closing_values`) and give back what
     it held beyond `kept` (the price of a success; 0 for a release).
 
-    Returns what the row held as it closed; None (nothing written) when it was closed
-    already.
+    The group commit's future (`db.group_commit`): what the row held as it closed (a
+    bigint, so an int); None (nothing written) when it was closed already.
     """
     codec = _codec(engine.dialect)
     now = utcnow()
     if engine.dialect.driver == "aiosqlite":
-        return await group_commit.run_in_sqlite(
+        return group_commit.run_in_sqlite(
             engine,
             lambda conn: _close_sqlite(conn, codec, account_id, generation_id, closing, kept, now),
             order=account_id,
@@ -136,8 +137,7 @@ async def close_hold(
     sql = _close_pg_sql(codec, tuple(closing))
     args = [generation_id, kept, account_id, codec.entry_time(now)]
     args += codec.row.encode_all(closing)
-    held = await group_commit.fetchval(engine, sql, args, order=account_id)
-    return None if held is None else int(held)
+    return group_commit.fetchval(engine, sql, args, order=account_id)
 
 
 # ----------------------------------------------------------------------------- encoding

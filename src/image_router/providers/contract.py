@@ -263,6 +263,11 @@ class Provider:
         was asked to stop. Default: the vendor has no way to stop one."""
         return False
 
+    @property
+    def stops_jobs(self) -> bool:
+        """Whether `cancel` can stop a vendor job (the adapter has one of its own)."""
+        return type(self).cancel is not Provider.cancel
+
     # ------------------------------------------------------------------ vendor calls
 
     async def send(
