@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def wrk_binary() -> str:
             "or build it from https://github.com/wg/wrk"
         )
     return path
+
+
+def wrk_ready() -> bool:
+    """Whether wrk is installed; if not, says how to install it on stderr."""
+    try:
+        wrk_binary()
+    except WrkMissingError as exc:
+        print(exc, file=sys.stderr)
+        return False
+    return True
 
 
 def pinned(cpus: str | None) -> list[str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 import failover
-from load import Load, LoadResult, WrkMissingError, wrk_binary
+from load import Load, LoadResult, wrk_binary, wrk_ready
 from phases.summary import summarise as summarise_phases
 from report import Row, render
 from services import (
@@ -369,11 +369,11 @@ def _ints(text: str) -> list[int]:
 
 
 def gateway_environment(
-    args: argparse.Namespace, data_dir: Path, port: int, up: str
+    args: argparse.Namespace, data_dir: Path, port: int, up: str, database: str = PG_DATABASE
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
-    database_url = prepare_database(args.db, data_dir)
+    database_url = prepare_database(args.db, data_dir, database)
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     env.update(
@@ -402,10 +402,7 @@ def gateway_environment(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        wrk_binary()
-    except WrkMissingError as exc:
-        print(exc, file=sys.stderr)
+    if not wrk_ready():
         return 2
     scenarios = plan(args)
     raise_open_files(max(s.connections for s in scenarios) * 3 + 256)

@@ -161,21 +161,21 @@ class FakeUpstream:
             self.shape = None
 
 
-def prepare_database(db: str, data_dir: Path) -> str | None:
+def prepare_database(db: str, data_dir: Path, name: str = PG_DATABASE) -> str | None:
     """A fresh database; returns DATABASE_URL, or None for the default SQLite file."""
     if db == "sqlite":
         return None
     if shutil.which("psql") is None:
         raise RuntimeError("psql not found: install postgresql-client")
-    _psql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-    _psql(f"CREATE DATABASE {PG_DATABASE}")
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DATABASE}"
+    _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _psql(f"CREATE DATABASE {name}")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
-def drop_database(db: str) -> None:
+def drop_database(db: str, name: str = PG_DATABASE) -> None:
     """Drop this run's PostgreSQL database (after the gateway has stopped)."""
     if db == "postgres":
-        _psql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _psql(sql: str) -> None:
