@@ -301,7 +301,7 @@ async def test_sign_up_consent_records_the_current_versions(
     )
     assert rows == [
         {"purpose": "terms", "document_version": "2"},
-        {"purpose": "privacy_notice", "document_version": "1"},
+        {"purpose": "privacy_notice", "document_version": documents.privacy.version},
     ]
 
 
