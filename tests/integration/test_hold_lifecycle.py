@@ -100,3 +100,43 @@ async def test_a_settle_cut_off_by_a_hang_up_still_charges_once_and_says_so(
     assert (row["status"], row["cost"]) == ("success", 30)
     assert await gw.balance(account) == 70 == await gw.ledger_sum(account)
     assert "client disconnected during the settle; charged 30 credits" in caplog.text
+
+
+async def test_a_hold_cut_off_by_a_hang_up_is_handed_over_to_be_given_back(
+    any_gateway: Gateway,
+) -> None:
+    gw = any_gateway
+    account, _ = await gw.account("0.01")
+    handed: list[Hold | None] = []
+
+    async def give_back(taking: asyncio.Future[Hold | None]) -> None:
+        hold = taking.result()
+        handed.append(hold)
+        assert hold is not None
+        await hold.release(usage.Finish(provider="test", error="client gone"))
+
+    async def opening() -> usage.NewGeneration:
+        return opening_for(account, 80, [])
+
+    taking = asyncio.ensure_future(
+        Hold.take(
+            gw.res.engine,
+            account,
+            GENERATION,
+            80,
+            limited_key=None,
+            opening=opening,
+            likely_covered=True,  # the request path's: one round trip, through the driver
+            after_cancel=give_back,
+        )
+    )
+    await asyncio.sleep(0)  # the row is built and the statement queued for the group commit
+    taking.cancel()  # the client hangs up before the database answers
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+
+    # The hold ran to its end and was handed over before the cancellation went on.
+    assert [h.amount if h else None for h in handed] == [80]
+    [row] = await gw.generations()
+    assert row["status"] == "error"
+    assert await gw.balance(account) == 100 == await gw.ledger_sum(account)

@@ -227,20 +227,20 @@ class Generator:
             and bool(request.prompt)
         )
         amount = usd_to_credits(run.first.quote_usd)
-        taking = Hold.take(
-            self.engine,
-            caller.account_id,
-            run.generation_id,
-            amount,
-            limited_key=caller.api_key_id if caller.spend_limit is not None else None,
-            opening=partial(self._opening, run, client_ip=client_ip, keep_prompt=keep_prompt),
-            # The balance read at authentication: hold and open the row in one round trip.
-            likely_covered=caller.balance >= amount,
-        )
         try:
-            # A client that disconnects cancels this task: the transaction still runs to its
-            # end, and what it took is given back before the cancellation goes on.
-            hold = await shielded(taking, after_cancel=partial(self._give_back_taken, run))
+            hold = await Hold.take(
+                self.engine,
+                caller.account_id,
+                run.generation_id,
+                amount,
+                limited_key=caller.api_key_id if caller.spend_limit is not None else None,
+                opening=partial(self._opening, run, client_ip=client_ip, keep_prompt=keep_prompt),
+                # The balance read at authentication: hold and open the row in one round trip.
+                likely_covered=caller.balance >= amount,
+                # A client that disconnects cancels this task: the transaction still runs to
+                # its end, and what it took is given back before the cancellation goes on.
+                after_cancel=partial(self._give_back_taken, run),
+            )
         except KeySpendLimitExceeded:
             metrics.count_generation(request.model, request.modality, "key_spend_limit")
             raise

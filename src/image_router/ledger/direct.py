@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,7 +52,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from image_router.db import group_commit
-from image_router.db.driver import Encoders, PgConnection, pg_connection
+from image_router.db.driver import Encoders, pg_connection
 from image_router.db.group_commit import Undo
 from image_router.db.tables import GENERATIONS, LEDGER_ENTRIES
 from image_router.kit.clock import utcnow
@@ -70,7 +70,7 @@ class OverLimit:
     spent: int
 
 
-async def take_hold(
+def take_hold(
     engine: AsyncEngine,
     account_id: str,
     amount: int,
@@ -79,17 +79,19 @@ async def take_hold(
     row: Mapping[str, Any],
     limited_key: str | None,
     spend_bounds: SpendBounds,
-) -> bool | OverLimit:
+) -> Awaitable[object]:
     """Hold `amount` credits and insert the usage row `row` (every column), atomically.
 
-    True when held; False (nothing written) when the balance cannot cover it; `OverLimit`
-    (nothing written) when `limited_key`'s spend limit leaves no room. A free request
-    (`amount` 0) only inserts the row.
+    An awaitable of the outcome: truthy when held; falsy (nothing written) when the
+    balance cannot cover it; `OverLimit` (nothing written) when `limited_key`'s spend limit
+    leaves no room. A free request (`amount` 0) only inserts the row. Where the statement
+    goes through the group commit (every case but a spend-limited key on PostgreSQL) it is
+    the group commit's future, which a caller can shield without a task.
     """
     codec = _codec(engine.dialect)
     now = utcnow()
     if engine.dialect.driver == "aiosqlite":
-        return await group_commit.run_in_sqlite(
+        return group_commit.run_in_sqlite(
             engine,
             lambda conn: _take_sqlite(
                 conn, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
@@ -105,11 +107,10 @@ async def take_hold(
         else:
             sql = _pg_sql("hold", codec, columns)
             args = [amount, account_id, generation_id, codec.entry_time(now), *values]
-        return bool(await group_commit.fetchval(engine, sql, args, order=account_id))
-    async with pg_connection(engine) as pg:
-        return await _take_pg(
-            pg, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
-        )
+        return group_commit.fetchval(engine, sql, args, order=account_id)
+    return _take_pg(
+        engine, codec, account_id, amount, generation_id, row, limited_key, spend_bounds, now
+    )
 
 
 def close_hold(
@@ -231,7 +232,7 @@ def _pg_sql(kind: str, codec: _Codec, columns: tuple[str, ...]) -> str:
 
 
 async def _take_pg(
-    pg: PgConnection,
+    engine: AsyncEngine,
     codec: _Codec,
     account_id: str,
     amount: int,
@@ -246,7 +247,7 @@ async def _take_pg(
     values = codec.row.encode_all(row)
     debit = [amount, account_id, generation_id, codec.entry_time(now)]
     try:
-        async with pg.transaction():
+        async with pg_connection(engine) as pg, pg.transaction():
             key = await pg.fetchrow(_pg_sql("hold+lock", codec, columns), *debit, limited_key)
             if key is None:
                 raise Undo(False)  # the balance fell short: nothing was debited
