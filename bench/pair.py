@@ -92,8 +92,7 @@ def start_side(
     data_dir = Path(tempfile.mkdtemp(prefix=f"ir-pair-{name}-"))
     port = free_port()
     database = f"bench_ir_pair_{name.lower()}_{port}"  # one per side
-    settings = argparse.Namespace(db=args.db, gateway_env=[], phases=False, scenarios=[])
-    env = run.gateway_environment(settings, data_dir, port, upstream.base_url, database)
+    env = run.gateway_environment(args.db, data_dir, port, upstream.base_url, database=database)
     env["OPENAI_API_KEY"] = openai_key
     env["PYTHONPATH"] = str(src.resolve())
     env["IR_PAIR_DATABASE"] = database  # read back by `stop_side`

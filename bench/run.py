@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -369,11 +369,22 @@ def _ints(text: str) -> list[int]:
 
 
 def gateway_environment(
-    args: argparse.Namespace, data_dir: Path, port: int, up: str, database: str = PG_DATABASE
+    db: str,
+    data_dir: Path,
+    port: int,
+    up: str,
+    *,
+    extra: Sequence[str] = (),
+    phases: bool = False,
+    failover_catalog: bool = False,
+    database: str = PG_DATABASE,
 ) -> dict[str, str]:
+    """The gateway's environment, with a fresh `database` for PostgreSQL: `extra` holds
+    NAME=VALUE settings (`--gateway-env`), `phases` adds the probe, `failover_catalog`
+    the failover scenarios' catalog entry."""
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
-    database_url = prepare_database(args.db, data_dir, database)
+    database_url = prepare_database(db, data_dir, database)
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     env.update(
@@ -386,14 +397,14 @@ def gateway_environment(
         # limiters (20/s, 100/s) would turn it into 429s. Bans and free-tier caps stay on.
         RATE_LIMITS_ENABLED="false",
     )
-    for item in args.gateway_env:
+    for item in extra:
         name, _, value = item.partition("=")
         env[name] = value
-    if args.phases:
+    if phases:
         probe = str(BENCH_DIR / "phases")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (probe, env.get("PYTHONPATH", "")) if p)
         env["IR_PHASES_OUT"] = str(data_dir / "phases.json")
-    if "failover" in args.scenarios:
+    if failover_catalog:
         # Last, so that its bench/failover entry wins over any operator file passed in.
         ours = str(failover.write_catalog(data_dir, PRICE_USD))
         env["CATALOG_PATHS"] = ",".join(p for p in (env.get("CATALOG_PATHS", ""), ours) if p)
@@ -414,7 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     openai_key = f"sk-bench-{stamp}"
     upstream = FakeUpstream(free_port(), openai_key, logs, cpus=args.load_cpus)
     gateway_port = free_port()
-    env = gateway_environment(args, data_dir, gateway_port, upstream.base_url)
+    env = gateway_environment(
+        args.db,
+        data_dir,
+        gateway_port,
+        upstream.base_url,
+        extra=args.gateway_env,
+        phases=args.phases,
+        failover_catalog="failover" in args.scenarios,
+    )
     env["OPENAI_API_KEY"] = openai_key
     gateway = Gateway(gateway_port, env, logs, workers=args.workers, cpus=args.gateway_cpus)
     rows: list[Row] = []
